@@ -1,0 +1,55 @@
+// The seam between the engine and its compute backends.
+//
+// A batch is ragged: the token ids of all its sequences back to back, and the
+// prefix sums cu_seqlens[S+1] (cu_seqlens[0] = 0) that say where each sequence
+// starts. Every backend takes that form and returns per-token hidden states
+// in the same packed order; how it lays things out inside (the reference
+// backend pads, the fused ones do not) is its own business.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "engine/config.h"
+
+namespace xlmr {
+
+class Model;
+
+struct RaggedBatch {
+  const int32_t* ids;         // [N] model ids, validated by the engine
+  const int32_t* cu_seqlens;  // [S+1]
+  int n_seqs;                 // S
+  int n_tokens;               // N = cu_seqlens[S]
+  int max_seqlen;             // longest sequence in the batch
+};
+
+struct ForwardOptions {
+  Pooling pooling = Pooling::cls;
+  bool normalize = false;  // L2-normalise the pooled vectors
+};
+
+// Caller-owned destinations; a nullptr skips that output.
+struct BatchOutputs {
+  float* hidden = nullptr;  // [N, E] last layer, packed like the ids
+  float* pooled = nullptr;  // [S, E] (ignored when pooling is none)
+  float* logits = nullptr;  // [S, C] when the model has a classification head
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+  // Sizes the workspace for batches of at most max_tokens tokens (as the
+  // scheduler counts them for this backend) and max_seqlen tokens per
+  // sequence. Called before the first forward; forward never allocates.
+  virtual void reserve(int max_tokens, int max_seqlen) = 0;
+  // Whether the scheduler must count a batch as S * max_seqlen tokens.
+  virtual bool padded() const = 0;
+  virtual void forward(const RaggedBatch& batch, const ForwardOptions& opts, const BatchOutputs& out) = 0;
+};
+
+// The plain, padded, unfused oracle (kernels/ref).
+std::unique_ptr<Backend> make_reference_backend(const Model& model);
+
+}  // namespace xlmr

@@ -1,0 +1,162 @@
+#include "engine/engine.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/backend.h"
+#include "engine/model.h"
+#include "engine/scheduler.h"
+#include "kernels/cuda/device.h"
+#include "tokenizer/tokenizer.h"
+
+namespace xlmr {
+
+Engine::~Engine() = default;
+
+std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOptions& opts) {
+  if (opts.device == Device::cuda) {
+    std::string why, name;
+    XLMR_CHECK(cuda::device_available(&why, &name), "--device cuda: " + why);
+    XLMR_THROW("--device cuda: found " + name + ", but the CUDA backend is not available in this version yet");
+  }
+  XLMR_CHECK(opts.path == Path::reference, "the fused CPU path is not available in this version yet");
+  XLMR_CHECK(opts.threads >= 0, "threads must be >= 0");
+  XLMR_CHECK(opts.max_batch_tokens >= 1, "max_batch_tokens must be >= 1");
+
+  std::unique_ptr<Engine> e(new Engine());
+  e->opts_ = opts;
+  LoadOptions lo;
+  lo.verify_checksums = opts.verify_checksums;
+  e->model_ = Model::load(path, lo);
+  const ModelConfig& c = e->model_->config();
+
+  e->max_length_ = c.max_length;
+  if (opts.max_length > 0) {
+    XLMR_CHECK(opts.max_length >= 2, "max_length must be at least 2");
+    XLMR_CHECK(opts.max_length <= c.max_length, "max_length " + std::to_string(opts.max_length) +
+                                                    " exceeds the model's limit of " + std::to_string(c.max_length));
+    e->max_length_ = opts.max_length;
+  }
+  const std::string spm = e->model_->file().tokenizer_model();
+  if (!spm.empty()) {
+    TokenizerIds ids;
+    ids.bos = c.bos_id;
+    ids.pad = c.pad_id;
+    ids.eos = c.eos_id;
+    ids.unk = c.unk_id;
+    e->tokenizer_.reset(new Tokenizer(spm, ids));
+    XLMR_CHECK(e->tokenizer_->max_model_id() < c.vocab_size,
+               "'" + path + "': the tokenizer has " + std::to_string(e->tokenizer_->spm_size()) +
+                   " pieces, too many for the model's vocabulary of " + std::to_string(c.vocab_size));
+  }
+  if (opts.threads > 0) omp_set_num_threads(opts.threads);
+
+  e->backend_ = make_reference_backend(*e->model_);
+  const int budget = std::max(opts.max_batch_tokens, e->max_length_);
+  e->backend_->reserve(budget, e->max_length_);
+  const size_t E = size_t(c.hidden);
+  e->ids_.resize(size_t(budget));
+  e->cu_seqlens_.resize(size_t(budget) + 1);
+  e->hidden_.resize(size_t(budget) * E);
+  e->pooled_.resize(size_t(budget) * E);
+  e->logits_.resize(size_t(budget) * size_t(std::max(c.num_labels, 1)));
+  return e;
+}
+
+const ModelConfig& Engine::config() const { return model_->config(); }
+const char* Engine::backend_name() const { return backend_->name(); }
+
+const Tokenizer& Engine::tokenizer() const {
+  XLMR_CHECK(tokenizer_, "this model file carries no tokenizer: give token ids, or re-convert with --tokenizer");
+  return *tokenizer_;
+}
+
+std::vector<Result> Engine::encode_ids(const std::vector<std::vector<int32_t>>& seqs, const EncodeOptions& opts) {
+  const ModelConfig& c = config();
+  std::vector<Result> results(seqs.size());
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const auto& s = seqs[i];
+    XLMR_CHECK(!s.empty(), "input " + std::to_string(i) + ": no token ids");
+    XLMR_CHECK(int(s.size()) <= max_length_, "input " + std::to_string(i) + ": " + std::to_string(s.size()) +
+                                                 " token ids, the limit is " + std::to_string(max_length_));
+    for (int32_t id : s)
+      XLMR_CHECK(id >= 0 && id < c.vocab_size, "input " + std::to_string(i) + ": token id " + std::to_string(id) +
+                                                   " is outside the vocabulary [0, " +
+                                                   std::to_string(c.vocab_size) + ")");
+    results[i].ids = s;
+  }
+  return run(std::move(results), opts);
+}
+
+std::vector<Result> Engine::encode_texts(const std::vector<std::string>& texts, const EncodeOptions& opts) {
+  const Tokenizer& tok = tokenizer();
+  std::vector<Result> results(texts.size());
+  for (size_t i = 0; i < texts.size(); ++i) {
+    Encoding enc = tok.encode(texts[i], max_length_);
+    results[i].ids = std::move(enc.ids);
+    results[i].truncated = enc.truncated;
+    results[i].invalid_utf8 = enc.invalid_utf8;
+  }
+  return run(std::move(results), opts);
+}
+
+std::vector<Result> Engine::encode_pairs(const std::vector<std::pair<std::string, std::string>>& pairs,
+                                         const EncodeOptions& opts) {
+  const Tokenizer& tok = tokenizer();
+  std::vector<Result> results(pairs.size());
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    Encoding enc = tok.encode_pair(pairs[i].first, pairs[i].second, max_length_);
+    results[i].ids = std::move(enc.ids);
+    results[i].truncated = enc.truncated;
+    results[i].invalid_utf8 = enc.invalid_utf8;
+  }
+  return run(std::move(results), opts);
+}
+
+std::vector<Result> Engine::run(std::vector<Result> results, const EncodeOptions& eo) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const ModelConfig& c = config();
+  ForwardOptions fo;
+  fo.pooling = eo.pooling.value_or(c.default_pooling);
+  fo.normalize = eo.normalize.value_or(c.default_normalize);
+  XLMR_CHECK(fo.pooling != Pooling::pooler || c.has_pooler,
+             "this model has no pooler layer (use pooling cls or mean)");
+  const size_t E = size_t(c.hidden), C = size_t(c.num_labels);
+
+  std::vector<int> lengths(results.size());
+  for (size_t i = 0; i < results.size(); ++i) lengths[i] = int(results[i].ids.size());
+  ScheduleOptions so;
+  so.max_tokens = int(ids_.size());
+  so.padded = backend_->padded();
+  for (const std::vector<int>& batch : schedule_batches(lengths, so)) {
+    int n = 0, longest = 0;
+    cu_seqlens_[0] = 0;
+    for (size_t k = 0; k < batch.size(); ++k) {
+      const auto& ids = results[size_t(batch[k])].ids;
+      std::copy(ids.begin(), ids.end(), ids_.begin() + n);
+      n += int(ids.size());
+      longest = std::max(longest, int(ids.size()));
+      cu_seqlens_[k + 1] = n;
+    }
+    RaggedBatch rb{ids_.data(), cu_seqlens_.data(), int(batch.size()), n, longest};
+    BatchOutputs out;
+    out.hidden = eo.hidden ? hidden_.data() : nullptr;
+    out.pooled = fo.pooling != Pooling::none ? pooled_.data() : nullptr;
+    out.logits = C ? logits_.data() : nullptr;
+    backend_->forward(rb, fo, out);
+
+    for (size_t k = 0; k < batch.size(); ++k) {
+      Result& r = results[size_t(batch[k])];
+      r.n_tokens = int(r.ids.size());
+      if (out.pooled) r.embedding.assign(pooled_.begin() + k * E, pooled_.begin() + (k + 1) * E);
+      if (out.logits) r.logits.assign(logits_.begin() + k * C, logits_.begin() + (k + 1) * C);
+      if (out.hidden)
+        r.hidden.assign(hidden_.begin() + size_t(cu_seqlens_[k]) * E, hidden_.begin() + size_t(cu_seqlens_[k + 1]) * E);
+    }
+  }
+  return results;
+}
+
+}  // namespace xlmr

@@ -1,0 +1,101 @@
+// xlmr-engine: run XLM-RoBERTa-family encoders from a .xlmr file.
+//
+// Usage:
+//
+//   #include "engine/engine.h"
+//
+//   xlmr::EngineOptions opts;                 // CPU, all cores
+//   auto engine = xlmr::Engine::load("model.xlmr", opts);
+//   xlmr::EncodeOptions enc;                  // the model's default pooling
+//   std::vector<xlmr::Result> r = engine->encode_texts({"Hello world", "Bonjour"}, enc);
+//   // r[i].embedding: [E] pooled vector, r[i].logits: [C] when the model has a head
+//
+// Errors are thrown as xlmr::Error (engine/error.h) with a one-line message;
+// nothing in the library exits or aborts.
+//
+// Thread-safety: an Engine may be shared between threads; encode calls are
+// serialised on an internal lock (the engine owns one workspace). For
+// parallel throughput load one Engine per thread, each with threads = 1.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/config.h"
+#include "engine/error.h"
+
+namespace xlmr {
+
+class Model;
+class Backend;
+class Tokenizer;
+
+enum class Device { cpu, cuda };
+enum class Path { reference, fused };
+
+struct EngineOptions {
+  Device device = Device::cpu;
+  Path path = Path::reference;  // reference: the plain padded oracle
+  int threads = 0;              // 0: all cores
+  int max_batch_tokens = 8192;  // token budget of one batch
+  int max_length = 0;           // tokens per sequence incl. specials; 0: the model's maximum
+  bool verify_checksums = true; // per-tensor checksums at load
+};
+
+struct EncodeOptions {
+  std::optional<Pooling> pooling;  // default: the model's (cls for XLM-R, mean for BERT-arch)
+  std::optional<bool> normalize;   // default: the model's
+  bool hidden = false;             // also return per-token hidden states
+};
+
+struct Result {
+  int n_tokens = 0;
+  std::vector<int32_t> ids;        // the ids that were run
+  std::vector<float> embedding;    // [E], empty with Pooling::none
+  std::vector<float> logits;       // [C], empty without a classification head
+  std::vector<float> hidden;       // [n_tokens, E] when requested
+  bool truncated = false;          // text input was cut to max_length
+  bool invalid_utf8 = false;       // invalid bytes were replaced by U+FFFD
+};
+
+class Engine {
+ public:
+  static std::unique_ptr<Engine> load(const std::string& path, const EngineOptions& opts = {});
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  const ModelConfig& config() const;
+  int max_length() const { return max_length_; }
+  const char* backend_name() const;
+  bool has_tokenizer() const { return tokenizer_ != nullptr; }
+  const Tokenizer& tokenizer() const;  // throws when the file has none
+
+  // Each sequence: model ids, 1..max_length() of them, each < vocab_size.
+  std::vector<Result> encode_ids(const std::vector<std::vector<int32_t>>& seqs, const EncodeOptions& opts);
+  // Texts are tokenized (truncated to max_length(), flagged in the result).
+  std::vector<Result> encode_texts(const std::vector<std::string>& texts, const EncodeOptions& opts);
+  // Pairs for cross-encoders: <s> A </s></s> B </s>.
+  std::vector<Result> encode_pairs(const std::vector<std::pair<std::string, std::string>>& pairs,
+                                   const EncodeOptions& opts);
+
+ private:
+  Engine() = default;
+  std::vector<Result> run(std::vector<Result> results, const EncodeOptions& opts);
+
+  std::unique_ptr<Model> model_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  EngineOptions opts_;
+  int max_length_ = 0;
+  std::mutex mu_;
+  // Host staging for one batch, sized at load.
+  std::vector<int32_t> ids_, cu_seqlens_;
+  std::vector<float> hidden_, pooled_, logits_;
+};
+
+}  // namespace xlmr

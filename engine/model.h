@@ -1,0 +1,64 @@
+// A loaded model: the validated .xlmr file, its config, and named fp32
+// pointers to every weight. f32 files are used in place (the mapping);
+// f16/bf16 matrices are widened once, at load, into buffers the model owns.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/config.h"
+#include "weights/xlmr_file.h"
+
+namespace xlmr {
+
+struct LayerWeights {
+  const float* qkv_w;   // [3E, E] rows Q, K, V
+  const float* qkv_b;   // [3E]
+  const float* out_w;   // [E, E]
+  const float* out_b;   // [E]
+  const float* ln1_g;   // [E]
+  const float* ln1_b;   // [E]
+  const float* ffn1_w;  // [F, E]
+  const float* ffn1_b;  // [F]
+  const float* ffn2_w;  // [E, F]
+  const float* ffn2_b;  // [E]
+  const float* ln2_g;   // [E]
+  const float* ln2_b;   // [E]
+};
+
+struct ModelWeights {
+  const float* word = nullptr;      // [V, E]
+  const float* pos = nullptr;       // [P, E]
+  const float* type0 = nullptr;     // [E] token-type row 0, or nullptr
+  const float* emb_ln_g = nullptr;  // [E]
+  const float* emb_ln_b = nullptr;  // [E]
+  std::vector<LayerWeights> layers;
+  const float* pooler_w = nullptr;  // [E, E] or nullptr
+  const float* pooler_b = nullptr;  // [E]
+  const float* head_dense_w = nullptr;  // [E, E] or nullptr
+  const float* head_dense_b = nullptr;  // [E]
+  const float* head_out_w = nullptr;    // [C, E]
+  const float* head_out_b = nullptr;    // [C]
+};
+
+class Model {
+ public:
+  // Opens, validates (config, tensor set, shapes) and maps the weights.
+  static std::unique_ptr<Model> load(const std::string& path, const LoadOptions& opts = {});
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  const XlmrFile& file() const { return *file_; }
+
+ private:
+  Model() = default;
+  const float* f32(const std::string& name);
+
+  std::unique_ptr<XlmrFile> file_;
+  ModelConfig config_;
+  ModelWeights weights_;
+  std::vector<std::vector<float>> owned_;  // widened copies of f16/bf16 tensors
+};
+
+}  // namespace xlmr

@@ -1,0 +1,76 @@
+// xlmr-convert: turns a torchtext, Hugging Face or fairseq XLM-R-family
+// checkpoint into one .xlmr file (docs/weights-format.md).
+#include <cstdio>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "engine/error.h"
+#include "weights/convert.h"
+#include "weights/xlmr_file.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "Convert an XLM-R-family checkpoint into a .xlmr file.\n\n"
+      "SRC is a .safetensors file, a PyTorch .pt/.bin (torch.save, zip or legacy), or a\n"
+      "Hugging Face model folder (config.json + model.safetensors, pytorch_model.bin or\n"
+      "their sharded *.index.json). The format is detected from the content and the\n"
+      "tensor naming (torchtext, Hugging Face, fairseq) from the tensor names.",
+      "xlmr-convert"};
+  std::string src, out, dtype = "f32";
+  xlmr::ConvertOptions opts;
+  bool quiet = false;
+  app.add_option("SRC", src, "checkpoint file or Hugging Face model folder")->required();
+  app.add_option("OUT", out, "the .xlmr file to write")->required();
+  app.add_option("--tokenizer", opts.tokenizer_path,
+                 "SentencePiece model to embed (default: sentencepiece.bpe.model beside SRC)");
+  app.add_option("--dtype", dtype, "storage type of the weight matrices: f32, f16 or bf16 (biases and LayerNorm stay f32)")
+      ->default_str("f32");
+  app.add_option("--head-activation", opts.head_activation,
+                 "activation inside the classification head: relu (torchtext) or tanh (Hugging Face, fairseq); "
+                 "default from the naming");
+  app.add_option("--family", opts.family,
+                 "xlmr (positions from 2) or bert (positions from 0: multilingual-e5-small, MiniLM); "
+                 "default from config.json or the naming");
+  app.add_option("--head", opts.head_name, "fairseq classification head to keep, when there are several");
+  app.add_option("--heads", opts.heads, "number of attention heads (default: config.json, fairseq args, or hidden/64)");
+  app.add_flag("--ignore-unknown", opts.ignore_unknown, "drop tensors with names this converter does not know");
+  app.add_flag("-q,--quiet", quiet, "print nothing on success");
+  app.set_version_flag("--version", std::string("xlmr-convert ") + XLMR_VERSION + " (writes .xlmr format version " +
+                                        std::to_string(xlmr::kXlmrFormatVersion) + ")");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    if (!xlmr::parse_dtype(dtype, &opts.dtype)) XLMR_THROW("--dtype must be f32, f16 or bf16, not '" + dtype + "'");
+    const xlmr::ConvertReport r = xlmr::convert_checkpoint(src, out, opts);
+    if (r.tokenizer.empty())
+      std::fprintf(stderr,
+                   "xlmr-convert: warning: no tokenizer embedded (no sentencepiece.bpe.model beside the source, "
+                   "no --tokenizer): the model will accept token ids only\n");
+    if (!quiet) {
+      const auto& m = r.config["model"];
+      std::fprintf(stderr, "xlmr-convert: %s (%s naming) -> %s\n", r.source_format.c_str(), r.naming.c_str(),
+                   out.c_str());
+      std::fprintf(stderr,
+                   "  %s: vocab %d, hidden %d, ffn %d, heads %d, layers %d, positions %d, %s head%s, dtype %s\n",
+                   m["family"].get<std::string>().c_str(), m["vocab_size"].get<int>(), m["hidden"].get<int>(),
+                   m["ffn"].get<int>(), m["heads"].get<int>(), m["layers"].get<int>(), m["max_positions"].get<int>(),
+                   m["num_labels"].get<int>() ? (std::to_string(m["num_labels"].get<int>()) + "-class " +
+                                                 m["head_activation"].get<std::string>())
+                                                    .c_str()
+                                              : "no classification",
+                   m["has_pooler"].get<bool>() ? ", pooler" : "", m["dtype"].get<std::string>().c_str());
+      std::fprintf(stderr, "  %zu tensors, %.1f MB; tokenizer: %s\n", r.n_tensors, double(r.bytes) / 1e6,
+                   r.tokenizer.empty() ? "none" : r.tokenizer.c_str());
+      if (!r.ignored.empty()) {
+        std::fprintf(stderr, "  left out %zu tensor(s) the encoder does not use:", r.ignored.size());
+        for (size_t k = 0; k < r.ignored.size() && k < 6; ++k) std::fprintf(stderr, " %s", r.ignored[k].c_str());
+        std::fprintf(stderr, "%s\n", r.ignored.size() > 6 ? " ..." : "");
+      }
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "xlmr-convert: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,110 @@
+// Helpers shared by the tests: fixture paths, a scratch folder, JSON loading,
+// running the command-line tools, and tolerance checks.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace test {
+
+inline std::string fixture(const std::string& rel) { return std::string(XLMR_FIXTURES_DIR) + "/" + rel; }
+inline std::string source_path(const std::string& rel) { return std::string(XLMR_SOURCE_DIR) + "/" + rel; }
+inline std::string binary_path(const std::string& rel) { return std::string(XLMR_BINARY_DIR) + "/" + rel; }
+
+// A per-test scratch folder under the build tree, created on demand.
+inline std::string scratch(const std::string& name) {
+  const std::string root = binary_path("test-scratch");
+  ::mkdir(root.c_str(), 0755);
+  const std::string dir = root + "/" + name;
+  ::mkdir(dir.c_str(), 0755);
+  return dir;
+}
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+inline void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary);
+  f.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+inline nlohmann::json read_json(const std::string& path) { return nlohmann::json::parse(read_file(path)); }
+
+struct RunResult {
+  int status = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Runs a shell command line, capturing stdout and stderr (through files, so
+// large outputs cannot dead-lock a pipe).
+inline RunResult run(const std::string& cmd, const std::string& stdin_text = "") {
+  static int counter = 0;
+  const std::string dir = scratch("run");
+  const std::string base = dir + "/" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
+  write_file(base + ".in", stdin_text);
+  const std::string full = "(" + cmd + ") < '" + base + ".in' > '" + base + ".out' 2> '" + base + ".err'";
+  const int rc = std::system(full.c_str());
+  RunResult r;
+  r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  r.out = read_file(base + ".out");
+  r.err = read_file(base + ".err");
+  std::remove((base + ".in").c_str());
+  std::remove((base + ".out").c_str());
+  std::remove((base + ".err").c_str());
+  return r;
+}
+
+inline std::vector<std::string> lines(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  std::string l;
+  while (std::getline(in, l)) out.push_back(l);
+  return out;
+}
+
+// Largest |a - b| (inf when sizes differ).
+inline double max_abs_diff(const std::vector<float>& a, const std::vector<double>& b) {
+  if (a.size() != b.size()) return INFINITY;
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(double(a[i]) - b[i]));
+  return m;
+}
+
+inline std::vector<double> flatten(const nlohmann::json& j) {
+  std::vector<double> out;
+  if (j.is_array()) {
+    for (const auto& x : j) {
+      auto v = flatten(x);
+      out.insert(out.end(), v.begin(), v.end());
+    }
+  } else {
+    out.push_back(j.get<double>());
+  }
+  return out;
+}
+
+inline double cosine(const std::vector<float>& a, const std::vector<float>& b) {
+  double ab = 0, aa = 0, bb = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    ab += double(a[i]) * b[i];
+    aa += double(a[i]) * a[i];
+    bb += double(b[i]) * b[i];
+  }
+  return ab / std::sqrt(aa * bb + 1e-30);
+}
+
+}  // namespace test

@@ -1,0 +1,623 @@
+#include "weights/convert.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "engine/config.h"
+#include "engine/error.h"
+#include "tokenizer/tokenizer.h"
+#include "weights/schema.h"
+#include "weights/xlmr_file.h"
+
+namespace xlmr {
+namespace {
+
+bool is_dir(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+bool is_file(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+std::string join(const std::string& dir, const std::string& name) {
+  return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+std::string dirname_of(const std::string& p) {
+  const size_t k = p.find_last_of('/');
+  return k == std::string::npos ? "." : p.substr(0, k == 0 ? 1 : k);
+}
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  XLMR_CHECK(f, "cannot read '" + path + "'");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+nlohmann::json read_json(const std::string& path) {
+  try {
+    return nlohmann::json::parse(read_text(path));
+  } catch (const nlohmann::json::exception& e) {
+    XLMR_THROW("'" + path + "' is not valid JSON: " + e.what());
+  }
+}
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  for (size_t k = s.find(from); k != std::string::npos; k = s.find(from, k + to.size())) s.replace(k, from.size(), to);
+  return s;
+}
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+// ---- finding the source files ----------------------------------------------
+
+struct Sources {
+  std::vector<std::string> weight_files;
+  std::string config_json;  // "" when none
+  std::string tokenizer;    // "" when none
+};
+
+std::vector<std::string> shards_from_index(const std::string& dir, const std::string& index) {
+  const nlohmann::json j = read_json(index);
+  XLMR_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), "'" + index + "' has no \"weight_map\" object");
+  std::vector<std::string> files;
+  for (const auto& kv : j["weight_map"].items()) {
+    XLMR_CHECK(kv.value().is_string(), "'" + index + "': weight_map entry '" + kv.key() + "' is not a file name");
+    const std::string f = kv.value().get<std::string>();
+    XLMR_CHECK(f.find('/') == std::string::npos && f.find("..") == std::string::npos,
+               "'" + index + "': shard name '" + f + "' must be a plain file name");
+    if (std::find(files.begin(), files.end(), f) == files.end()) files.push_back(f);
+  }
+  XLMR_CHECK(!files.empty(), "'" + index + "' lists no shards");
+  for (std::string& f : files) f = join(dir, f);
+  return files;
+}
+
+Sources find_sources(const std::string& src, const ConvertOptions& opts) {
+  Sources s;
+  std::string dir;
+  if (is_dir(src)) {
+    dir = src;
+    if (is_file(join(dir, "config.json"))) s.config_json = join(dir, "config.json");
+    for (const char* index : {"model.safetensors.index.json", "pytorch_model.bin.index.json"})
+      if (s.weight_files.empty() && is_file(join(dir, index))) s.weight_files = shards_from_index(dir, join(dir, index));
+    for (const char* single : {"model.safetensors", "pytorch_model.bin", "model.pt", "checkpoint.pt"})
+      if (s.weight_files.empty() && is_file(join(dir, single))) s.weight_files.push_back(join(dir, single));
+    XLMR_CHECK(!s.weight_files.empty(),
+               "'" + src + "': no weights found (looked for model.safetensors[.index.json], "
+               "pytorch_model.bin[.index.json], model.pt, checkpoint.pt)");
+  } else {
+    XLMR_CHECK(is_file(src), "'" + src + "': no such file or folder");
+    dir = dirname_of(src);
+    s.weight_files.push_back(src);
+  }
+  if (!opts.tokenizer_path.empty()) {
+    XLMR_CHECK(is_file(opts.tokenizer_path), "tokenizer '" + opts.tokenizer_path + "': no such file");
+    s.tokenizer = opts.tokenizer_path;
+  } else if (is_file(join(dir, "sentencepiece.bpe.model"))) {
+    s.tokenizer = join(dir, "sentencepiece.bpe.model");
+  }
+  return s;
+}
+
+// ---- naming ----------------------------------------------------------------
+
+// A canonical tensor's source: one tensor, or Q, K, V to be stacked.
+struct Source {
+  std::vector<std::string> parts;
+};
+
+class Namer {
+ public:
+  explicit Namer(const std::vector<SourceTensor>& tensors) {
+    for (const SourceTensor& t : tensors) by_name_[t.name] = &t;
+  }
+  const SourceTensor* get(const std::string& name) const {
+    auto it = by_name_.find(name);
+    return it == by_name_.end() ? nullptr : it->second;
+  }
+  bool has(const std::string& name) const { return get(name) != nullptr; }
+  // The only name ending in `suffix`, or "" when none; two or more is an error.
+  std::string unique_suffix(const std::string& suffix) const {
+    std::string found;
+    for (const auto& kv : by_name_)
+      if (kv.first == suffix || ends_with(kv.first, "." + suffix)) {
+        XLMR_CHECK(found.empty(), "checkpoint holds two candidates for '" + suffix + "': '" + found + "' and '" +
+                                      kv.first + "' (convert one model at a time)");
+        found = kv.first;
+      }
+    return found;
+  }
+  const std::map<std::string, const SourceTensor*>& all() const { return by_name_; }
+
+ private:
+  std::map<std::string, const SourceTensor*> by_name_;
+};
+
+struct Naming {
+  std::string name;   // torchtext, torchtext-old, hf, fairseq
+  std::string enc;    // prefix of encoder tensors
+  std::string root;   // prefix of the whole model (heads live here)
+};
+
+Naming detect_naming(const Namer& n) {
+  Naming r;
+  std::string w;
+  if (!(w = n.unique_suffix("token_embedding.weight")).empty()) {
+    r.enc = w.substr(0, w.size() - std::strlen("token_embedding.weight"));
+    r.name = n.has(r.enc + "layers.0.attention.input_projection.weight") ? "torchtext-old" : "torchtext";
+    r.root = r.enc;
+    for (const char* tail : {"encoder.transformer.", "transformer."})
+      if (ends_with(r.root, tail)) {
+        r.root = r.root.substr(0, r.root.size() - std::strlen(tail));
+        break;
+      }
+  } else if (!(w = n.unique_suffix("sentence_encoder.embed_tokens.weight")).empty()) {
+    r.name = "fairseq";
+    r.enc = w.substr(0, w.size() - std::strlen("embed_tokens.weight"));
+    r.root = r.enc.substr(0, r.enc.size() - std::strlen("sentence_encoder."));
+    for (const char* tail : {"encoder.", "decoder."})
+      if (ends_with(r.root, tail)) {
+        r.root = r.root.substr(0, r.root.size() - std::strlen(tail));
+        break;
+      }
+  } else if (!(w = n.unique_suffix("embeddings.word_embeddings.weight")).empty()) {
+    r.name = "hf";
+    r.enc = w.substr(0, w.size() - std::strlen("embeddings.word_embeddings.weight"));
+    r.root = r.enc;
+    if (!r.root.empty()) {  // "roberta." -> "", "model.bert." -> "model."
+      const size_t k = r.root.find_last_of('.', r.root.size() - 2);
+      r.root = k == std::string::npos ? "" : r.root.substr(0, k + 1);
+    }
+  } else {
+    XLMR_THROW("cannot tell which model this checkpoint holds: no word-embedding tensor "
+               "(looked for torchtext 'token_embedding.weight', Hugging Face "
+               "'embeddings.word_embeddings.weight', fairseq 'sentence_encoder.embed_tokens.weight')");
+  }
+  return r;
+}
+
+// Source candidates for each canonical leaf, relative to the encoder prefix,
+// "{i}" standing for the layer index. A candidate "a|b|c" is split Q/K/V.
+struct LeafRule {
+  const char* leaf;
+  std::vector<std::string> candidates;
+};
+
+std::vector<LeafRule> layer_rules(const std::string& naming) {
+  if (naming == "torchtext") {
+    const std::string b = "layers.layers.{i}.";
+    return {{"attn.qkv.weight", {b + "self_attn.in_proj_weight"}},
+            {"attn.qkv.bias", {b + "self_attn.in_proj_bias"}},
+            {"attn.out.weight", {b + "self_attn.out_proj.weight"}},
+            {"attn.out.bias", {b + "self_attn.out_proj.bias"}},
+            {"ln1.weight", {b + "norm1.weight"}},
+            {"ln1.bias", {b + "norm1.bias"}},
+            {"ffn1.weight", {b + "linear1.weight"}},
+            {"ffn1.bias", {b + "linear1.bias"}},
+            {"ffn2.weight", {b + "linear2.weight"}},
+            {"ffn2.bias", {b + "linear2.bias"}},
+            {"ln2.weight", {b + "norm2.weight"}},
+            {"ln2.bias", {b + "norm2.bias"}}};
+  }
+  if (naming == "torchtext-old") {
+    const std::string b = "layers.{i}.";
+    return {{"attn.qkv.weight", {b + "attention.input_projection.weight"}},
+            {"attn.qkv.bias", {b + "attention.input_projection.bias"}},
+            {"attn.out.weight", {b + "attention.output_projection.weight"}},
+            {"attn.out.bias", {b + "attention.output_projection.bias"}},
+            {"ln1.weight", {b + "attention_layer_norm.weight"}},
+            {"ln1.bias", {b + "attention_layer_norm.bias"}},
+            {"ffn1.weight", {b + "residual_mlp.mlp.0.weight"}},
+            {"ffn1.bias", {b + "residual_mlp.mlp.0.bias"}},
+            {"ffn2.weight", {b + "residual_mlp.mlp.3.weight"}},
+            {"ffn2.bias", {b + "residual_mlp.mlp.3.bias"}},
+            {"ln2.weight", {b + "final_layer_norm.weight"}},
+            {"ln2.bias", {b + "final_layer_norm.bias"}}};
+  }
+  if (naming == "hf") {
+    const std::string b = "encoder.layer.{i}.";
+    const std::string a = b + "attention.self.";
+    return {{"attn.qkv.weight", {a + "query.weight|" + a + "key.weight|" + a + "value.weight"}},
+            {"attn.qkv.bias", {a + "query.bias|" + a + "key.bias|" + a + "value.bias"}},
+            {"attn.out.weight", {b + "attention.output.dense.weight"}},
+            {"attn.out.bias", {b + "attention.output.dense.bias"}},
+            {"ln1.weight", {b + "attention.output.LayerNorm.weight", b + "attention.output.LayerNorm.gamma"}},
+            {"ln1.bias", {b + "attention.output.LayerNorm.bias", b + "attention.output.LayerNorm.beta"}},
+            {"ffn1.weight", {b + "intermediate.dense.weight"}},
+            {"ffn1.bias", {b + "intermediate.dense.bias"}},
+            {"ffn2.weight", {b + "output.dense.weight"}},
+            {"ffn2.bias", {b + "output.dense.bias"}},
+            {"ln2.weight", {b + "output.LayerNorm.weight", b + "output.LayerNorm.gamma"}},
+            {"ln2.bias", {b + "output.LayerNorm.bias", b + "output.LayerNorm.beta"}}};
+  }
+  // fairseq: packed in_proj (older) or separate q/k/v projections (newer)
+  const std::string b = "layers.{i}.";
+  const std::string a = b + "self_attn.";
+  return {{"attn.qkv.weight", {a + "in_proj_weight", a + "q_proj.weight|" + a + "k_proj.weight|" + a + "v_proj.weight"}},
+          {"attn.qkv.bias", {a + "in_proj_bias", a + "q_proj.bias|" + a + "k_proj.bias|" + a + "v_proj.bias"}},
+          {"attn.out.weight", {a + "out_proj.weight"}},
+          {"attn.out.bias", {a + "out_proj.bias"}},
+          {"ln1.weight", {b + "self_attn_layer_norm.weight"}},
+          {"ln1.bias", {b + "self_attn_layer_norm.bias"}},
+          {"ffn1.weight", {b + "fc1.weight"}},
+          {"ffn1.bias", {b + "fc1.bias"}},
+          {"ffn2.weight", {b + "fc2.weight"}},
+          {"ffn2.bias", {b + "fc2.bias"}},
+          {"ln2.weight", {b + "final_layer_norm.weight"}},
+          {"ln2.bias", {b + "final_layer_norm.bias"}}};
+}
+
+// Non-layer tensors: canonical name -> candidates (absolute names).
+std::vector<std::pair<std::string, std::vector<std::string>>> global_rules(const Naming& nm, const std::string& fairseq_head) {
+  const std::string& e = nm.enc;
+  const std::string& r = nm.root;
+  if (nm.name == "torchtext" || nm.name == "torchtext-old") {
+    return {{"emb.word", {e + "token_embedding.weight"}},
+            {"emb.pos", {e + "positional_embedding.embedding.weight"}},
+            {"emb.ln.weight", {e + "embedding_layer_norm.weight"}},
+            {"emb.ln.bias", {e + "embedding_layer_norm.bias"}},
+            {"head.dense.weight", {r + "head.dense.weight"}},
+            {"head.dense.bias", {r + "head.dense.bias"}},
+            {"head.out.weight", {r + "head.out_proj.weight"}},
+            {"head.out.bias", {r + "head.out_proj.bias"}}};
+  }
+  if (nm.name == "hf") {
+    const std::string x = e + "embeddings.";
+    return {{"emb.word", {x + "word_embeddings.weight"}},
+            {"emb.pos", {x + "position_embeddings.weight"}},
+            {"emb.type", {x + "token_type_embeddings.weight"}},
+            {"emb.ln.weight", {x + "LayerNorm.weight", x + "LayerNorm.gamma"}},
+            {"emb.ln.bias", {x + "LayerNorm.bias", x + "LayerNorm.beta"}},
+            {"pooler.dense.weight", {e + "pooler.dense.weight"}},
+            {"pooler.dense.bias", {e + "pooler.dense.bias"}},
+            {"head.dense.weight", {r + "classifier.dense.weight"}},
+            {"head.dense.bias", {r + "classifier.dense.bias"}},
+            {"head.out.weight", {r + "classifier.out_proj.weight"}},
+            {"head.out.bias", {r + "classifier.out_proj.bias"}}};
+  }
+  const std::string h = r + "classification_heads." + fairseq_head + ".";
+  return {{"emb.word", {e + "embed_tokens.weight"}},
+          {"emb.pos", {e + "embed_positions.weight"}},
+          {"emb.ln.weight", {e + "emb_layer_norm.weight", e + "layernorm_embedding.weight"}},
+          {"emb.ln.bias", {e + "emb_layer_norm.bias", e + "layernorm_embedding.bias"}},
+          {"head.dense.weight", {h + "dense.weight"}},
+          {"head.dense.bias", {h + "dense.bias"}},
+          {"head.out.weight", {h + "out_proj.weight"}},
+          {"head.out.bias", {h + "out_proj.bias"}}};
+}
+
+// Tensors a checkpoint may carry that the encoder does not use.
+bool ignorable(const std::string& name, const Naming& nm) {
+  if (!starts_with(name, nm.root)) return true;  // outside the model: optimizer state and the like
+  const std::string rel = name.substr(nm.root.size());
+  for (const char* tail : {"position_ids", "token_type_ids", ".version", "_float_tensor"})
+    if (ends_with(rel, tail)) return true;
+  for (const char* head : {"lm_head.", "encoder.lm_head.", "decoder.lm_head.", "cls.", "classification_heads."})
+    if (starts_with(rel, head)) return true;  // LM heads; fairseq heads other than the chosen one
+  return false;
+}
+
+// ---- dtype conversion -----------------------------------------------------
+
+float src_value(const SourceTensor& t, size_t i) {
+  const uint8_t* p = t.data.data();
+  switch (t.dtype) {
+    case SrcDType::f32: { float f; std::memcpy(&f, p + 4 * i, 4); return f; }
+    case SrcDType::f64: { double d; std::memcpy(&d, p + 8 * i, 8); return float(d); }
+    case SrcDType::f16: { uint16_t h; std::memcpy(&h, p + 2 * i, 2); return f16_to_f32(h); }
+    case SrcDType::bf16: { uint16_t h; std::memcpy(&h, p + 2 * i, 2); return bf16_to_f32(h); }
+    default: break;
+  }
+  XLMR_THROW("tensor '" + t.name + "' has dtype " + dtype_name(t.dtype) + ", expected a floating type");
+}
+
+void append_converted(std::vector<uint8_t>* out, const SourceTensor& t, DType dt) {
+  const size_t n = size_t(t.numel());
+  const size_t at = out->size();
+  out->resize(at + n * dtype_size(dt));
+  uint8_t* dst = out->data() + at;
+  for (size_t i = 0; i < n; ++i) {
+    const float v = src_value(t, i);
+    XLMR_CHECK(std::isfinite(v), "tensor '" + t.name + "' contains NaN or infinity at element " + std::to_string(i));
+    if (dt == DType::f32) {
+      std::memcpy(dst + 4 * i, &v, 4);
+    } else {
+      const uint16_t h = dt == DType::f16 ? f32_to_f16(v) : f32_to_bf16(v);
+      XLMR_CHECK(dt != DType::f16 || (h & 0x7c00u) != 0x7c00u,
+                 "tensor '" + t.name + "' has values too large for f16 (use --dtype bf16 or f32)");
+      std::memcpy(dst + 2 * i, &h, 2);
+    }
+  }
+}
+
+int hf_int(const nlohmann::json& cfg, const char* key, int fallback) {
+  if (cfg.is_object() && cfg.contains(key) && cfg[key].is_number_integer()) return cfg[key].get<int>();
+  return fallback;
+}
+
+// A nested metadata lookup such as metadata["args"]["encoder_attention_heads"].
+int meta_int(const nlohmann::json& meta, std::initializer_list<const char*> path) {
+  const nlohmann::json* j = &meta;
+  for (const char* k : path) {
+    if (!j->is_object() || !j->contains(k)) return 0;
+    j = &(*j)[k];
+  }
+  return j->is_number_integer() ? j->get<int>() : 0;
+}
+
+}  // namespace
+
+ConvertReport convert_checkpoint(const std::string& src, const std::string& out_path, const ConvertOptions& opts) {
+  ConvertReport rep;
+  const Sources srcs = find_sources(src, opts);
+  rep.source_files = srcs.weight_files;
+  rep.tokenizer = srcs.tokenizer;
+  const nlohmann::json hf = srcs.config_json.empty() ? nlohmann::json::object() : read_json(srcs.config_json);
+
+  // Load every shard into one list.
+  Checkpoint all;
+  for (const std::string& f : srcs.weight_files) {
+    Checkpoint ck = read_checkpoint_file(f);
+    if (all.format.empty()) all.format = ck.format;
+    else if (all.format != ck.format) all.format = "mixed";
+    all.metadata.merge_patch(ck.metadata);
+    for (SourceTensor& t : ck.tensors) all.tensors.push_back(std::move(t));
+  }
+  rep.source_format = all.format;
+  XLMR_CHECK(!all.tensors.empty(), "'" + src + "' holds no tensors");
+  {
+    std::set<std::string> seen;
+    for (const SourceTensor& t : all.tensors)
+      XLMR_CHECK(seen.insert(t.name).second, "tensor '" + t.name + "' appears in two shards");
+  }
+
+  Namer namer(all.tensors);
+  const Naming nm = detect_naming(namer);
+  rep.naming = nm.name;
+
+  // fairseq keeps named classification heads; pick one.
+  std::string fairseq_head = opts.head_name;
+  if (nm.name == "fairseq") {
+    std::set<std::string> heads;
+    const std::string pre = nm.root + "classification_heads.";
+    for (const auto& kv : namer.all())
+      if (starts_with(kv.first, pre)) heads.insert(kv.first.substr(pre.size(), kv.first.find('.', pre.size()) - pre.size()));
+    if (fairseq_head.empty() && heads.size() == 1) fairseq_head = *heads.begin();
+    if (fairseq_head.empty() && heads.size() > 1) {
+      std::string list;
+      for (const auto& h : heads) list += (list.empty() ? "" : ", ") + h;
+      XLMR_THROW("the checkpoint has several classification heads (" + list + "): choose one with --head NAME");
+    }
+    XLMR_CHECK(fairseq_head.empty() || heads.count(fairseq_head),
+               "no classification head named '" + fairseq_head + "' in the checkpoint");
+  }
+
+  // Map every canonical tensor to its sources.
+  std::set<std::string> used;
+  std::map<std::string, Source> mapped;
+  std::vector<std::string> missing;
+  auto resolve = [&](const std::string& canonical, const std::vector<std::string>& candidates, bool required) {
+    for (const std::string& cand : candidates) {
+      Source s;
+      std::stringstream ss(cand);
+      std::string part;
+      while (std::getline(ss, part, '|')) s.parts.push_back(part);
+      bool all_there = true;
+      for (const std::string& p : s.parts) all_there = all_there && namer.has(p);
+      if (all_there) {
+        for (const std::string& p : s.parts) used.insert(p);
+        mapped[canonical] = s;
+        return true;
+      }
+    }
+    if (required) missing.push_back(canonical + " (from '" + replace_all(candidates.front(), "|", "', '") + "')");
+    return false;
+  };
+
+  int n_layers = 0;
+  const std::vector<LeafRule> lrules = layer_rules(nm.name);
+  auto layer_exists = [&](int i) {
+    for (const LeafRule& r : lrules)
+      for (const std::string& c : r.candidates) {
+        const std::string first = c.substr(0, c.find('|'));
+        if (namer.has(nm.enc + replace_all(first, "{i}", std::to_string(i)))) return true;
+      }
+    return false;
+  };
+  while (layer_exists(n_layers)) ++n_layers;
+  for (int i = 0; i < n_layers; ++i)
+    for (const LeafRule& r : lrules) {
+      std::vector<std::string> cands;
+      for (const std::string& c : r.candidates) {
+        std::string full;
+        std::stringstream ss(replace_all(c, "{i}", std::to_string(i)));
+        std::string part;
+        while (std::getline(ss, part, '|')) full += (full.empty() ? "" : "|") + nm.enc + part;
+        cands.push_back(full);
+      }
+      resolve(layer_tensor(i, r.leaf), cands, true);
+    }
+
+  for (const auto& g : global_rules(nm, fairseq_head)) {
+    const std::string& canonical = g.first;
+    const bool optional = canonical == "emb.type" || starts_with(canonical, "pooler.") || starts_with(canonical, "head.");
+    resolve(canonical, g.second, !optional);
+  }
+  // Heads and the pooler come whole or not at all.
+  for (const char* group : {"head.", "pooler."}) {
+    int have = 0, total = 0;
+    for (const auto& g : global_rules(nm, fairseq_head))
+      if (starts_with(g.first, group)) {
+        ++total;
+        have += mapped.count(g.first) ? 1 : 0;
+      }
+    XLMR_CHECK(have == 0 || have == total, std::string("the checkpoint has only part of the ") +
+                                               (group[0] == 'h' ? "classification head" : "pooler") +
+                                               " (" + std::to_string(have) + " of " + std::to_string(total) +
+                                               " tensors)");
+  }
+
+  if (!missing.empty()) {
+    std::string list;
+    for (size_t k = 0; k < missing.size() && k < 8; ++k) list += (k ? "; " : "") + missing[k];
+    if (missing.size() > 8) list += "; and " + std::to_string(missing.size() - 8) + " more";
+    XLMR_THROW("the " + nm.name + " checkpoint lacks " + std::to_string(missing.size()) + " tensor(s): " + list);
+  }
+
+  std::vector<std::string> unknown;
+  for (const auto& kv : namer.all()) {
+    if (used.count(kv.first)) continue;
+    if (ignorable(kv.first, nm) || !is_float(kv.second->dtype)) rep.ignored.push_back(kv.first);
+    else unknown.push_back(kv.first);
+  }
+  if (!unknown.empty() && !opts.ignore_unknown) {
+    std::string list;
+    for (size_t k = 0; k < unknown.size() && k < 8; ++k) list += (k ? ", " : "") + unknown[k];
+    if (unknown.size() > 8) list += ", and " + std::to_string(unknown.size() - 8) + " more";
+    XLMR_THROW("the " + nm.name + " checkpoint has " + std::to_string(unknown.size()) +
+               " tensor(s) this converter does not know: " + list + " (pass --ignore-unknown to drop them)");
+  }
+  for (const std::string& u : unknown) rep.ignored.push_back(u);
+
+  // ---- config from shapes, config.json and the options ----
+  auto src_of = [&](const std::string& canonical) { return namer.get(mapped.at(canonical).parts.front()); };
+  auto dims = [&](const std::string& canonical) {
+    const SourceTensor* t = src_of(canonical);
+    XLMR_CHECK(t->shape.size() == 2, "tensor '" + t->name + "' has shape " + shape_str(t->shape) + ", expected 2 dimensions");
+    return t->shape;
+  };
+  ModelConfig c;
+  const std::string model_type = hf.is_object() ? hf.value("model_type", std::string()) : std::string();
+  std::string family = opts.family;
+  if (family.empty() && !model_type.empty()) {
+    if (model_type == "bert") family = "bert";
+    else if (model_type == "xlm-roberta" || model_type == "roberta" || model_type == "camembert") family = "xlmr";
+    else XLMR_THROW("config.json model_type '" + model_type + "' is not an XLM-R-family encoder this engine runs "
+                    "(xlm-roberta, roberta, camembert, bert); override with --family if you are sure");
+  }
+  if (family.empty()) family = nm.name == "hf" && ends_with(nm.enc, "bert.") && !ends_with(nm.enc, "roberta.") ? "bert" : "xlmr";
+  XLMR_CHECK(family == "xlmr" || family == "bert", "--family must be xlmr or bert");
+  c.family = family == "bert" ? Family::bert : Family::xlmr;
+
+  const std::vector<int64_t> word = dims("emb.word"), pos = dims("emb.pos");
+  c.vocab_size = int(word[0]);
+  c.hidden = int(word[1]);
+  c.max_positions = int(pos[0]);
+  c.layers = n_layers;
+  XLMR_CHECK(n_layers > 0, "the checkpoint has no encoder layers");
+  c.ffn = int(dims(layer_tensor(0, "ffn1.weight"))[0]);
+  c.type_vocab_size = mapped.count("emb.type") ? int(dims("emb.type")[0]) : 0;
+  c.has_pooler = mapped.count("pooler.dense.weight") > 0;
+  c.num_labels = mapped.count("head.out.weight") ? int(dims("head.out.weight")[0]) : 0;
+
+  int heads = opts.heads;
+  if (!heads) heads = hf_int(hf, "num_attention_heads", 0);
+  if (!heads) heads = meta_int(all.metadata, {"args", "encoder_attention_heads"});
+  if (!heads) heads = meta_int(all.metadata, {"cfg", "model", "encoder_attention_heads"});
+  if (!heads && c.hidden % 64 == 0) heads = c.hidden / 64;  // every XLM-R-family model has head dim 64
+  XLMR_CHECK(heads > 0, "cannot tell the number of attention heads: pass --heads");
+  XLMR_CHECK(c.hidden % heads == 0, "hidden size " + std::to_string(c.hidden) + " is not divisible by " +
+                                        std::to_string(heads) + " heads");
+  c.heads = heads;
+
+  c.layer_norm_eps = c.family == Family::bert ? 1e-12f : 1e-5f;
+  if (hf.is_object() && hf.contains("layer_norm_eps") && hf["layer_norm_eps"].is_number())
+    c.layer_norm_eps = hf["layer_norm_eps"].get<float>();
+  const int hf_pad = hf_int(hf, "pad_token_id", 1);
+  // XLM-R counts positions from pad + 1 (= 2); BERT-arch models from 0.
+  c.position_offset = c.family == Family::xlmr ? hf_pad + 1 : 0;
+  XLMR_CHECK(c.max_positions > c.position_offset + 1,
+             "the position table has " + std::to_string(c.max_positions) + " rows, too few for this model family");
+  c.max_length = c.max_positions - c.position_offset;
+
+  std::string act = opts.head_activation;
+  if (act.empty()) act = starts_with(nm.name, "torchtext") ? "relu" : "tanh";  // SPEC §6 trap 1
+  XLMR_CHECK(act == "relu" || act == "tanh", "--head-activation must be relu or tanh");
+  c.head_activation = act == "relu" ? HeadActivation::relu : HeadActivation::tanh;
+  if (c.num_labels > 0 && hf.is_object() && hf.contains("id2label") && hf["id2label"].is_object() &&
+      int(hf["id2label"].size()) == c.num_labels) {
+    for (int k = 0; k < c.num_labels; ++k) {
+      const std::string key = std::to_string(k);
+      c.labels.push_back(hf["id2label"].contains(key) && hf["id2label"][key].is_string()
+                             ? hf["id2label"][key].get<std::string>()
+                             : key);
+    }
+  }
+  c.default_pooling = c.family == Family::bert ? Pooling::mean : Pooling::cls;
+  c.dtype = opts.dtype;
+
+  // ---- shapes against the schema ----
+  const std::vector<SchemaEntry> schema = model_schema(c);
+  for (const SchemaEntry& s : schema) {
+    XLMR_CHECK(mapped.count(s.name), "internal: no source for '" + s.name + "'");
+    const Source& m = mapped.at(s.name);
+    std::vector<int64_t> shape;
+    for (const std::string& p : m.parts) {
+      const SourceTensor* t = namer.get(p);
+      XLMR_CHECK(is_float(t->dtype), "tensor '" + p + "' has dtype " + dtype_name(t->dtype) + ", expected floats");
+      if (shape.empty()) shape = t->shape;
+      else if (!t->shape.empty() && t->shape.size() == shape.size()) shape[0] += t->shape[0];
+    }
+    if (shape != s.shape) {
+      std::string names;
+      for (const std::string& p : m.parts) names += (names.empty() ? "'" : ", '") + p + "' " + shape_str(namer.get(p)->shape);
+      XLMR_THROW("tensor " + names + " does not fit " + s.name + " " + shape_str(s.shape) +
+                 " of a model with hidden " + std::to_string(c.hidden) + ", ffn " + std::to_string(c.ffn) +
+                 ", vocab " + std::to_string(c.vocab_size));
+    }
+  }
+
+  // ---- tokenizer ----
+  std::string spm;
+  if (!srcs.tokenizer.empty()) {
+    spm = read_text(srcs.tokenizer);
+    Tokenizer tok(spm);  // validates the model proto
+    XLMR_CHECK(tok.max_model_id() < c.vocab_size,
+               "tokenizer '" + srcs.tokenizer + "' has " + std::to_string(tok.spm_size()) +
+                   " pieces; with the fairseq id shift it needs a vocabulary of at least " +
+                   std::to_string(tok.max_model_id() + 1) + ", the model has " + std::to_string(c.vocab_size));
+  }
+
+  // ---- write ----
+  nlohmann::json j = c.to_json();
+  std::vector<std::string> basenames;
+  for (const std::string& f : srcs.weight_files) basenames.push_back(f.substr(f.find_last_of('/') + 1));
+  j["provenance"] = {{"source_format", all.format},
+                     {"naming", nm.name},
+                     {"source_files", basenames},
+                     {"source_dtype", dtype_name(src_of("emb.word")->dtype)},
+                     {"converter", std::string("xlmr-convert ") + XLMR_VERSION}};
+  if (!model_type.empty()) j["provenance"]["model_type"] = model_type;
+  if (!fairseq_head.empty()) j["provenance"]["fairseq_head"] = fairseq_head;
+
+  std::vector<TensorToWrite> tensors;
+  for (const SchemaEntry& s : schema) {
+    TensorToWrite t;
+    t.name = s.name;
+    t.shape = s.shape;
+    t.dtype = s.shape.size() == 2 ? opts.dtype : DType::f32;  // biases and LayerNorm stay f32
+    for (const std::string& p : mapped.at(s.name).parts) append_converted(&t.data, *namer.get(p), t.dtype);
+    rep.bytes += t.data.size();
+    tensors.push_back(std::move(t));
+  }
+  write_xlmr_file(out_path, j, tensors, spm);
+  rep.config = j;
+  rep.n_tensors = tensors.size();
+  return rep;
+}
+
+}  // namespace xlmr
