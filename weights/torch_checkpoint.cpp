@@ -1,0 +1,627 @@
+// PyTorch checkpoint readers: the zip container written by torch.save since
+// 1.6, and the older "legacy" stream (a run of pickles followed by the raw
+// storages). Both share the restricted unpickler and the flattening of the
+// unpickled object into named tensors plus metadata.
+
+#include <zip.h>
+
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/error.h"
+#include "weights/checkpoint.h"
+#include "weights/file_io.h"
+#include "weights/pickle.h"
+
+namespace xlmr {
+
+namespace {
+
+using pickle::Kind;
+using pickle::Value;
+
+constexpr int64_t kMaxBytes = int64_t(1) << 62;
+constexpr uint64_t kMaxPickleBytes = 1ull << 30;
+constexpr size_t kMaxNameLength = 4096;
+constexpr uint64_t kMaxWalkVisits = 16u << 20;
+// A strided view may be larger than its storage (stride 0, overlaps); cap the
+// copy so a hostile size cannot ask for unbounded memory.
+constexpr uint64_t kMaxViewExpansionBytes = 256ull << 20;
+
+// One storage (the bytes behind one or more tensors).
+struct StorageEntry {
+  std::string key;
+  SrcDType dtype = SrcDType::f32;
+  int64_t numel = 0;  // elements, as declared by the persistent id
+  bool loaded = false;
+  std::vector<uint8_t> data;
+  int64_t uses = 0;  // tensors still to be materialised from it
+};
+
+struct StorageTable {
+  std::vector<StorageEntry> entries;
+  std::unordered_map<std::string, int64_t> by_key;
+};
+
+bool is_text(const Value* v) { return v->kind == Kind::string || v->kind == Kind::bytes; }
+
+bool checked_mul(int64_t a, int64_t b, int64_t limit, int64_t* out) {
+  if (a < 0 || b < 0) return false;
+  if (a != 0 && b > limit / a) return false;
+  *out = a * b;
+  return true;
+}
+
+// Registers (or finds) the storage named by a persistent id's common fields:
+// ('storage', <storage class>, key, location, numel, ...).
+int64_t register_storage(pickle::Unpickler& up, StorageTable& table, Value* pid, size_t expected_len,
+                         SrcDType* dtype_out, int64_t* numel_out) {
+  if (pid->kind != Kind::tuple) up.fail(std::string("persistent id is a ") + pickle::kind_name(pid->kind) + ", not a tuple");
+  const auto& it = pid->items;
+  if (it.empty() || !is_text(it[0])) up.fail("persistent id has no type name");
+  if (it[0]->str != "storage") up.fail("unsupported persistent id type '" + it[0]->str.substr(0, 64) + "'");
+  if (it.size() != expected_len) {
+    up.fail("storage persistent id has " + std::to_string(it.size()) + " fields, expected " + std::to_string(expected_len));
+  }
+  if (it[1]->kind != Kind::global || it[1]->global != pickle::GlobalId::storage_class) {
+    up.fail("storage persistent id does not name a storage class");
+  }
+  if (!is_text(it[2])) up.fail("storage persistent id key is not a string");
+  if (!is_text(it[3])) up.fail("storage persistent id location is not a string");
+  if (it[4]->kind != Kind::integer || it[4]->i < 0) up.fail("storage persistent id size is not a non-negative int");
+  const SrcDType dtype = it[1]->storage_dtype;
+  const int64_t numel = it[4]->i;
+  int64_t nbytes;
+  if (!checked_mul(numel, static_cast<int64_t>(dtype_size(dtype)), kMaxBytes, &nbytes)) {
+    up.fail("storage '" + it[2]->str.substr(0, 64) + "' size overflows");
+  }
+  const std::string& key = it[2]->str;
+  auto found = table.by_key.find(key);
+  int64_t id;
+  if (found != table.by_key.end()) {
+    id = found->second;
+    const StorageEntry& e = table.entries[static_cast<size_t>(id)];
+    if (e.dtype != dtype || e.numel != numel) {
+      up.fail("storage '" + key.substr(0, 64) + "' is declared twice with different types or sizes");
+    }
+  } else {
+    id = static_cast<int64_t>(table.entries.size());
+    StorageEntry e;
+    e.key = key;
+    e.dtype = dtype;
+    e.numel = numel;
+    table.entries.push_back(std::move(e));
+    table.by_key.emplace(key, id);
+  }
+  *dtype_out = dtype;
+  *numel_out = numel;
+  return id;
+}
+
+// ---- flattening -------------------------------------------------------------
+
+struct Flattener {
+  std::string path;
+  std::vector<std::pair<std::string, const Value*>> tensors;
+  std::unordered_set<std::string> names;
+  uint64_t visits = 0;
+
+  void visit(int depth) {
+    if (depth > pickle::kMaxWalkDepth) {
+      XLMR_THROW(path + ": checkpoint object nests deeper than " + std::to_string(pickle::kMaxWalkDepth) + " levels");
+    }
+    if (++visits > kMaxWalkVisits) XLMR_THROW(path + ": checkpoint object graph is too large to walk");
+  }
+
+  static bool is_scalar(const Value* v) {
+    return v->kind == Kind::none || v->kind == Kind::boolean || v->kind == Kind::integer ||
+           v->kind == Kind::floating || v->kind == Kind::string;
+  }
+
+  static nlohmann::json scalar_json(const Value* v) {
+    switch (v->kind) {
+      case Kind::boolean: return v->b;
+      case Kind::integer: return v->i;
+      case Kind::floating: return v->f;
+      case Kind::string: return v->str;
+      default: return nullptr;
+    }
+  }
+
+  bool contains_tensor(const Value* v, int depth) {
+    visit(depth);
+    switch (v->kind) {
+      case Kind::tensor: return true;
+      case Kind::tuple:
+      case Kind::list:
+        for (const Value* e : v->items) {
+          if (contains_tensor(e, depth + 1)) return true;
+        }
+        return false;
+      case Kind::dict:
+      case Kind::object:
+        for (const auto& kv : v->dict->entries) {
+          if (contains_tensor(kv.second, depth + 1)) return true;
+        }
+        return false;
+      default: return false;
+    }
+  }
+
+  std::string join(const std::string& prefix, const std::string& key) {
+    std::string name = prefix.empty() ? key : prefix + "." + key;
+    if (name.size() > kMaxNameLength) XLMR_THROW(path + ": checkpoint entry name longer than 4096 characters");
+    return name;
+  }
+
+  std::optional<nlohmann::json> walk(const Value* v, const std::string& prefix, int depth) {
+    visit(depth);
+    switch (v->kind) {
+      case Kind::tensor: {
+        if (depth == 0) XLMR_THROW(path + ": checkpoint holds a single tensor, not a state dict");
+        if (prefix.empty()) XLMR_THROW(path + ": checkpoint has a tensor with an empty name");
+        if (!names.insert(prefix).second) XLMR_THROW(path + ": duplicate tensor name '" + prefix + "'");
+        tensors.emplace_back(prefix, v);
+        return std::nullopt;
+      }
+      case Kind::dict:
+      case Kind::object: {
+        nlohmann::json obj = nlohmann::json::object();
+        for (const auto& kv : v->dict->entries) {
+          std::string key;
+          if (kv.first->kind == Kind::string) {
+            key = kv.first->str;
+          } else if (kv.first->kind == Kind::integer) {
+            key = std::to_string(kv.first->i);
+          } else {
+            if (contains_tensor(kv.second, depth + 1)) {
+              XLMR_THROW(path + ": checkpoint has tensors under a " + pickle::kind_name(kv.first->kind) +
+                         " dict key at '" + prefix + "'");
+            }
+            continue;
+          }
+          std::optional<nlohmann::json> child = walk(kv.second, join(prefix, key), depth + 1);
+          if (child) obj[key] = std::move(*child);
+        }
+        if (obj.empty()) return std::nullopt;
+        return obj;
+      }
+      case Kind::tuple:
+      case Kind::list: {
+        bool all_scalar = std::all_of(v->items.begin(), v->items.end(), is_scalar);
+        if (all_scalar) {
+          nlohmann::json arr = nlohmann::json::array();
+          for (const Value* e : v->items) arr.push_back(scalar_json(e));
+          return arr;
+        }
+        nlohmann::json obj = nlohmann::json::object();
+        for (size_t k = 0; k < v->items.size(); ++k) {
+          std::string key = std::to_string(k);
+          std::optional<nlohmann::json> child = walk(v->items[k], join(prefix, key), depth + 1);
+          if (child) obj[key] = std::move(*child);
+        }
+        if (obj.empty()) return std::nullopt;
+        return obj;
+      }
+      case Kind::none:
+      case Kind::boolean:
+      case Kind::integer:
+      case Kind::floating:
+      case Kind::string:
+        return scalar_json(v);
+      default:
+        return std::nullopt;  // big ints, bytes, globals, bare storages: not informative
+    }
+  }
+};
+
+// ---- materialising tensors ---------------------------------------------------
+
+using LoadStorage = std::function<void(StorageEntry&)>;
+
+SourceTensor materialise(const std::string& path, const std::string& name, const Value* tv, StorageTable& table,
+                         const LoadStorage& load) {
+  const pickle::TensorRef& tr = *tv->tensor;
+  const pickle::StorageRef& sr = *tr.storage->storage;
+  const std::string what = path + ": tensor '" + name + "'";
+  if (sr.id < 0 || static_cast<size_t>(sr.id) >= table.entries.size()) XLMR_THROW(what + " refers to an unknown storage");
+  StorageEntry& root = table.entries[static_cast<size_t>(sr.id)];
+  const int64_t esize = static_cast<int64_t>(dtype_size(sr.dtype));
+
+  SourceTensor t;
+  t.name = name;
+  t.dtype = sr.dtype;
+  t.shape = tr.sizes;
+  const size_t ndim = tr.sizes.size();
+
+  int64_t numel = 1;
+  bool empty = false;
+  for (int64_t d : tr.sizes) {
+    if (d == 0) empty = true;
+  }
+  int64_t max_index = tr.offset;
+  if (empty) {
+    numel = 0;
+  } else {
+    for (size_t k = 0; k < ndim; ++k) {
+      if (!checked_mul(numel, tr.sizes[k], kMaxBytes / esize, &numel)) XLMR_THROW(what + " has an overflowing shape");
+      int64_t span;
+      if (!checked_mul(tr.sizes[k] - 1, tr.strides[k], kMaxBytes, &span) || span > kMaxBytes - max_index) {
+        XLMR_THROW(what + " has overflowing strides");
+      }
+      max_index += span;
+    }
+    if (max_index >= sr.numel) {
+      XLMR_THROW(what + " reaches element " + std::to_string(max_index) + " of a storage with " +
+                 std::to_string(sr.numel) + " elements");
+    }
+    const uint64_t out_bytes = static_cast<uint64_t>(numel) * static_cast<uint64_t>(esize);
+    const uint64_t storage_bytes = static_cast<uint64_t>(sr.numel) * static_cast<uint64_t>(esize);
+    if (out_bytes > std::max(storage_bytes, kMaxViewExpansionBytes)) {
+      XLMR_THROW(what + " expands its storage to an implausible size");
+    }
+  }
+
+  if (!root.loaded) load(root);
+  root.uses -= 1;
+  const bool last_use = root.uses <= 0;
+
+  if (numel > 0) {
+    const int64_t need = (sr.offset + sr.numel) * esize;  // bounded by root.numel at registration
+    if (static_cast<int64_t>(root.data.size()) < need) XLMR_THROW(what + " storage data is shorter than declared");
+    const uint8_t* base = root.data.data() + (sr.offset + tr.offset) * esize;
+    const size_t nbytes = static_cast<size_t>(numel * esize);
+
+    bool contiguous = true;
+    int64_t expect = 1;
+    for (size_t k = ndim; k-- > 0;) {
+      if (tr.sizes[k] != 1 && tr.strides[k] != expect) contiguous = false;
+      expect *= tr.sizes[k];
+    }
+    if (contiguous && last_use && sr.offset + tr.offset == 0 && nbytes == root.data.size()) {
+      t.data = std::move(root.data);
+    } else if (contiguous) {
+      t.data.assign(base, base + nbytes);
+    } else {
+      t.data.resize(nbytes);
+      uint8_t* dst = t.data.data();
+      const int64_t inner_n = tr.sizes[ndim - 1];  // ndim >= 1: a 0-d tensor is always contiguous
+      const int64_t inner_s = tr.strides[ndim - 1];
+      std::vector<int64_t> idx(ndim, 0);
+      while (true) {
+        int64_t off = 0;
+        for (size_t k = 0; k + 1 < ndim; ++k) off += idx[k] * tr.strides[k];
+        const uint8_t* src = base + off * esize;
+        if (inner_s == 1) {
+          std::memcpy(dst, src, static_cast<size_t>(inner_n * esize));
+          dst += inner_n * esize;
+        } else {
+          for (int64_t j = 0; j < inner_n; ++j) {
+            std::memcpy(dst, src + j * inner_s * esize, static_cast<size_t>(esize));
+            dst += esize;
+          }
+        }
+        size_t k = ndim - 1;
+        bool done = true;
+        while (k-- > 0) {
+          if (++idx[k] < tr.sizes[k]) {
+            done = false;
+            break;
+          }
+          idx[k] = 0;
+        }
+        if (done) break;
+      }
+    }
+  }
+  if (last_use) {
+    std::vector<uint8_t>().swap(root.data);
+  }
+  return t;
+}
+
+Checkpoint finish(const std::string& path, const char* format, const Value* root, StorageTable& table,
+                  const LoadStorage& load) {
+  Flattener fl;
+  fl.path = path;
+  std::optional<nlohmann::json> meta = fl.walk(root, "", 0);
+  Checkpoint ck;
+  ck.format = format;
+  if (meta && meta->is_object()) ck.metadata = std::move(*meta);
+  for (auto& nt : fl.tensors) {
+    const int64_t id = nt.second->tensor->storage->storage->id;
+    if (id >= 0 && static_cast<size_t>(id) < table.entries.size()) table.entries[static_cast<size_t>(id)].uses += 1;
+  }
+  ck.tensors.reserve(fl.tensors.size());
+  for (auto& nt : fl.tensors) ck.tensors.push_back(materialise(path, nt.first, nt.second, table, load));
+  return ck;
+}
+
+// ---- zip ------------------------------------------------------------------
+
+struct ZipCloser {
+  void operator()(zip_t* z) const { zip_discard(z); }
+};
+struct ZipFileCloser {
+  void operator()(zip_file_t* f) const { zip_fclose(f); }
+};
+
+std::string zip_error_text(int code) {
+  zip_error_t err;
+  zip_error_init_with_code(&err, code);
+  std::string s = zip_error_strerror(&err);
+  zip_error_fini(&err);
+  return s;
+}
+
+class ZipArchive {
+ public:
+  ZipArchive(const std::string& path, uint64_t file_size) : path_(path), file_size_(file_size) {
+    int code = 0;
+    zip_t* z = zip_open(path.c_str(), ZIP_RDONLY, &code);
+    if (!z) XLMR_THROW(path + ": cannot open as a zip archive (" + zip_error_text(code) + ")");
+    z_.reset(z);
+  }
+
+  zip_t* get() const { return z_.get(); }
+
+  // Index of the entry with exactly this name, or -1.
+  zip_int64_t find(const std::string& name) const { return zip_name_locate(z_.get(), name.c_str(), 0); }
+
+  // Size of an entry's uncompressed data, checked against what its
+  // compressed form could plausibly expand to.
+  uint64_t entry_size(zip_int64_t idx, const std::string& name) const {
+    zip_stat_t st;
+    zip_stat_init(&st);
+    if (zip_stat_index(z_.get(), static_cast<zip_uint64_t>(idx), 0, &st) != 0) {
+      XLMR_THROW(path_ + ": cannot stat zip entry '" + name + "' (" + zip_strerror(z_.get()) + ")");
+    }
+    if (!(st.valid & ZIP_STAT_SIZE) || !(st.valid & ZIP_STAT_COMP_SIZE)) {
+      XLMR_THROW(path_ + ": zip entry '" + name + "' has no recorded size");
+    }
+    if (st.comp_size > file_size_) XLMR_THROW(path_ + ": zip entry '" + name + "' is larger than the archive (truncated?)");
+    const bool stored = (st.valid & ZIP_STAT_COMP_METHOD) && st.comp_method == ZIP_CM_STORE;
+    if (stored ? st.size != st.comp_size : st.size / 1100 > st.comp_size + 1024) {
+      XLMR_THROW(path_ + ": zip entry '" + name + "' has an implausible size");
+    }
+    return st.size;
+  }
+
+  // Reads the first n bytes of an entry.
+  void read(zip_int64_t idx, const std::string& name, uint8_t* dst, uint64_t n) const {
+    zip_file_t* f = zip_fopen_index(z_.get(), static_cast<zip_uint64_t>(idx), 0);
+    if (!f) XLMR_THROW(path_ + ": cannot open zip entry '" + name + "' (" + zip_strerror(z_.get()) + ")");
+    std::unique_ptr<zip_file_t, ZipFileCloser> fh(f);
+    uint64_t got = 0;
+    while (got < n) {
+      const uint64_t chunk = std::min<uint64_t>(n - got, 1u << 30);
+      zip_int64_t r = zip_fread(f, dst + got, chunk);
+      if (r < 0) XLMR_THROW(path_ + ": cannot read zip entry '" + name + "' (" + zip_file_strerror(f) + ")");
+      if (r == 0) XLMR_THROW(path_ + ": zip entry '" + name + "' is truncated");
+      got += static_cast<uint64_t>(r);
+    }
+  }
+
+ private:
+  std::string path_;
+  uint64_t file_size_;
+  std::unique_ptr<zip_t, ZipCloser> z_;
+};
+
+Checkpoint read_torch_zip(const std::string& path) {
+  uint64_t file_size;
+  {
+    detail::InputFile f(path);
+    file_size = f.size();
+  }
+  ZipArchive zip(path, file_size);
+
+  // <root> is the single top-level folder holding data.pkl.
+  const zip_int64_t count = zip_get_num_entries(zip.get(), 0);
+  if (count < 0) XLMR_THROW(path + ": cannot list the zip archive");
+  std::string root;
+  for (zip_int64_t i = 0; i < count; ++i) {
+    const char* nm = zip_get_name(zip.get(), static_cast<zip_uint64_t>(i), ZIP_FL_ENC_RAW);
+    if (!nm) continue;
+    std::string s(nm);
+    const std::string tail = "/data.pkl";
+    if (s.size() <= tail.size() || s.compare(s.size() - tail.size(), tail.size(), tail) != 0) continue;
+    std::string r = s.substr(0, s.size() - tail.size());
+    if (r.find('/') != std::string::npos) continue;
+    if (!root.empty() && r != root) {
+      XLMR_THROW(path + ": zip archive is ambiguous (both '" + root + "/data.pkl' and '" + s + "')");
+    }
+    root = r;
+  }
+  if (root.empty()) XLMR_THROW(path + ": zip archive has no <root>/data.pkl (not a PyTorch checkpoint)");
+
+  const zip_int64_t bo = zip.find(root + "/byteorder");
+  if (bo >= 0) {
+    const uint64_t n = zip.entry_size(bo, root + "/byteorder");
+    if (n > 64) XLMR_THROW(path + ": byteorder record is too long");
+    std::string s(static_cast<size_t>(n), '\0');
+    zip.read(bo, root + "/byteorder", reinterpret_cast<uint8_t*>(s.data()), n);
+    while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+    if (s != "little") XLMR_THROW(path + ": checkpoint byte order is '" + s.substr(0, 16) + "'; only little-endian is supported");
+  }
+
+  const std::string pkl_name = root + "/data.pkl";
+  const zip_int64_t pkl_idx = zip.find(pkl_name);
+  if (pkl_idx < 0) XLMR_THROW(path + ": cannot locate " + pkl_name);
+  const uint64_t pkl_size = zip.entry_size(pkl_idx, pkl_name);
+  if (pkl_size > kMaxPickleBytes) XLMR_THROW(path + ": " + pkl_name + " is larger than 1 GiB");
+  std::vector<uint8_t> pkl(static_cast<size_t>(pkl_size));
+  zip.read(pkl_idx, pkl_name, pkl.data(), pkl_size);
+
+  StorageTable table;
+  std::unordered_map<int64_t, zip_int64_t> storage_entry;  // storage id -> zip index
+  pickle::Unpickler up(pkl.data(), pkl.size(), path + ": " + pkl_name);
+  up.set_persistent_load([&](pickle::Unpickler& u, Value* pid) -> Value* {
+    SrcDType dtype;
+    int64_t numel;
+    const int64_t id = register_storage(u, table, pid, 5, &dtype, &numel);
+    if (!storage_entry.count(id)) {
+      const std::string member = root + "/data/" + table.entries[static_cast<size_t>(id)].key;
+      const zip_int64_t idx = zip.find(member);
+      if (idx < 0) XLMR_THROW(path + ": storage record '" + member + "' is missing from the archive");
+      const uint64_t have = zip.entry_size(idx, member);
+      const uint64_t need = static_cast<uint64_t>(numel) * dtype_size(dtype);
+      if (have < need) {
+        XLMR_THROW(path + ": storage record '" + member + "' holds " + std::to_string(have) + " bytes, needs " +
+                   std::to_string(need));
+      }
+      storage_entry.emplace(id, idx);
+    }
+    Value* s = u.make(Kind::storage);
+    s->storage->id = id;
+    s->storage->dtype = dtype;
+    s->storage->offset = 0;
+    s->storage->numel = numel;
+    return s;
+  });
+  size_t offset = 0;
+  const Value* obj = up.load(&offset);
+
+  LoadStorage load = [&](StorageEntry& e) {
+    const int64_t id = table.by_key.at(e.key);
+    const zip_int64_t idx = storage_entry.at(id);
+    const uint64_t need = static_cast<uint64_t>(e.numel) * dtype_size(e.dtype);
+    e.data.resize(static_cast<size_t>(need));
+    zip.read(idx, root + "/data/" + e.key, e.data.data(), need);
+    e.loaded = true;
+  };
+  return finish(path, "torch-zip", obj, table, load);
+}
+
+// ---- legacy ---------------------------------------------------------------
+
+const uint8_t kLegacyMagic[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+
+Checkpoint read_torch_legacy(const std::string& path) {
+  detail::InputFile file(path);
+  const uint64_t fsize = file.size();
+
+  // The pickles come first and their total length is unknown: parse from a
+  // prefix of the file, growing it while the parser runs out of input.
+  uint64_t prefix = std::min<uint64_t>(fsize, 1u << 20);
+  while (true) {
+    std::vector<uint8_t> buf(static_cast<size_t>(prefix));
+    file.read_at(0, buf.data(), prefix);
+    StorageTable table;
+    pickle::Unpickler up(buf.data(), buf.size(), path);
+    try {
+      size_t off = 0;
+      const Value* magic = up.load(&off);
+      if (magic->kind != Kind::bigint || magic->str.size() != sizeof(kLegacyMagic) ||
+          std::memcmp(magic->str.data(), kLegacyMagic, sizeof(kLegacyMagic)) != 0) {
+        XLMR_THROW(path + ": legacy torch file has a wrong magic number");
+      }
+      const Value* proto = up.load(&off);
+      if (proto->kind != Kind::integer || proto->i != 1001) {
+        XLMR_THROW(path + ": legacy torch file has an unsupported protocol version");
+      }
+      const Value* sys_info = up.load(&off);
+      if (sys_info->kind != Kind::dict) XLMR_THROW(path + ": legacy torch file has no system-info record");
+      if (const Value* le = pickle::dict_get(sys_info, "little_endian")) {
+        if (le->kind == Kind::boolean && !le->b) {
+          XLMR_THROW(path + ": legacy torch file is big-endian; only little-endian is supported");
+        }
+      }
+      up.set_persistent_load([&](pickle::Unpickler& u, Value* pid) -> Value* {
+        SrcDType dtype;
+        int64_t numel;
+        const int64_t id = register_storage(u, table, pid, 6, &dtype, &numel);
+        int64_t view_offset = 0, view_numel = numel;
+        const Value* view = pid->items[5];
+        if (view->kind == Kind::tuple) {
+          if (view->items.size() != 3 || view->items[1]->kind != Kind::integer ||
+              view->items[2]->kind != Kind::integer) {
+            u.fail("storage view metadata is malformed");
+          }
+          view_offset = view->items[1]->i;
+          view_numel = view->items[2]->i;
+          if (view_offset < 0 || view_numel < 0 || view_offset > numel || view_numel > numel - view_offset) {
+            u.fail("storage view lies outside its storage");
+          }
+        } else if (view->kind != Kind::none) {
+          u.fail("storage view metadata is malformed");
+        }
+        Value* s = u.make(Kind::storage);
+        s->storage->id = id;
+        s->storage->dtype = dtype;
+        s->storage->offset = view_offset;
+        s->storage->numel = view_numel;
+        return s;
+      });
+      const Value* obj = up.load(&off);
+      up.set_persistent_load(nullptr);
+      const Value* keys = up.load(&off);
+      if (keys->kind != Kind::list && keys->kind != Kind::tuple) {
+        XLMR_THROW(path + ": legacy torch file has no storage key list");
+      }
+
+      // Raw storages follow, in the order of the key list.
+      uint64_t pos = off;
+      std::unordered_set<std::string> seen;
+      for (const Value* k : keys->items) {
+        if (!is_text(k)) XLMR_THROW(path + ": legacy storage key is not a string");
+        auto found = table.by_key.find(k->str);
+        if (found == table.by_key.end()) {
+          XLMR_THROW(path + ": legacy storage '" + k->str.substr(0, 64) + "' is not used by any tensor");
+        }
+        if (!seen.insert(k->str).second) XLMR_THROW(path + ": legacy storage '" + k->str.substr(0, 64) + "' is listed twice");
+        StorageEntry& e = table.entries[static_cast<size_t>(found->second)];
+        uint8_t cnt[8];
+        file.read_at(pos, cnt, 8);
+        pos += 8;
+        const uint64_t count = detail::load_le64(cnt);
+        const uint64_t esize = dtype_size(e.dtype);
+        if (count > (fsize - pos) / esize) {
+          XLMR_THROW(path + ": legacy storage '" + e.key + "' runs past the end of the file (truncated?)");
+        }
+        if (count < static_cast<uint64_t>(e.numel)) {
+          XLMR_THROW(path + ": legacy storage '" + e.key + "' holds " + std::to_string(count) + " elements, needs " +
+                     std::to_string(e.numel));
+        }
+        const uint64_t need = static_cast<uint64_t>(e.numel) * esize;
+        e.data.resize(static_cast<size_t>(need));
+        file.read_at(pos, e.data.data(), need);
+        e.loaded = true;
+        pos += count * esize;
+      }
+      LoadStorage load = [&](StorageEntry& e) {
+        XLMR_THROW(path + ": legacy storage '" + e.key + "' has no data (missing from the storage list)");
+      };
+      return finish(path, "torch-legacy", obj, table, load);
+    } catch (const Error&) {
+      if (up.ran_out_of_input() && prefix < fsize && prefix < kMaxPickleBytes) {
+        prefix = std::min<uint64_t>(fsize, prefix * 4);
+        continue;
+      }
+      throw;
+    }
+  }
+}
+
+}  // namespace
+
+Checkpoint read_torch_checkpoint(const std::string& path) {
+  switch (sniff_checkpoint(path)) {
+    case SourceKind::torch_zip: return read_torch_zip(path);
+    case SourceKind::torch_legacy: return read_torch_legacy(path);
+    default: XLMR_THROW(path + ": not a PyTorch checkpoint (neither a torch.save zip archive nor a legacy torch file)");
+  }
+}
+
+}  // namespace xlmr
