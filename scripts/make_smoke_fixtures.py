@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""Two small PyTorch-made models with expected outputs, for tests/test_pytorch.cpp.
+
+- smoke/torchtext: torchtext XLM-R encoder + RobertaClassificationHead (ReLU),
+  saved with torch.save (zip); reference run on a padded batch (pad id 1).
+- smoke/hf: Hugging Face XLMRobertaForSequenceClassification (tanh head, a
+  token-type row), save_pretrained as safetensors; reference run with an
+  attention mask.
+Both use 2 heads of dim 32 (checkpoints do not record the head count for
+torchtext; the test passes --heads 2) and weights perturbed away from their
+init so that no LayerNorm is trivially 1/0.
+
+Run with Debian's torch: /opt/xlmr-fixtures-venv/bin/python scripts/make_smoke_fixtures.py
+"""
+import json
+import os
+import sys
+import types
+
+import torch
+
+OUT = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "smoke")
+SEQS = [[0, 5, 6, 7, 2], [0, 9, 2], [0] + list(range(3, 33)) + [2], [0, 44, 2, 2, 45, 2]]
+
+
+def perturb(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def padded(seqs):
+    L = max(map(len, seqs))
+    return torch.tensor([s + [1] * (L - len(s)) for s in seqs])
+
+
+def dump(path, hidden, logits):
+    with open(path, "w") as f:
+        json.dump({"ids": SEQS,
+                   "hidden": [hidden[i, :len(s)].tolist() for i, s in enumerate(SEQS)],
+                   "logits": logits.tolist()}, f)
+
+
+def torchtext_fixture():
+    # Debian's torchtext ships its models as pure Python but cannot import its
+    # compiled extension; stand-in modules let the model code load.
+    sys.modules["torchtext._extension"] = types.ModuleType("torchtext._extension")
+    ext = types.ModuleType("torchtext._torchtext")
+    ext.__getattr__ = lambda name: type(name, (), {"__init__": lambda self, *a, **k: None})
+    sys.modules["torchtext._torchtext"] = ext
+    from torchtext.models import RobertaClassificationHead, RobertaEncoderConf
+    from torchtext.models.roberta.bundler import RobertaBundle
+
+    torch.manual_seed(0)
+    conf = RobertaEncoderConf(vocab_size=100, embedding_dim=64, ffn_dimension=128, padding_idx=1,
+                              max_seq_len=34, num_attention_heads=2, num_encoder_layers=2)
+    m = RobertaBundle.build_model(encoder_conf=conf,
+                                  head=RobertaClassificationHead(num_classes=3, input_dim=64)).eval()
+    perturb(m, 10)
+    d = os.path.join(OUT, "torchtext")
+    os.makedirs(d, exist_ok=True)
+    torch.save(m.state_dict(), os.path.join(d, "model.pt"))
+    with torch.no_grad():
+        tok = padded(SEQS)
+        dump(os.path.join(d, "expected.json"), m.encoder(tok), m(tok))
+
+
+def hf_fixture():
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    torch.manual_seed(1)
+    cfg = XLMRobertaConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                           num_hidden_layers=2, max_position_embeddings=34, pad_token_id=1, bos_token_id=0,
+                           eos_token_id=2, type_vocab_size=1, layer_norm_eps=1e-5, num_labels=2)
+    m = XLMRobertaForSequenceClassification(cfg).eval()
+    perturb(m, 11)
+    d = os.path.join(OUT, "hf")
+    m.save_pretrained(d, safe_serialization=True)
+    with torch.no_grad():
+        tok = padded(SEQS)
+        out = m(tok, attention_mask=(tok != 1).long(), output_hidden_states=True)
+        dump(os.path.join(d, "expected.json"), out.hidden_states[-1], out.logits)
+
+
+if __name__ == "__main__":
+    torchtext_fixture()
+    hf_fixture()
