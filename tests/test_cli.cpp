@@ -107,3 +107,23 @@ TEST_CASE("xlmr-convert: bad sources get one error line and a non-zero exit", "[
     CHECK(test::lines(r.err).size() == 1);
   }
 }
+
+TEST_CASE("xlmr-infer runs the demo model on text, warning on truncation and bad UTF-8", "[cli][demo]") {
+  const std::string demo = test::binary_path("demo.xlmr");
+  const auto r = test::run(infer() + " --model '" + demo + "' '" + test::source_path("scripts/demo/input.txt") + "'");
+  REQUIRE(r.status == 0);
+  const auto out = test::lines(r.out);
+  REQUIRE(out.size() == 12);
+  for (size_t i = 0; i < out.size(); ++i) {
+    const auto j = nlohmann::json::parse(out[i]);
+    CHECK(j["index"] == i);
+    CHECK(j["logits"].size() == 2);
+  }
+  const std::string hostile = "bad \xff\xfe bytes\n\n" + std::string(3000, 'a') + " b\n";
+  const auto r2 = test::run(infer() + " --model '" + demo + "' --pooling mean --normalize", hostile);
+  REQUIRE(r2.status == 0);
+  REQUIRE(test::lines(r2.out).size() == 3);
+  CHECK(nlohmann::json::parse(test::lines(r2.out)[1])["n_tokens"] == 2);  // empty line: <s></s>
+  CHECK_THAT(r2.err, Contains("invalid UTF-8"));
+  CHECK_THAT(r2.err, Contains("truncated"));
+}
