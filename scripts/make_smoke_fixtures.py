@@ -83,6 +83,83 @@ def hf_fixture():
         dump(os.path.join(d, "expected.json"), out.hidden_states[-1], out.logits)
 
 
+def bert_fixture():
+    # BERT-arch model with the XLM-R tokenizer (multilingual-e5-small style):
+    # positions from 0, two token types (row 0 used), eps 1e-12, a pooler.
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(2)
+    cfg = BertConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                     num_hidden_layers=2, max_position_embeddings=40, type_vocab_size=2, layer_norm_eps=1e-12,
+                     pad_token_id=1)
+    m = BertModel(cfg).eval()
+    perturb(m, 12)
+    d = os.path.join(OUT, "bert")
+    m.save_pretrained(d, safe_serialization=True)
+    with torch.no_grad():
+        tok = padded(SEQS)
+        out = m(tok, attention_mask=(tok != 1).long())
+    with open(os.path.join(d, "expected.json"), "w") as f:
+        json.dump({"ids": SEQS, "hidden": [out.last_hidden_state[i, :len(s)].tolist() for i, s in enumerate(SEQS)],
+                   "pooler": out.pooler_output.tolist()}, f)
+
+
+def fairseq_fixture():
+    # fairseq naming, built by renaming a Hugging Face model's tensors (fairseq
+    # itself is not installable here): {'args': Namespace, 'model': state dict}
+    # with separate q/k/v projections, an LM head to be ignored and a named
+    # classification head. fairseq has no token-type table, so the HF model's
+    # row is zeroed before the reference run.
+    import argparse
+    from collections import OrderedDict
+
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    torch.manual_seed(3)
+    cfg = XLMRobertaConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                           num_hidden_layers=2, max_position_embeddings=34, pad_token_id=1, type_vocab_size=1,
+                           layer_norm_eps=1e-5, num_labels=3)
+    m = XLMRobertaForSequenceClassification(cfg).eval()
+    perturb(m, 13)
+    with torch.no_grad():
+        m.roberta.embeddings.token_type_embeddings.weight.zero_()
+    sd = m.state_dict()
+    enc = "encoder.sentence_encoder."
+    f = OrderedDict()
+    f[enc + "embed_tokens.weight"] = sd["roberta.embeddings.word_embeddings.weight"]
+    f[enc + "embed_positions.weight"] = sd["roberta.embeddings.position_embeddings.weight"]
+    f[enc + "layernorm_embedding.weight"] = sd["roberta.embeddings.LayerNorm.weight"]
+    f[enc + "layernorm_embedding.bias"] = sd["roberta.embeddings.LayerNorm.bias"]
+    names = {"attention.self.query": "self_attn.q_proj", "attention.self.key": "self_attn.k_proj",
+             "attention.self.value": "self_attn.v_proj", "attention.output.dense": "self_attn.out_proj",
+             "attention.output.LayerNorm": "self_attn_layer_norm", "intermediate.dense": "fc1",
+             "output.dense": "fc2", "output.LayerNorm": "final_layer_norm"}
+    for i in range(2):
+        for hf_name, fs_name in names.items():
+            for wb in ("weight", "bias"):
+                f[f"{enc}layers.{i}.{fs_name}.{wb}"] = sd[f"roberta.encoder.layer.{i}.{hf_name}.{wb}"]
+    f["encoder.lm_head.dense.weight"] = torch.randn(64, 64)
+    f["encoder.lm_head.dense.bias"] = torch.randn(64)
+    f["encoder.lm_head.layer_norm.weight"] = torch.randn(64)
+    f["encoder.lm_head.layer_norm.bias"] = torch.randn(64)
+    f["encoder.lm_head.weight"] = f[enc + "embed_tokens.weight"]  # tied, shares the storage
+    f["encoder.lm_head.bias"] = torch.randn(100)
+    for wb in ("weight", "bias"):
+        f[f"classification_heads.sentence_classification_head.dense.{wb}"] = sd[f"classifier.dense.{wb}"]
+        f[f"classification_heads.sentence_classification_head.out_proj.{wb}"] = sd[f"classifier.out_proj.{wb}"]
+    args = argparse.Namespace(arch="roberta_base", encoder_layers=2, encoder_embed_dim=64,
+                              encoder_attention_heads=2, max_positions=32, dropout=0.1)
+    d = os.path.join(OUT, "fairseq")
+    os.makedirs(d, exist_ok=True)
+    torch.save({"args": args, "model": f}, os.path.join(d, "model.pt"))
+    with torch.no_grad():
+        tok = padded(SEQS)
+        out = m(tok, attention_mask=(tok != 1).long(), output_hidden_states=True)
+        dump(os.path.join(d, "expected.json"), out.hidden_states[-1], out.logits)
+
+
 if __name__ == "__main__":
     torchtext_fixture()
     hf_fixture()
+    bert_fixture()
+    fairseq_fixture()

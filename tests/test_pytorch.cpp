@@ -70,3 +70,41 @@ TEST_CASE("the torchtext head activation is recorded as ReLU, Hugging Face as ta
   const auto res = e->encode_ids({exp["ids"][0].get<std::vector<int32_t>>()}, {});
   CHECK(test::max_abs_diff(res[0].logits, test::flatten(exp["logits"][0])) > 1e-3);
 }
+
+TEST_CASE("fairseq checkpoint (Namespace args, split q/k/v, LM head) matches PyTorch", "[pytorch][convert]") {
+  // heads = 0: taken from the pickled args.encoder_attention_heads
+  check_against_pytorch(test::fixture("smoke/fairseq/model.pt"), "fairseq", 0, xlmr::DType::f32, 1e-4);
+  auto r = xlmr::convert_checkpoint(test::fixture("smoke/fairseq/model.pt"), test::scratch("pytorch") + "/fs.xlmr", {});
+  CHECK(r.naming == "fairseq");
+  CHECK(r.config["model"]["head_activation"] == "tanh");
+  CHECK(r.config["model"]["heads"] == 2);
+  CHECK(r.ignored.size() == 6);  // the LM head
+}
+
+TEST_CASE("BERT-arch model (positions from 0, eps 1e-12, pooler) matches PyTorch", "[pytorch][convert]") {
+  const nlohmann::json exp = test::read_json(test::fixture("smoke/bert/expected.json"));
+  const std::string out = test::scratch("pytorch") + "/bert.xlmr";
+  auto r = xlmr::convert_checkpoint(test::fixture("smoke/bert"), out, {});
+  CHECK(r.config["model"]["family"] == "bert");
+  CHECK(r.config["model"]["position_offset"] == 0);
+  CHECK(r.config["model"]["type_vocab_size"] == 2);
+  auto engine = xlmr::Engine::load(out);
+  const auto seqs = exp["ids"].get<std::vector<std::vector<int32_t>>>();
+  xlmr::EncodeOptions enc;
+  enc.hidden = true;
+  enc.pooling = xlmr::Pooling::pooler;
+  const auto res = engine->encode_ids(seqs, enc);
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    INFO("sequence " << i);
+    CHECK(test::max_abs_diff(res[i].hidden, test::flatten(exp["hidden"][i])) <= 1e-4);
+    CHECK(test::max_abs_diff(res[i].embedding, test::flatten(exp["pooler"][i])) <= 1e-4);
+    CHECK(res[i].logits.empty());
+  }
+  // mean pooling (the BERT-arch default) is the mean of the hidden rows
+  const auto mean = engine->encode_ids({seqs[2]}, {});
+  std::vector<double> want(64, 0.0);
+  const auto rows = exp["hidden"][2];
+  for (const auto& row : rows)
+    for (size_t e = 0; e < 64; ++e) want[e] += row[e].get<double>() / double(rows.size());
+  CHECK(test::max_abs_diff(mean[0].embedding, want) <= 1e-4);
+}
