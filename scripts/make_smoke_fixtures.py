@@ -64,6 +64,19 @@ def torchtext_fixture():
     with torch.no_grad():
         tok = padded(SEQS)
         dump(os.path.join(d, "expected.json"), m.encoder(tok), m(tok))
+    # The same weights under the older torchtext layer names, written in the
+    # legacy (pre-1.6, non-zip) torch.save format; same expected outputs.
+    old = {}
+    for k, v in m.state_dict().items():
+        k = k.replace("layers.layers.", "layers.")
+        for new, prev in (("self_attn.in_proj_weight", "attention.input_projection.weight"),
+                          ("self_attn.in_proj_bias", "attention.input_projection.bias"),
+                          ("self_attn.out_proj.", "attention.output_projection."),
+                          ("norm1.", "attention_layer_norm."), ("norm2.", "final_layer_norm."),
+                          ("linear1.", "residual_mlp.mlp.0."), ("linear2.", "residual_mlp.mlp.3.")):
+            k = k.replace(new, prev)
+        old[k] = v
+    torch.save(old, os.path.join(d, "model_oldnames_legacy.pt"), _use_new_zipfile_serialization=False)
 
 
 def hf_fixture():

@@ -108,3 +108,18 @@ TEST_CASE("BERT-arch model (positions from 0, eps 1e-12, pooler) matches PyTorch
     for (size_t e = 0; e < 64; ++e) want[e] += row[e].get<double>() / double(rows.size());
   CHECK(test::max_abs_diff(mean[0].embedding, want) <= 1e-4);
 }
+
+TEST_CASE("older torchtext names in a legacy (pre-1.6) torch.save file match PyTorch", "[pytorch][convert]") {
+  // Same weights as smoke/torchtext, renamed and written with the legacy serializer.
+  check_against_pytorch(test::fixture("smoke/torchtext/model_oldnames_legacy.pt"), "torchtext", 2, xlmr::DType::f32,
+                        1e-4);
+  auto r = xlmr::convert_checkpoint(test::fixture("smoke/torchtext/model_oldnames_legacy.pt"),
+                                    test::scratch("pytorch") + "/old.xlmr", [] {
+                                      xlmr::ConvertOptions o;
+                                      o.heads = 2;
+                                      return o;
+                                    }());
+  CHECK(r.naming == "torchtext-old");
+  CHECK(r.source_format == "torch-legacy");
+  CHECK(r.config["model"]["head_activation"] == "relu");
+}
