@@ -94,6 +94,15 @@ def hf_fixture():
         tok = padded(SEQS)
         out = m(tok, attention_mask=(tok != 1).long(), output_hidden_states=True)
         dump(os.path.join(d, "expected.json"), out.hidden_states[-1], out.logits)
+    # The same model in float16, torch.save'd in shards with a
+    # pytorch_model.bin.index.json; its reference runs the fp16-rounded
+    # weights in fp32.
+    d16 = os.path.join(OUT, "hf_fp16_sharded")
+    m.half().save_pretrained(d16, safe_serialization=False, max_shard_size="100KB")
+    m.float()
+    with torch.no_grad():
+        out = m(tok, attention_mask=(tok != 1).long(), output_hidden_states=True)
+        dump(os.path.join(d16, "expected.json"), out.hidden_states[-1], out.logits)
 
 
 def bert_fixture():

@@ -123,3 +123,10 @@ TEST_CASE("older torchtext names in a legacy (pre-1.6) torch.save file match PyT
   CHECK(r.source_format == "torch-legacy");
   CHECK(r.config["model"]["head_activation"] == "relu");
 }
+
+TEST_CASE("sharded fp16 pytorch_model.bin folder matches PyTorch", "[pytorch][convert]") {
+  check_against_pytorch(test::fixture("smoke/hf_fp16_sharded"), "hf_fp16_sharded", 0, xlmr::DType::f32, 1e-4);
+  auto r = xlmr::convert_checkpoint(test::fixture("smoke/hf_fp16_sharded"), test::scratch("pytorch") + "/sh.xlmr", {});
+  CHECK(r.source_files.size() == 2);
+  CHECK(r.config["provenance"]["source_dtype"] == "f16");
+}
