@@ -21,6 +21,25 @@ inline uint64_t load_le64(const uint8_t* p) {
   return v;
 }
 
+// Bounded, single-line rendering of untrusted text (names, keys) for error
+// messages: control characters, backslashes and quotes become \xNN escapes.
+inline std::string printable(const std::string& s, size_t max_len = 200) {
+  static const char hex[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < max_len; ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f || c == '\'' || c == '\\') {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (s.size() > max_len) out += "...";
+  return out;
+}
+
 // A regular file opened for binary reading, with its size known up front.
 class InputFile {
  public:

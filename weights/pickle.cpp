@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "engine/error.h"
+#include "weights/file_io.h"
 
 namespace xlmr {
 namespace pickle {
@@ -95,24 +96,6 @@ bool valid_utf8(const uint8_t* p, size_t n) {
     i += len;
   }
   return true;
-}
-
-// Printable, bounded rendering of untrusted text for error messages.
-std::string printable(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size() && i < 200; ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\'') {
-      out += static_cast<char>(c);
-    } else {
-      static const char hex[] = "0123456789abcdef";
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  if (s.size() > 200) out += "...";
-  return out;
 }
 
 std::string hex2(uint8_t b) {
@@ -331,7 +314,7 @@ Value* Unpickler::lookup_global(const std::string& module, const std::string& na
     mk(GlobalId::storage_class);
     g->storage_dtype = dt;
   } else {
-    fail("refusing to unpickle global '" + printable(module) + "." + printable(name) +
+    fail("refusing to unpickle global '" + detail::printable(module) + "." + detail::printable(name) +
          "' (not an allowed tensor/state-dict type)");
   }
   return g;
@@ -368,7 +351,7 @@ Value* Unpickler::call(Value* callable, Value* args, bool newobj) {
   }
   if (args->kind != Kind::tuple) fail(std::string(op) + " arguments are not a tuple" + at);
   const std::vector<Value*>& a = args->items;
-  const std::string gname = printable(callable->str) + "." + printable(callable->name);
+  const std::string gname = detail::printable(callable->str) + "." + detail::printable(callable->name);
   switch (callable->global) {
     case GlobalId::ordered_dict: {
       Value* d = make(Kind::dict);

@@ -88,7 +88,7 @@ Checkpoint read_safetensors(const std::string& path) {
       if (!open_objects.empty()) open_objects.pop_back();
     } else if (ev == E::key && !open_objects.empty() && parsed.is_string()) {
       const std::string& k = parsed.get_ref<const std::string&>();
-      if (!open_objects.back().insert(k).second && duplicate.empty()) duplicate = k.empty() ? "(empty)" : k;
+      if (!open_objects.back().insert(k).second && duplicate.empty()) duplicate = k.empty() ? "(empty)" : detail::printable(k);
     }
     return true;
   };
@@ -116,7 +116,7 @@ Checkpoint read_safetensors(const std::string& path) {
       ck.metadata["__metadata__"] = nlohmann::json::parse(info.dump());
       continue;
     }
-    const std::string what = path + ": safetensors tensor '" + name + "'";
+    const std::string what = path + ": safetensors tensor '" + detail::printable(name) + "'";
     if (!info.is_object()) XLMR_THROW(what + " has no descriptor object");
     auto dt = info.find("dtype");
     auto sh = info.find("shape");
@@ -128,7 +128,7 @@ Checkpoint read_safetensors(const std::string& path) {
     SourceTensor t;
     t.name = name;
     const std::string dname = dt->get<std::string>();
-    if (!parse_st_dtype(dname, &t.dtype)) XLMR_THROW(what + " has unsupported dtype '" + dname + "'");
+    if (!parse_st_dtype(dname, &t.dtype)) XLMR_THROW(what + " has unsupported dtype '" + detail::printable(dname, 32) + "'");
     const uint64_t esize = dtype_size(t.dtype);
 
     if (sh->size() > 64) XLMR_THROW(what + " has more than 64 dimensions");
@@ -174,7 +174,7 @@ Checkpoint read_safetensors(const std::string& path) {
   });
   uint64_t cursor = 0;
   for (const Entry& e : sorted) {
-    const std::string& name = ck.tensors[e.order].name;
+    const std::string name = detail::printable(ck.tensors[e.order].name);
     if (e.begin < cursor) XLMR_THROW(path + ": safetensors tensor '" + name + "' overlaps another tensor's data");
     if (e.begin > cursor) {
       XLMR_THROW(path + ": safetensors data buffer has a gap before tensor '" + name + "' (bytes " +

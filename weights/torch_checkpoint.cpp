@@ -34,7 +34,7 @@ using pickle::Value;
 constexpr int64_t kMaxBytes = int64_t(1) << 62;
 constexpr uint64_t kMaxPickleBytes = 1ull << 30;
 constexpr size_t kMaxNameLength = 4096;
-constexpr uint64_t kMaxWalkVisits = 16u << 20;
+constexpr uint64_t kMaxWalkVisits = 4u << 20;
 // A strided view may be larger than its storage (stride 0, overlaps); cap the
 // copy so a hostile size cannot ask for unbounded memory.
 constexpr uint64_t kMaxViewExpansionBytes = 256ull << 20;
@@ -70,7 +70,7 @@ int64_t register_storage(pickle::Unpickler& up, StorageTable& table, Value* pid,
   if (pid->kind != Kind::tuple) up.fail(std::string("persistent id is a ") + pickle::kind_name(pid->kind) + ", not a tuple");
   const auto& it = pid->items;
   if (it.empty() || !is_text(it[0])) up.fail("persistent id has no type name");
-  if (it[0]->str != "storage") up.fail("unsupported persistent id type '" + it[0]->str.substr(0, 64) + "'");
+  if (it[0]->str != "storage") up.fail("unsupported persistent id type '" + detail::printable(it[0]->str, 64) + "'");
   if (it.size() != expected_len) {
     up.fail("storage persistent id has " + std::to_string(it.size()) + " fields, expected " + std::to_string(expected_len));
   }
@@ -84,7 +84,7 @@ int64_t register_storage(pickle::Unpickler& up, StorageTable& table, Value* pid,
   const int64_t numel = it[4]->i;
   int64_t nbytes;
   if (!checked_mul(numel, static_cast<int64_t>(dtype_size(dtype)), kMaxBytes, &nbytes)) {
-    up.fail("storage '" + it[2]->str.substr(0, 64) + "' size overflows");
+    up.fail("storage '" + detail::printable(it[2]->str, 64) + "' size overflows");
   }
   const std::string& key = it[2]->str;
   auto found = table.by_key.find(key);
@@ -93,7 +93,7 @@ int64_t register_storage(pickle::Unpickler& up, StorageTable& table, Value* pid,
     id = found->second;
     const StorageEntry& e = table.entries[static_cast<size_t>(id)];
     if (e.dtype != dtype || e.numel != numel) {
-      up.fail("storage '" + key.substr(0, 64) + "' is declared twice with different types or sizes");
+      up.fail("storage '" + detail::printable(key, 64) + "' is declared twice with different types or sizes");
     }
   } else {
     id = static_cast<int64_t>(table.entries.size());
@@ -171,7 +171,7 @@ struct Flattener {
       case Kind::tensor: {
         if (depth == 0) XLMR_THROW(path + ": checkpoint holds a single tensor, not a state dict");
         if (prefix.empty()) XLMR_THROW(path + ": checkpoint has a tensor with an empty name");
-        if (!names.insert(prefix).second) XLMR_THROW(path + ": duplicate tensor name '" + prefix + "'");
+        if (!names.insert(prefix).second) XLMR_THROW(path + ": duplicate tensor name '" + detail::printable(prefix) + "'");
         tensors.emplace_back(prefix, v);
         return std::nullopt;
       }
@@ -187,7 +187,7 @@ struct Flattener {
           } else {
             if (contains_tensor(kv.second, depth + 1)) {
               XLMR_THROW(path + ": checkpoint has tensors under a " + pickle::kind_name(kv.first->kind) +
-                         " dict key at '" + prefix + "'");
+                         " dict key at '" + detail::printable(prefix) + "'");
             }
             continue;
           }
@@ -234,7 +234,7 @@ SourceTensor materialise(const std::string& path, const std::string& name, const
                          const LoadStorage& load) {
   const pickle::TensorRef& tr = *tv->tensor;
   const pickle::StorageRef& sr = *tr.storage->storage;
-  const std::string what = path + ": tensor '" + name + "'";
+  const std::string what = path + ": tensor '" + detail::printable(name) + "'";
   if (sr.id < 0 || static_cast<size_t>(sr.id) >= table.entries.size()) XLMR_THROW(what + " refers to an unknown storage");
   StorageEntry& root = table.entries[static_cast<size_t>(sr.id)];
   const int64_t esize = static_cast<int64_t>(dtype_size(sr.dtype));
@@ -385,15 +385,15 @@ class ZipArchive {
     zip_stat_t st;
     zip_stat_init(&st);
     if (zip_stat_index(z_.get(), static_cast<zip_uint64_t>(idx), 0, &st) != 0) {
-      XLMR_THROW(path_ + ": cannot stat zip entry '" + name + "' (" + zip_strerror(z_.get()) + ")");
+      XLMR_THROW(path_ + ": cannot stat zip entry '" + detail::printable(name) + "' (" + zip_strerror(z_.get()) + ")");
     }
     if (!(st.valid & ZIP_STAT_SIZE) || !(st.valid & ZIP_STAT_COMP_SIZE)) {
-      XLMR_THROW(path_ + ": zip entry '" + name + "' has no recorded size");
+      XLMR_THROW(path_ + ": zip entry '" + detail::printable(name) + "' has no recorded size");
     }
-    if (st.comp_size > file_size_) XLMR_THROW(path_ + ": zip entry '" + name + "' is larger than the archive (truncated?)");
+    if (st.comp_size > file_size_) XLMR_THROW(path_ + ": zip entry '" + detail::printable(name) + "' is larger than the archive (truncated?)");
     const bool stored = (st.valid & ZIP_STAT_COMP_METHOD) && st.comp_method == ZIP_CM_STORE;
     if (stored ? st.size != st.comp_size : st.size / 1100 > st.comp_size + 1024) {
-      XLMR_THROW(path_ + ": zip entry '" + name + "' has an implausible size");
+      XLMR_THROW(path_ + ": zip entry '" + detail::printable(name) + "' has an implausible size");
     }
     return st.size;
   }
@@ -401,14 +401,14 @@ class ZipArchive {
   // Reads the first n bytes of an entry.
   void read(zip_int64_t idx, const std::string& name, uint8_t* dst, uint64_t n) const {
     zip_file_t* f = zip_fopen_index(z_.get(), static_cast<zip_uint64_t>(idx), 0);
-    if (!f) XLMR_THROW(path_ + ": cannot open zip entry '" + name + "' (" + zip_strerror(z_.get()) + ")");
+    if (!f) XLMR_THROW(path_ + ": cannot open zip entry '" + detail::printable(name) + "' (" + zip_strerror(z_.get()) + ")");
     std::unique_ptr<zip_file_t, ZipFileCloser> fh(f);
     uint64_t got = 0;
     while (got < n) {
       const uint64_t chunk = std::min<uint64_t>(n - got, 1u << 30);
       zip_int64_t r = zip_fread(f, dst + got, chunk);
-      if (r < 0) XLMR_THROW(path_ + ": cannot read zip entry '" + name + "' (" + zip_file_strerror(f) + ")");
-      if (r == 0) XLMR_THROW(path_ + ": zip entry '" + name + "' is truncated");
+      if (r < 0) XLMR_THROW(path_ + ": cannot read zip entry '" + detail::printable(name) + "' (" + zip_file_strerror(f) + ")");
+      if (r == 0) XLMR_THROW(path_ + ": zip entry '" + detail::printable(name) + "' is truncated");
       got += static_cast<uint64_t>(r);
     }
   }
@@ -440,7 +440,7 @@ Checkpoint read_torch_zip(const std::string& path) {
     std::string r = s.substr(0, s.size() - tail.size());
     if (r.find('/') != std::string::npos) continue;
     if (!root.empty() && r != root) {
-      XLMR_THROW(path + ": zip archive is ambiguous (both '" + root + "/data.pkl' and '" + s + "')");
+      XLMR_THROW(path + ": zip archive is ambiguous (both '" + detail::printable(root) + "/data.pkl' and '" + detail::printable(s) + "')");
     }
     root = r;
   }
@@ -453,14 +453,14 @@ Checkpoint read_torch_zip(const std::string& path) {
     std::string s(static_cast<size_t>(n), '\0');
     zip.read(bo, root + "/byteorder", reinterpret_cast<uint8_t*>(s.data()), n);
     while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
-    if (s != "little") XLMR_THROW(path + ": checkpoint byte order is '" + s.substr(0, 16) + "'; only little-endian is supported");
+    if (s != "little") XLMR_THROW(path + ": checkpoint byte order is '" + detail::printable(s, 16) + "'; only little-endian is supported");
   }
 
   const std::string pkl_name = root + "/data.pkl";
   const zip_int64_t pkl_idx = zip.find(pkl_name);
   if (pkl_idx < 0) XLMR_THROW(path + ": cannot locate " + pkl_name);
   const uint64_t pkl_size = zip.entry_size(pkl_idx, pkl_name);
-  if (pkl_size > kMaxPickleBytes) XLMR_THROW(path + ": " + pkl_name + " is larger than 1 GiB");
+  if (pkl_size > kMaxPickleBytes) XLMR_THROW(path + ": " + detail::printable(pkl_name) + " is larger than 1 GiB");
   std::vector<uint8_t> pkl(static_cast<size_t>(pkl_size));
   zip.read(pkl_idx, pkl_name, pkl.data(), pkl_size);
 
@@ -474,11 +474,11 @@ Checkpoint read_torch_zip(const std::string& path) {
     if (!storage_entry.count(id)) {
       const std::string member = root + "/data/" + table.entries[static_cast<size_t>(id)].key;
       const zip_int64_t idx = zip.find(member);
-      if (idx < 0) XLMR_THROW(path + ": storage record '" + member + "' is missing from the archive");
+      if (idx < 0) XLMR_THROW(path + ": storage record '" + detail::printable(member) + "' is missing from the archive");
       const uint64_t have = zip.entry_size(idx, member);
       const uint64_t need = static_cast<uint64_t>(numel) * dtype_size(dtype);
       if (have < need) {
-        XLMR_THROW(path + ": storage record '" + member + "' holds " + std::to_string(have) + " bytes, needs " +
+        XLMR_THROW(path + ": storage record '" + detail::printable(member) + "' holds " + std::to_string(have) + " bytes, needs " +
                    std::to_string(need));
       }
       storage_entry.emplace(id, idx);
@@ -578,9 +578,9 @@ Checkpoint read_torch_legacy(const std::string& path) {
         if (!is_text(k)) XLMR_THROW(path + ": legacy storage key is not a string");
         auto found = table.by_key.find(k->str);
         if (found == table.by_key.end()) {
-          XLMR_THROW(path + ": legacy storage '" + k->str.substr(0, 64) + "' is not used by any tensor");
+          XLMR_THROW(path + ": legacy storage '" + detail::printable(k->str, 64) + "' is not used by any tensor");
         }
-        if (!seen.insert(k->str).second) XLMR_THROW(path + ": legacy storage '" + k->str.substr(0, 64) + "' is listed twice");
+        if (!seen.insert(k->str).second) XLMR_THROW(path + ": legacy storage '" + detail::printable(k->str, 64) + "' is listed twice");
         StorageEntry& e = table.entries[static_cast<size_t>(found->second)];
         uint8_t cnt[8];
         file.read_at(pos, cnt, 8);
@@ -588,10 +588,10 @@ Checkpoint read_torch_legacy(const std::string& path) {
         const uint64_t count = detail::load_le64(cnt);
         const uint64_t esize = dtype_size(e.dtype);
         if (count > (fsize - pos) / esize) {
-          XLMR_THROW(path + ": legacy storage '" + e.key + "' runs past the end of the file (truncated?)");
+          XLMR_THROW(path + ": legacy storage '" + detail::printable(e.key, 64) + "' runs past the end of the file (truncated?)");
         }
         if (count < static_cast<uint64_t>(e.numel)) {
-          XLMR_THROW(path + ": legacy storage '" + e.key + "' holds " + std::to_string(count) + " elements, needs " +
+          XLMR_THROW(path + ": legacy storage '" + detail::printable(e.key, 64) + "' holds " + std::to_string(count) + " elements, needs " +
                      std::to_string(e.numel));
         }
         const uint64_t need = static_cast<uint64_t>(e.numel) * esize;
@@ -601,7 +601,7 @@ Checkpoint read_torch_legacy(const std::string& path) {
         pos += count * esize;
       }
       LoadStorage load = [&](StorageEntry& e) {
-        XLMR_THROW(path + ": legacy storage '" + e.key + "' has no data (missing from the storage list)");
+        XLMR_THROW(path + ": legacy storage '" + detail::printable(e.key, 64) + "' has no data (missing from the storage list)");
       };
       return finish(path, "torch-legacy", obj, table, load);
     } catch (const Error&) {
