@@ -9,8 +9,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "engine/config.h"
+#include "engine/profiler.h"
 
 namespace xlmr {
 
@@ -47,9 +49,26 @@ class Backend {
   // Whether the scheduler must count a batch as S * max_seqlen tokens.
   virtual bool padded() const = 0;
   virtual void forward(const RaggedBatch& batch, const ForwardOptions& opts, const BatchOutputs& out) = 0;
+  // Per-kernel timings of this backend's forwards (off until enabled).
+  Profiler& profiler() { return profiler_; }
+
+ protected:
+  Profiler profiler_;
 };
 
 // The plain, padded, unfused oracle (kernels/ref).
 std::unique_ptr<Backend> make_reference_backend(const Model& model);
+
+struct CpuBackendOptions {
+  Precision precision = Precision::f32;
+  int threads = 0;        // 0: all cores
+  bool padded = false;    // pad every sequence to the batch's longest (for comparison only)
+  std::string isa;        // "" or "auto": the best the CPU has; "avx512" or "avx2" to force one
+};
+
+// The fused CPU backend (kernels/cpu): oneDNN GEMMs on pre-packed weights,
+// AVX-512/AVX2 kernels, variable-length attention, no padding. Throws when
+// the build has no oneDNN or the CPU lacks what the options ask for.
+std::unique_ptr<Backend> make_cpu_backend(const Model& model, const CpuBackendOptions& opts);
 
 }  // namespace xlmr

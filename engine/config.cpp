@@ -16,6 +16,8 @@ const char* to_string(Pooling p) {
   return "?";
 }
 
+const char* to_string(Precision p) { return p == Precision::bf16 ? "bf16" : "f32"; }
+
 bool parse_pooling(const std::string& s, Pooling* out) {
   for (Pooling p : {Pooling::cls, Pooling::mean, Pooling::none, Pooling::pooler})
     if (s == to_string(p)) {

@@ -18,11 +18,15 @@ namespace xlmr {
 enum class Family { xlmr, bert };
 enum class HeadActivation { relu, tanh };
 enum class Pooling { cls, mean, none, pooler };
+// Compute precision of the fused backends' GEMMs (LayerNorm, softmax and
+// accumulation stay fp32 in every mode).
+enum class Precision { f32, bf16 };
 
 const char* to_string(Family f);
 const char* to_string(HeadActivation a);
 const char* to_string(Pooling p);
 bool parse_pooling(const std::string& s, Pooling* out);
+const char* to_string(Precision p);
 
 struct ModelConfig {
   Family family = Family::xlmr;

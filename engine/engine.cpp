@@ -21,7 +21,6 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
     XLMR_CHECK(cuda::device_available(&why, &name), "--device cuda: " + why);
     XLMR_THROW("--device cuda: found " + name + ", but the CUDA backend is not available in this version yet");
   }
-  XLMR_CHECK(opts.path == Path::reference, "the fused CPU path is not available in this version yet");
   XLMR_CHECK(opts.threads >= 0, "threads must be >= 0");
   XLMR_CHECK(opts.max_batch_tokens >= 1, "max_batch_tokens must be >= 1");
 
@@ -51,9 +50,23 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
                "'" + path + "': the tokenizer has " + std::to_string(e->tokenizer_->spm_size()) +
                    " pieces, too many for the model's vocabulary of " + std::to_string(c.vocab_size));
   }
-  if (opts.threads > 0) omp_set_num_threads(opts.threads);
-
-  e->backend_ = make_reference_backend(*e->model_);
+  const Precision precision = opts.precision.value_or(c.dtype == DType::bf16 ? Precision::bf16 : Precision::f32);
+  if (opts.path == Path::reference) {
+    XLMR_CHECK(precision == Precision::f32 || !opts.precision,
+               "the reference path computes in f32 only (use the fused path for bf16)");
+    XLMR_CHECK(!opts.padded, "the reference path is always padded; --padded applies to the fused path");
+    if (opts.threads > 0) omp_set_num_threads(opts.threads);
+    e->backend_ = make_reference_backend(*e->model_);
+    e->description_ = "reference (scalar, f32, padded)";
+  } else {
+    CpuBackendOptions co;
+    co.precision = precision;
+    co.threads = opts.threads;
+    co.padded = opts.padded;
+    co.isa = opts.isa;
+    e->backend_ = make_cpu_backend(*e->model_, co);
+    e->description_ = e->backend_->name();
+  }
   const int budget = std::max(opts.max_batch_tokens, e->max_length_);
   e->backend_->reserve(budget, e->max_length_);
   const size_t E = size_t(c.hidden);
@@ -67,6 +80,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
 
 const ModelConfig& Engine::config() const { return model_->config(); }
 const char* Engine::backend_name() const { return backend_->name(); }
+Profiler& Engine::profiler() { return backend_->profiler(); }
 
 const Tokenizer& Engine::tokenizer() const {
   XLMR_CHECK(tokenizer_, "this model file carries no tokenizer: give token ids, or re-convert with --tokenizer");

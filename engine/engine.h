@@ -27,6 +27,7 @@
 
 #include "engine/config.h"
 #include "engine/error.h"
+#include "engine/profiler.h"
 
 namespace xlmr {
 
@@ -39,8 +40,13 @@ enum class Path { reference, fused };
 
 struct EngineOptions {
   Device device = Device::cpu;
-  Path path = Path::reference;  // reference: the plain padded oracle
+  Path path = Path::fused;      // reference: the plain padded oracle ("slow path")
   int threads = 0;              // 0: all cores
+  // GEMM precision of the fused path; default: bf16 when the file's matrices
+  // are bf16, else f32. The reference path is always f32.
+  std::optional<Precision> precision;
+  bool padded = false;          // fused path: pad to the longest sequence (comparison only)
+  std::string isa;              // fused CPU path: "" (best available), "avx512" or "avx2"
   int max_batch_tokens = 8192;  // token budget of one batch
   int max_length = 0;           // tokens per sequence incl. specials; 0: the model's maximum
   bool verify_checksums = true; // per-tensor checksums at load
@@ -72,6 +78,10 @@ class Engine {
   const ModelConfig& config() const;
   int max_length() const { return max_length_; }
   const char* backend_name() const;
+  // One line: backend, instruction set, precision, layout, threads.
+  const std::string& describe() const { return description_; }
+  // Per-kernel timings of the forwards run so far (enable() it first).
+  Profiler& profiler();
   bool has_tokenizer() const { return tokenizer_ != nullptr; }
   const Tokenizer& tokenizer() const;  // throws when the file has none
 
@@ -92,6 +102,7 @@ class Engine {
   std::unique_ptr<Tokenizer> tokenizer_;
   EngineOptions opts_;
   int max_length_ = 0;
+  std::string description_;
   std::mutex mu_;
   // Host staging for one batch, sized at load.
   std::vector<int32_t> ids_, cu_seqlens_;

@@ -125,9 +125,9 @@ int main(int argc, char** argv) {
       "in input order: {\"index\", \"n_tokens\", \"embedding\", \"logits\" (models with a classification\n"
       "head), \"hidden\" (with --hidden)}. Inputs are files, or standard input when none (or '-') is given.",
       "xlmr-infer"};
-  std::string model_path, device = "cpu", input_format = "text", pooling_name, output_path, path_name = "reference";
+  std::string model_path, device = "cpu", input_format = "text", pooling_name, output_path, path_name = "fused", dtype_name, isa;
   std::vector<std::string> inputs;
-  bool normalize = false, hidden = false, no_verify = false;
+  bool normalize = false, hidden = false, no_verify = false, padded = false;
   int max_length = 0, threads = 0, batch_tokens = 8192;
   app.add_option("--model,-m", model_path, "the .xlmr model file (make one with xlmr-convert)")->required();
   app.add_option("--device", device, "cpu or cuda")->default_str("cpu");
@@ -146,7 +146,15 @@ int main(int argc, char** argv) {
   app.add_option("--output,-o", output_path, "write JSON lines here instead of standard output");
   app.add_option("--threads", threads, "CPU threads (default: all cores)");
   app.add_option("--batch-tokens", batch_tokens, "token budget of one batch")->default_str("8192");
-  app.add_option("--path", path_name, "compute path: reference (plain padded kernels)")->default_str("reference");
+  app.add_option("--path", path_name,
+                 "compute path: fused (the fast kernels, no padding) or reference (plain padded kernels, "
+                 "the slow oracle)")
+      ->default_str("fused");
+  app.add_option("--dtype", dtype_name,
+                 "GEMM precision of the fused path: f32 or bf16 (needs AVX-512); default: the file's "
+                 "(bf16 for a bf16 .xlmr, else f32)");
+  app.add_flag("--padded", padded, "fused path: pad every batch to its longest input (for comparison only)");
+  app.add_option("--isa", isa, "fused CPU path: instruction set, auto, avx512 or avx2")->default_str("auto");
   app.add_flag("--no-verify", no_verify, "skip the per-tensor checksums at load");
   app.add_option("INPUT", inputs, "input files ('-' for standard input)");
   app.set_version_flag("--version", std::string("xlmr-infer ") + XLMR_VERSION + " (reads .xlmr format version " +
@@ -161,6 +169,11 @@ int main(int argc, char** argv) {
     if (path_name == "reference") eo.path = xlmr::Path::reference;
     else if (path_name == "fused") eo.path = xlmr::Path::fused;
     else XLMR_THROW("--path must be reference or fused, not '" + path_name + "'");
+    if (dtype_name == "f32") eo.precision = xlmr::Precision::f32;
+    else if (dtype_name == "bf16") eo.precision = xlmr::Precision::bf16;
+    else XLMR_CHECK(dtype_name.empty(), "--dtype must be f32 or bf16, not '" + dtype_name + "'");
+    eo.padded = padded;
+    eo.isa = isa;
     XLMR_CHECK(input_format == "text" || input_format == "ids",
                "--input-format must be text or ids, not '" + input_format + "'");
     XLMR_CHECK(threads >= 0, "--threads must be >= 0");

@@ -1,0 +1,293 @@
+// The fused CPU backend: the "fastpath". Per layer, six steps on a packed
+// [N, E] token matrix with no padding (DESIGN §2):
+//   QKV GEMM+bias -> varlen attention -> out-proj GEMM -> bias+residual+LN
+//   -> FFN1 GEMM+bias+GELU -> FFN2 GEMM -> bias+residual+LN
+// GEMMs are oneDNN matmuls on weights packed at load (kernels/cpu/gemm.h);
+// the rest are the AVX-512/AVX2 kernels of kernels/cpu. Every buffer is sized
+// in reserve(); forward() never allocates.
+#include "engine/backend.h"
+
+#ifdef XLMR_HAVE_ONEDNN
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "engine/model.h"
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/pooling.h"
+
+namespace xlmr {
+namespace {
+
+using cpu::Gemm;
+using cpu::GemmSpec;
+using cpu::PackedWeights;
+
+// 64-byte aligned, zero-initialised storage that never reallocates in forward.
+template <typename T>
+class Buffer {
+ public:
+  void resize(size_t n) {
+    data_.assign(n + 64 / sizeof(T), T(0));
+    off_ = (64 - reinterpret_cast<uintptr_t>(data_.data()) % 64) % 64 / sizeof(T);
+  }
+  T* get() { return data_.data() + off_; }
+  size_t size() const { return data_.empty() ? 0 : data_.size() - 64 / sizeof(T); }
+
+ private:
+  std::vector<T> data_;
+  size_t off_ = 0;
+};
+
+struct LayerPack {
+  std::unique_ptr<PackedWeights> qkv, out, ffn1, ffn2;
+};
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend(const Model& m, const CpuBackendOptions& o) : c_(m.config()), w_(m.weights()), opts_(o) {
+    isa_ = cpu::choose_isa(o.isa);
+    XLMR_CHECK(o.threads >= 0, "threads must be >= 0");
+    threads_ = o.threads > 0 ? o.threads : omp_get_num_procs();
+    bf16_ = o.precision == Precision::bf16;
+    if (bf16_) {
+      XLMR_CHECK(isa_ == cpu::Isa::avx512 && __builtin_cpu_supports("avx512bw"),
+                 "bf16 compute needs AVX-512 (this CPU or the chosen --isa has only AVX2); use --dtype f32");
+    }
+    name_ = std::string("cpu-fused (") + cpu::to_string(isa_) + ", " + to_string(o.precision) + ", " +
+            (o.padded ? "padded" : "ragged") + ", " + std::to_string(threads_) + " threads)";
+    env_ = cpu::make_gemm_env();
+  }
+
+  const char* name() const override { return name_.c_str(); }
+  bool padded() const override { return opts_.padded; }
+
+  void reserve(int max_tokens, int max_seqlen) override {
+    XLMR_CHECK(max_tokens >= max_seqlen && max_seqlen >= 1, "cpu backend: bad workspace request");
+    const int E = c_.hidden, F = c_.ffn, C = std::max(c_.num_labels, 1);
+    cap_tokens_ = max_tokens;
+    cap_seqlen_ = max_seqlen;
+    const int max_seqs = max_tokens;  // every sequence has at least one token
+    const Precision p = bf16_ ? Precision::bf16 : Precision::f32;
+
+    // GEMMs are shared by all layers: only the packed weights differ.
+    qkv_gemm_.reset(new Gemm(env_, GemmSpec{E, 3 * E, Epilogue::none, true, p, false}, max_tokens));
+    out_gemm_.reset(new Gemm(env_, GemmSpec{E, E, Epilogue::none, false, p, false}, max_tokens));
+    ffn1_gemm_.reset(new Gemm(env_, GemmSpec{E, F, Epilogue::gelu, true, p, bf16_}, max_tokens));
+    ffn2_gemm_.reset(new Gemm(env_, GemmSpec{F, E, Epilogue::none, false, p, false}, max_tokens));
+    layers_.clear();
+    for (const LayerWeights& l : w_.layers) {
+      LayerPack lp;
+      lp.qkv = qkv_gemm_->pack(l.qkv_w, l.qkv_b);
+      lp.out = out_gemm_->pack(l.out_w, nullptr);
+      lp.ffn1 = ffn1_gemm_->pack(l.ffn1_w, l.ffn1_b);
+      lp.ffn2 = ffn2_gemm_->pack(l.ffn2_w, nullptr);
+      layers_.push_back(std::move(lp));
+    }
+    // Sentence-level layers run on the [S, E] matrix of first tokens, in f32.
+    const Epilogue act = c_.head_activation == HeadActivation::relu ? Epilogue::relu : Epilogue::tanh;
+    size_t scratch = std::max({qkv_gemm_->scratchpad_bytes(), out_gemm_->scratchpad_bytes(),
+                               ffn1_gemm_->scratchpad_bytes(), ffn2_gemm_->scratchpad_bytes()});
+    if (w_.pooler_w) {
+      pooler_gemm_.reset(new Gemm(env_, GemmSpec{E, E, Epilogue::tanh, true, Precision::f32, false}, max_seqs));
+      pooler_ = pooler_gemm_->pack(w_.pooler_w, w_.pooler_b);
+      scratch = std::max(scratch, pooler_gemm_->scratchpad_bytes());
+    }
+    if (c_.num_labels > 0) {
+      head_dense_gemm_.reset(new Gemm(env_, GemmSpec{E, E, act, true, Precision::f32, false}, max_seqs));
+      head_out_gemm_.reset(
+          new Gemm(env_, GemmSpec{E, c_.num_labels, Epilogue::none, true, Precision::f32, false}, max_seqs));
+      head_dense_ = head_dense_gemm_->pack(w_.head_dense_w, w_.head_dense_b);
+      head_out_ = head_out_gemm_->pack(w_.head_out_w, w_.head_out_b);
+      scratch = std::max({scratch, head_dense_gemm_->scratchpad_bytes(), head_out_gemm_->scratchpad_bytes()});
+    }
+    scratchpad_.resize(scratch + 64);
+
+    const size_t T = size_t(cpu::gemm_padded_rows(max_tokens));
+    const size_t S = size_t(cpu::gemm_padded_rows(max_seqs));
+    x_.resize(T * E);
+    qkv_.resize(T * 3 * E);
+    attn_.resize(T * E);
+    proj_.resize(T * E);
+    if (bf16_) {
+      x16_.resize(T * E);
+      attn16_.resize(T * E);
+      ffn16_.resize(T * F);
+    } else {
+      ffn_.resize(T * F);
+    }
+    ids_.assign(size_t(max_tokens), 0);
+    pos_.assign(size_t(max_tokens), 0);
+    cu_.assign(size_t(max_seqs) + 1, 0);
+    kv_.assign(size_t(max_seqs), 0);
+    first_.resize(S * E);
+    head_tmp_.resize(S * E);
+    logits_.resize(S * size_t(C));
+    attn_ws_.reserve(max_tokens, c_.heads, c_.head_dim(), threads_);
+  }
+
+  void forward(const RaggedBatch& b, const ForwardOptions& opts, const BatchOutputs& out) override {
+    const int S = b.n_seqs, E = c_.hidden, F = c_.ffn, H = c_.heads;
+    if (S == 0) return;
+    XLMR_CHECK(b.max_seqlen <= cap_seqlen_, "cpu backend: sequence longer than the reserved workspace");
+    const bool padded = opts_.padded;
+    const int L = b.max_seqlen;
+    const int N = padded ? S * L : b.n_tokens;  // rows the layers run on
+    XLMR_CHECK(N <= cap_tokens_, "cpu backend: batch larger than the reserved workspace");
+    // OpenMP's thread count is per calling thread: set it here, where oneDNN
+    // will read it, so GEMMs and our kernels share one pool of threads_.
+    omp_set_num_threads(threads_);
+
+    // Row layout: ragged rows are the batch itself; padded rows give every
+    // sequence L rows, the tail filled with the pad token.
+    double attn_work = 0;  // sum over sequences of query rows x keys
+    {
+      ProfileScope ps(profiler_, Kernel::pack, 0, double(N) * 8);
+      int32_t* cu = cu_.data();
+      cu[0] = 0;
+      for (int s = 0; s < S; ++s) {
+        const int start = b.cu_seqlens[s], len = b.cu_seqlens[s + 1] - start;
+        const int row0 = padded ? s * L : start;
+        const int rows = padded ? L : len;
+        cu[s + 1] = row0 + rows;
+        kv_[size_t(s)] = len;
+        attn_work += double(rows) * len;
+        for (int i = 0; i < rows; ++i) {
+          const bool real = i < len;
+          ids_[size_t(row0 + i)] = real ? b.ids[start + i] : c_.pad_id;
+          pos_[size_t(row0 + i)] = real ? c_.position_offset + i : (c_.family == Family::xlmr ? c_.pad_id : 0);
+        }
+      }
+    }
+    const double NE = double(N) * E;
+    uint16_t* x16 = bf16_ ? x16_.get() : nullptr;
+    const void* x_in = bf16_ ? static_cast<const void*>(x16_.get()) : static_cast<const void*>(x_.get());
+    const void* attn_in = bf16_ ? static_cast<const void*>(attn16_.get()) : static_cast<const void*>(attn_.get());
+    void* ffn_buf = bf16_ ? static_cast<void*>(ffn16_.get()) : static_cast<void*>(ffn_.get());
+    const double act_bytes = bf16_ ? 2 : 4;
+    void* scratch = scratchpad_.get();
+
+    {
+      ProfileScope ps(profiler_, Kernel::embed_layernorm, 0, NE * 4 * 4);
+      EmbedArgs ea{x_.get(), ids_.data(), pos_.data(), w_.word, w_.pos, w_.type0,
+                   w_.emb_ln_g, w_.emb_ln_b, N, E, c_.layer_norm_eps};
+      cpu::embed_layernorm(isa_, ea, x16, threads_);
+    }
+
+    const double wbytes = bf16_ ? 2 : 4;
+    for (size_t li = 0; li < layers_.size(); ++li) {
+      const LayerWeights& l = w_.layers[li];
+      const LayerPack& lp = layers_[li];
+      {
+        ProfileScope ps(profiler_, Kernel::qkv_gemm, 2.0 * N * E * 3 * E, 3.0 * E * E * wbytes);
+        qkv_gemm_->run(*lp.qkv, x_in, qkv_.get(), N, scratch);
+      }
+      {
+        ProfileScope ps(profiler_, Kernel::attention, 4.0 * attn_work * E, NE * 4 * 4);
+        cpu::VarlenAttentionArgs aa{attn_.get(), bf16_ ? attn16_.get() : nullptr, qkv_.get(), cu_.data(),
+                                    padded ? kv_.data() : nullptr, S, E, H};
+        cpu::varlen_attention(isa_, aa, attn_ws_, threads_);
+      }
+      {
+        ProfileScope ps(profiler_, Kernel::out_gemm, 2.0 * N * E * E, double(E) * E * wbytes);
+        out_gemm_->run(*lp.out, attn_in, proj_.get(), N, scratch);
+      }
+      {
+        ProfileScope ps(profiler_, Kernel::residual_ln1, 0, NE * (12 + (bf16_ ? 2 : 0)));
+        cpu::add_bias_residual_layernorm(
+            isa_, {x_.get(), proj_.get(), l.out_b, l.ln1_g, l.ln1_b, N, E, c_.layer_norm_eps}, x16, threads_);
+      }
+      {
+        ProfileScope ps(profiler_, Kernel::ffn1_gemm, 2.0 * N * E * F, double(E) * F * wbytes);
+        ffn1_gemm_->run(*lp.ffn1, x_in, ffn_buf, N, scratch);
+      }
+      {
+        ProfileScope ps(profiler_, Kernel::ffn2_gemm, 2.0 * N * F * E, double(E) * F * wbytes + double(N) * F * act_bytes);
+        ffn2_gemm_->run(*lp.ffn2, ffn_buf, proj_.get(), N, scratch);
+      }
+      {
+        ProfileScope ps(profiler_, Kernel::residual_ln2, 0, NE * (12 + (bf16_ ? 2 : 0)));
+        cpu::add_bias_residual_layernorm(
+            isa_, {x_.get(), proj_.get(), l.ffn2_b, l.ln2_g, l.ln2_b, N, E, c_.layer_norm_eps}, x16, threads_);
+      }
+    }
+
+    ProfileScope ps(profiler_, Kernel::pool_head, 0, 0);
+    const float* x = x_.get();
+    auto seq_rows = [&](int s) { return x + size_t(cu_[size_t(s)]) * E; };
+    if (out.hidden) {
+      for (int s = 0; s < S; ++s) {
+        const int start = b.cu_seqlens[s], len = b.cu_seqlens[s + 1] - start;
+        std::memcpy(out.hidden + size_t(start) * E, seq_rows(s), sizeof(float) * size_t(len) * E);
+      }
+    }
+    const bool need_first = (out.pooled && opts.pooling == Pooling::pooler) || (out.logits && c_.num_labels > 0);
+    if (need_first) {
+      for (int s = 0; s < S; ++s) std::memcpy(first_.get() + size_t(s) * E, seq_rows(s), sizeof(float) * E);
+    }
+    if (out.pooled && opts.pooling != Pooling::none) {
+      if (opts.pooling == Pooling::pooler) {
+        XLMR_CHECK(pooler_, "this model has no pooler layer (use --pooling cls or mean)");
+        pooler_gemm_->run(*pooler_, first_.get(), head_tmp_.get(), S, scratch);
+        std::memcpy(out.pooled, head_tmp_.get(), sizeof(float) * size_t(S) * E);
+      }
+      for (int s = 0; s < S; ++s) {
+        float* p = out.pooled + size_t(s) * E;
+        if (opts.pooling == Pooling::cls) std::memcpy(p, seq_rows(s), sizeof(float) * E);
+        if (opts.pooling == Pooling::mean) ref::mean_rows(p, seq_rows(s), kv_[size_t(s)], E);
+        if (opts.normalize) ref::l2_normalize(p, E);
+      }
+    }
+    if (out.logits && c_.num_labels > 0) {
+      head_dense_gemm_->run(*head_dense_, first_.get(), head_tmp_.get(), S, scratch);
+      head_out_gemm_->run(*head_out_, head_tmp_.get(), logits_.get(), S, scratch);
+      std::memcpy(out.logits, logits_.get(), sizeof(float) * size_t(S) * c_.num_labels);
+    }
+  }
+
+ private:
+  const ModelConfig& c_;
+  const ModelWeights& w_;
+  CpuBackendOptions opts_;
+  cpu::Isa isa_ = cpu::Isa::avx2;
+  int threads_ = 1;
+  bool bf16_ = false;
+  std::string name_;
+  int cap_tokens_ = 0, cap_seqlen_ = 0;
+  std::shared_ptr<cpu::GemmEnv> env_;
+  std::unique_ptr<Gemm> qkv_gemm_, out_gemm_, ffn1_gemm_, ffn2_gemm_;
+  std::unique_ptr<Gemm> pooler_gemm_, head_dense_gemm_, head_out_gemm_;
+  std::vector<LayerPack> layers_;
+  std::unique_ptr<PackedWeights> pooler_, head_dense_, head_out_;
+  Buffer<char> scratchpad_;
+  Buffer<float> x_, qkv_, attn_, proj_, ffn_, first_, head_tmp_, logits_;
+  Buffer<uint16_t> x16_, attn16_, ffn16_;
+  std::vector<int32_t> ids_, pos_, cu_, kv_;
+  cpu::AttentionWorkspace attn_ws_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend(const Model& model, const CpuBackendOptions& opts) {
+  return std::unique_ptr<Backend>(new CpuBackend(model, opts));
+}
+
+}  // namespace xlmr
+
+#else  // !XLMR_HAVE_ONEDNN
+
+#include "engine/error.h"
+
+namespace xlmr {
+std::unique_ptr<Backend> make_cpu_backend(const Model&, const CpuBackendOptions&) {
+  XLMR_THROW("this build has no fused CPU path (configured without oneDNN); use --path reference");
+}
+}  // namespace xlmr
+
+#endif

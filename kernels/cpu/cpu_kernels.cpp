@@ -1,0 +1,148 @@
+// Dispatch and threading for the fused CPU kernels: picks the ISA's row
+// kernels (kernel_table.h) and spreads rows or attention work items over
+// OpenMP threads - the same pool oneDNN runs its GEMMs on.
+#include "kernels/cpu/cpu_kernels.h"
+
+#include <omp.h>
+
+#include <algorithm>
+
+#include "engine/error.h"
+#include "kernels/cpu/kernel_table.h"
+
+namespace xlmr {
+namespace cpu {
+namespace {
+
+const KernelTable& table(Isa isa) { return isa == Isa::avx512 ? avx512::table() : avx2::table(); }
+
+bool has_avx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma");
+}
+bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+
+int team_size(int threads) { return threads > 0 ? threads : omp_get_max_threads(); }
+
+// Rows [0, n) in contiguous, nearly equal chunks, one per thread: each row is
+// always computed whole by one thread, so the thread count cannot change it.
+template <typename F>
+void parallel_rows(int n, int threads, int min_rows_per_thread, F&& f) {
+  if (n <= 0) return;
+  const int want = std::max(1, std::min(team_size(threads), n / std::max(1, min_rows_per_thread)));
+  if (want == 1) {
+    f(0, n);
+    return;
+  }
+#pragma omp parallel num_threads(want)
+  {
+    const int t = omp_get_thread_num(), T = omp_get_num_threads();
+    const int r0 = int(int64_t(n) * t / T), r1 = int(int64_t(n) * (t + 1) / T);
+    if (r1 > r0) f(r0, r1);
+  }
+}
+
+}  // namespace
+
+const char* to_string(Isa isa) { return isa == Isa::avx512 ? "avx512" : "avx2"; }
+
+Isa detect_isa() {
+  if (has_avx512()) return Isa::avx512;
+  if (has_avx2()) return Isa::avx2;
+  XLMR_THROW("this CPU has neither AVX-512 nor AVX2+FMA; the fused CPU path needs one of them (use --path reference)");
+}
+
+Isa choose_isa(const std::string& request) {
+  if (request.empty() || request == "auto") return detect_isa();
+  if (request == "avx512") {
+    XLMR_CHECK(has_avx512(), "--isa avx512: this CPU lacks AVX-512 (F, BW, DQ, VL)");
+    return Isa::avx512;
+  }
+  if (request == "avx2") {
+    XLMR_CHECK(has_avx2(), "--isa avx2: this CPU lacks AVX2 or FMA");
+    return Isa::avx2;
+  }
+  XLMR_THROW("unknown instruction set '" + request + "' (expected auto, avx512 or avx2)");
+}
+
+void embed_layernorm(Isa isa, const EmbedArgs& a, uint16_t* out_bf16, int threads) {
+  const KernelTable& k = table(isa);
+  parallel_rows(a.n_tokens, threads, 4, [&](int r0, int r1) { k.embed_rows(a, out_bf16, r0, r1); });
+}
+
+void add_bias_residual_layernorm(Isa isa, const ResidualLayerNormArgs& a, uint16_t* out_bf16, int threads) {
+  const KernelTable& k = table(isa);
+  parallel_rows(a.n_tokens, threads, 4, [&](int r0, int r1) { k.residual_rows(a, out_bf16, r0, r1); });
+}
+
+void cast_to_bf16(Isa isa, uint16_t* out, const float* in, size_t n, int threads) {
+  const KernelTable& k = table(isa);
+  constexpr size_t kBlock = 4096;  // floats per unit of work
+  const int blocks = int((n + kBlock - 1) / kBlock);
+  parallel_rows(blocks, threads, 4, [&](int b0, int b1) {
+    const size_t i0 = size_t(b0) * kBlock, i1 = std::min(n, size_t(b1) * kBlock);
+    k.cast_range(out + i0, in + i0, i1 - i0);
+  });
+}
+
+void AttentionWorkspace::reserve(int max_rows, int n_heads, int d, int n_threads) {
+  XLMR_CHECK(max_rows >= 0 && n_heads >= 1 && d >= 1 && n_threads >= 1, "attention workspace: bad sizes");
+  // Worst case: every sequence one row, so one item per (row, head).
+  items.reserve(size_t(max_rows) * size_t(n_heads) + 1);
+  const size_t dp = size_t(d + 15) / 16 * 16;
+  const size_t R = kAttentionRowBlock, B = kAttentionKeyBlock;
+  size_t floats = R * dp + dp * B + R * B + R * dp + 2 * R;
+  per_thread = (floats + 15) / 16 * 16;  // keep each slice 64-byte aligned
+  scratch.assign(per_thread * size_t(n_threads) + 16, 0.0f);
+  threads = n_threads;
+  head_dim = d;
+}
+
+void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace& ws, int threads) {
+  const int H = a.heads;
+  XLMR_CHECK(H >= 1 && a.hidden % H == 0, "attention: hidden size not divisible by the heads");
+  XLMR_CHECK(a.hidden / H == ws.head_dim, "attention: workspace reserved for another head size");
+  const int T = std::min(team_size(threads), ws.threads);
+
+  // Work items: (sequence, head, block of rows), costed by rows x keys, the
+  // largest first so that dynamic scheduling ends with small pieces.
+  ws.items.clear();
+  size_t needed = 0;
+  for (int s = 0; s < a.n_seqs; ++s) {
+    const int rows = a.cu_seqlens[s + 1] - a.cu_seqlens[s];
+    needed += size_t((rows + kAttentionRowBlock - 1) / kAttentionRowBlock) * size_t(H);
+  }
+  XLMR_CHECK(needed <= ws.items.capacity(), "attention: batch larger than the reserved workspace");
+  for (int s = 0; s < a.n_seqs; ++s) {
+    const int rows = a.cu_seqlens[s + 1] - a.cu_seqlens[s];
+    const int kv = a.kv_lens ? a.kv_lens[s] : rows;
+    for (int r0 = 0; r0 < rows; r0 += kAttentionRowBlock) {
+      const int r1 = std::min(rows, r0 + kAttentionRowBlock);
+      for (int h = 0; h < H; ++h) ws.items.push_back({s, h, r0, r1, int64_t(r1 - r0) * std::max(kv, 1)});
+    }
+  }
+  if (ws.items.empty()) return;
+  // (std::sort: unlike stable_sort it never allocates; ties are broken by
+  // position so the order is fixed.)
+  std::sort(ws.items.begin(), ws.items.end(), [](const AttentionWorkspace::Item& x, const AttentionWorkspace::Item& y) {
+    if (x.cost != y.cost) return x.cost > y.cost;
+    if (x.seq != y.seq) return x.seq < y.seq;
+    if (x.row0 != y.row0) return x.row0 < y.row0;
+    return x.head < y.head;
+  });
+
+  const KernelTable& k = table(isa);
+  const int n_items = int(ws.items.size());
+  float* base = ws.scratch.data();
+  base += (16 - (reinterpret_cast<uintptr_t>(base) / sizeof(float)) % 16) % 16;
+  const int team = std::max(1, std::min(T, n_items));
+#pragma omp parallel num_threads(team)
+  {
+    float* mine = base + ws.per_thread * size_t(omp_get_thread_num());
+#pragma omp for schedule(dynamic, 1)
+    for (int i = 0; i < n_items; ++i) k.attention_item(a, ws.items[size_t(i)], mine);
+  }
+}
+
+}  // namespace cpu
+}  // namespace xlmr

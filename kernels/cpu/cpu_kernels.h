@@ -1,0 +1,85 @@
+// The fused CPU kernels: handwritten AVX-512 kernels with an AVX2 twin, the
+// instruction set chosen once at run time (CPUID), each the fast version of a
+// reference kernel in kernels/ref (tests/test_cpu_kernels.cpp holds them to it).
+//
+// Every function here is threaded with OpenMP over `threads` threads (0: the
+// calling thread's OpenMP default) and never allocates: scratch comes from a
+// workspace sized beforehand. Each output element is computed by exactly one
+// thread in a fixed order, so results do not depend on the thread count.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/embed.h"
+#include "kernels/layernorm.h"
+
+namespace xlmr {
+namespace cpu {
+
+enum class Isa { avx2, avx512 };
+const char* to_string(Isa isa);
+
+// The best instruction set this CPU has; throws xlmr::Error when it has
+// neither AVX-512 (F, BW, DQ, VL) nor AVX2 + FMA.
+Isa detect_isa();
+// "" or "auto": detect_isa(); "avx512" or "avx2": that one, or an error when
+// the CPU lacks it.
+Isa choose_isa(const std::string& request);
+
+// out[t] = LN(word[ids[t]] + pos[positions[t]] + type0); out_bf16 (nullable)
+// receives a bf16 copy of each row (round to nearest even).
+void embed_layernorm(Isa isa, const EmbedArgs& a, uint16_t* out_bf16, int threads);
+
+// x = LN(x + y + bias) row by row; out_bf16 (nullable) as above.
+void add_bias_residual_layernorm(Isa isa, const ResidualLayerNormArgs& a, uint16_t* out_bf16, int threads);
+
+// n floats -> bf16 (round to nearest even).
+void cast_to_bf16(Isa isa, uint16_t* out, const float* in, size_t n, int threads);
+
+// Variable-length multi-head attention over packed QKV, flash style: keys and
+// values are visited in tiles with an online softmax, so no [S, S] score
+// matrix ever exists. Sequence s owns rows [cu_seqlens[s], cu_seqlens[s+1]);
+// its queries attend to the first kv_lens[s] of its rows (all of them when
+// kv_lens is nullptr - kv_lens < rows is the padded layout, where pad rows
+// are computed but attend to real keys only).
+struct VarlenAttentionArgs {
+  float* out;                  // [rows, E]
+  uint16_t* out_bf16;          // [rows, E] bf16 copy of out, or nullptr
+  const float* qkv;            // [rows, 3E]: Q | K | V, head h at columns [h*D, (h+1)*D) of each
+  const int32_t* cu_seqlens;   // [S+1]
+  const int32_t* kv_lens;      // [S] or nullptr
+  int n_seqs;                  // S
+  int hidden;                  // E
+  int heads;                   // H, E = H * D
+};
+
+// Query rows per work item; a work item is (sequence, head, block of rows).
+constexpr int kAttentionRowBlock = 32;
+// Keys per tile.
+constexpr int kAttentionKeyBlock = 64;
+
+// Per-thread scratch and the work list; sized once, reused by every call.
+class AttentionWorkspace {
+ public:
+  // Enough for batches of up to max_rows rows (any split into sequences),
+  // head dimension head_dim, `heads` heads, on up to `threads` threads.
+  void reserve(int max_rows, int heads, int head_dim, int threads);
+
+  struct Item {
+    int32_t seq, head, row0, row1;
+    int64_t cost;
+  };
+  std::vector<Item> items;
+  std::vector<float> scratch;  // threads x per_thread floats, 64-byte aligned slices
+  size_t per_thread = 0;
+  int threads = 0;
+  int head_dim = 0;
+};
+
+void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace& ws, int threads);
+
+}  // namespace cpu
+}  // namespace xlmr

@@ -1,0 +1,193 @@
+#include "kernels/cpu/gemm.h"
+
+#include <algorithm>
+#include <string>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "engine/error.h"
+
+namespace xlmr {
+namespace cpu {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+class GemmEnv {
+ public:
+  GemmEnv() : eng(dnnl::engine::kind::cpu, 0), strm(eng) {}
+  dnnl::engine eng;
+  dnnl::stream strm;
+};
+
+std::shared_ptr<GemmEnv> make_gemm_env() {
+  try {
+    return std::make_shared<GemmEnv>();
+  } catch (const dnnl::error& e) {
+    XLMR_THROW(std::string("oneDNN: cannot create a CPU engine: ") + e.what());
+  }
+}
+
+namespace {
+
+constexpr int kMaxChunk = 1024;
+
+// Ascending row counts with a primitive of their own.
+std::vector<int> bucket_rows(int max_rows) {
+  std::vector<int> b;
+  const int cap = std::min(max_rows, kMaxChunk);
+  auto add = [&](int r) { b.push_back(r); return r >= cap; };
+  for (int r = 1; r <= 16; ++r) if (add(r)) return b;
+  for (int r = 32; r <= 256; r += 16) if (add(r)) return b;
+  for (int r = 320; r <= kMaxChunk; r += 64) if (add(r)) return b;
+  return b;
+}
+
+int round_to_bucket(int rows) {
+  if (rows <= 16) return rows;
+  if (rows <= 256) return (rows + 15) / 16 * 16;
+  return (rows + 63) / 64 * 64;
+}
+
+dnnl::algorithm eltwise_of(Epilogue e) {
+  switch (e) {
+    case Epilogue::gelu: return dnnl::algorithm::eltwise_gelu_erf;
+    case Epilogue::relu: return dnnl::algorithm::eltwise_relu;
+    case Epilogue::tanh: return dnnl::algorithm::eltwise_tanh;
+    case Epilogue::none: break;
+  }
+  return dnnl::algorithm::undef;
+}
+
+}  // namespace
+
+int gemm_padded_rows(int M) {
+  if (M <= 0) return 0;
+  const int full = (M - 1) / kMaxChunk;  // whole chunks before the last one
+  return full * kMaxChunk + round_to_bucket(M - full * kMaxChunk);
+}
+
+struct Gemm::Bucket {
+  int rows = 0;
+  dnnl::matmul prim;
+  memory src, dst, scratch;  // descriptors for this bucket; data handles set per run
+};
+
+struct Gemm::Impl {
+  memory::desc weights_desc;
+  std::string impl_name;
+};
+
+struct PackedWeights::Impl {
+  memory weights;
+  memory bias;
+  bool has_bias = false;
+};
+
+PackedWeights::PackedWeights() : impl_(new Impl) {}
+PackedWeights::~PackedWeights() = default;
+size_t PackedWeights::bytes() const { return impl_->weights.get_desc().get_size(); }
+
+Gemm::~Gemm() = default;
+
+Gemm::Gemm(std::shared_ptr<GemmEnv> env, const GemmSpec& spec, int max_rows)
+    : env_(std::move(env)), spec_(spec), max_rows_(max_rows), impl_(new Impl) {
+  XLMR_CHECK(spec.in >= 1 && spec.out >= 1 && max_rows >= 1, "gemm: bad shape");
+  const dt in_t = spec.precision == Precision::bf16 ? dt::bf16 : dt::f32;
+  const dt out_t = spec.bf16_out ? dt::bf16 : dt::f32;
+  const memory::dim I = spec.in, O = spec.out;
+  try {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (spec.epilogue != Epilogue::none) {
+      dnnl::post_ops po;
+      po.append_eltwise(1.0f, eltwise_of(spec.epilogue), 0.0f, 0.0f);
+      attr.set_post_ops(po);
+    }
+    const memory::desc w_any({I, O}, in_t, tag::any);
+    const memory::desc bias_d({1, O}, dt::f32, tag::ab);
+    for (int rows : bucket_rows(max_rows)) {
+      const memory::desc src_d({rows, I}, in_t, tag::ab), dst_d({rows, O}, out_t, tag::ab);
+      const dnnl::matmul::desc md = spec.bias ? dnnl::matmul::desc(src_d, w_any, bias_d, dst_d)
+                                              : dnnl::matmul::desc(src_d, w_any, dst_d);
+      dnnl::matmul::primitive_desc pd(md, attr, env_->eng);
+      if (buckets_.empty()) {
+        impl_->weights_desc = pd.weights_desc();
+        impl_->impl_name = pd.impl_info_str();
+      } else if (!(pd.weights_desc() == impl_->weights_desc)) {
+        // The layout must be shared by every bucket; ask for it explicitly.
+        dnnl::matmul::desc md2 = spec.bias ? dnnl::matmul::desc(src_d, impl_->weights_desc, bias_d, dst_d)
+                                           : dnnl::matmul::desc(src_d, impl_->weights_desc, dst_d);
+        pd = dnnl::matmul::primitive_desc(md2, attr, env_->eng);
+      }
+      std::unique_ptr<Bucket> b(new Bucket);
+      b->rows = rows;
+      b->prim = dnnl::matmul(pd);
+      b->src = memory(src_d, env_->eng, DNNL_MEMORY_NONE);
+      b->dst = memory(dst_d, env_->eng, DNNL_MEMORY_NONE);
+      b->scratch = memory(pd.scratchpad_desc(), env_->eng, DNNL_MEMORY_NONE);
+      scratch_bytes_ = std::max(scratch_bytes_, pd.scratchpad_desc().get_size());
+      buckets_.push_back(std::move(b));
+    }
+  } catch (const dnnl::error& e) {
+    XLMR_THROW("oneDNN: cannot build a " + std::to_string(spec.in) + "x" + std::to_string(spec.out) + " " +
+               to_string(spec.precision) + " matmul: " + e.what());
+  }
+}
+
+const char* Gemm::impl_name() const { return impl_->impl_name.c_str(); }
+
+std::unique_ptr<PackedWeights> Gemm::pack(const float* w, const float* bias) const {
+  XLMR_CHECK(w, "gemm: missing weights");
+  XLMR_CHECK(!spec_.bias || bias, "gemm: missing bias");
+  std::unique_ptr<PackedWeights> p(new PackedWeights);
+  try {
+    // W is [O, I] row-major, i.e. the [I, O] matrix the matmul wants in
+    // column-major ("ba") order: a reorder reads it in place.
+    const memory::desc user_d({spec_.in, spec_.out}, dt::f32, tag::ba);
+    memory user(user_d, env_->eng, const_cast<float*>(w));
+    p->impl_->weights = memory(impl_->weights_desc, env_->eng);
+    dnnl::reorder(user, p->impl_->weights).execute(env_->strm, user, p->impl_->weights);
+    env_->strm.wait();
+    if (spec_.bias) {
+      p->impl_->bias = memory(memory::desc({1, spec_.out}, dt::f32, tag::ab), env_->eng, const_cast<float*>(bias));
+      p->impl_->has_bias = true;
+    }
+  } catch (const dnnl::error& e) {
+    XLMR_THROW(std::string("oneDNN: cannot pack weights: ") + e.what());
+  }
+  return p;
+}
+
+void Gemm::run(const PackedWeights& w, const void* src, void* dst, int M, void* scratchpad) const {
+  XLMR_CHECK(M >= 0 && M <= max_rows_, "gemm: more rows than the GEMM was built for");
+  const size_t in_row = size_t(spec_.in) * (spec_.precision == Precision::bf16 ? 2 : 4);
+  const size_t out_row = size_t(spec_.out) * (spec_.bf16_out ? 2 : 4);
+  const char* s = static_cast<const char*>(src);
+  char* d = static_cast<char*>(dst);
+  for (int row = 0; row < M;) {
+    const int rows = std::min(M - row, kMaxChunk);
+    const int want = round_to_bucket(rows);
+    // Buckets ascend; the first with enough rows (exact for whole chunks).
+    size_t bi = 0;
+    while (bi + 1 < buckets_.size() && buckets_[bi]->rows < want) ++bi;
+    const Bucket& b = *buckets_[bi];
+    dnnl_memory_set_data_handle(b.src.get(), const_cast<char*>(s + size_t(row) * in_row));
+    dnnl_memory_set_data_handle(b.dst.get(), d + size_t(row) * out_row);
+    dnnl_memory_set_data_handle(b.scratch.get(), scratchpad);
+    dnnl_exec_arg_t args[5] = {{DNNL_ARG_SRC, b.src.get()},
+                               {DNNL_ARG_WEIGHTS, w.impl_->weights.get()},
+                               {DNNL_ARG_DST, b.dst.get()},
+                               {DNNL_ARG_SCRATCHPAD, b.scratch.get()},
+                               {DNNL_ARG_BIAS, w.impl_->has_bias ? w.impl_->bias.get() : nullptr}};
+    const int nargs = w.impl_->has_bias ? 5 : 4;
+    const dnnl_status_t st = dnnl_primitive_execute(b.prim.get(), env_->strm.get(), nargs, args);
+    XLMR_CHECK(st == dnnl_success, "oneDNN: matmul failed (status " + std::to_string(int(st)) + ")");
+    row += rows;
+  }
+  if (M > 0) dnnl_stream_wait(env_->strm.get());
+}
+
+}  // namespace cpu
+}  // namespace xlmr

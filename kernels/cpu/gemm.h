@@ -1,0 +1,87 @@
+// Dense layers on oneDNN matmul, the CPU backend's GEMMs:
+//   dst[M, O] = epilogue(src[M, I] W^T + bias)      (W stored [O, I])
+//
+// Weights are reordered once, at load, into the blocked layout oneDNN picks
+// for the shape (format_tag::any), in f32 or bf16. Bias and the epilogue
+// (GELU, tanh, ReLU) run as oneDNN post-ops inside the GEMM.
+//
+// oneDNN's fastest kernels (brgemm) need M fixed when the primitive is built,
+// and building one allocates, so every primitive is built up front: one per
+// row bucket (1..16, then steps of 16 to 256, then steps of 64 to 1024). A
+// GEMM of M rows runs as chunks of 1024 plus one bucket >= the remainder, so
+// src and dst must have rows up to padded_rows(M); the extra rows compute
+// garbage that nobody reads. run() never allocates.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "engine/config.h"
+#include "kernels/linear.h"
+
+namespace xlmr {
+namespace cpu {
+
+class GemmEnv;  // oneDNN engine + stream (opaque)
+
+std::shared_ptr<GemmEnv> make_gemm_env();
+
+struct GemmSpec {
+  int in = 0, out = 0;                    // I, O
+  Epilogue epilogue = Epilogue::none;
+  bool bias = false;
+  Precision precision = Precision::f32;   // src and weights; accumulation is fp32
+  bool bf16_out = false;                  // dst bf16 (else f32)
+};
+
+// Rows a buffer needs so that a GEMM over its first M rows stays inside it.
+int gemm_padded_rows(int M);
+
+class PackedWeights;
+
+class Gemm {
+ public:
+  // Builds the primitives for M up to max_rows.
+  Gemm(std::shared_ptr<GemmEnv> env, const GemmSpec& spec, int max_rows);
+  ~Gemm();
+  Gemm(const Gemm&) = delete;
+  Gemm& operator=(const Gemm&) = delete;
+
+  const GemmSpec& spec() const { return spec_; }
+  // Packs w: [O, I] fp32 row-major (bias: [O] fp32, kept by pointer; it must
+  // outlive the result) for this GEMM.
+  std::unique_ptr<PackedWeights> pack(const float* w, const float* bias) const;
+  // Bytes of scratch memory run() needs.
+  size_t scratchpad_bytes() const { return scratch_bytes_; }
+  // dst = epilogue(src W^T + bias) for M rows (0 <= M <= max_rows).
+  void run(const PackedWeights& w, const void* src, void* dst, int M, void* scratchpad) const;
+  // Name of the oneDNN implementation (for the benchmark report).
+  const char* impl_name() const;
+
+ private:
+  struct Bucket;
+  std::shared_ptr<GemmEnv> env_;
+  GemmSpec spec_;
+  int max_rows_ = 0;
+  size_t scratch_bytes_ = 0;
+  std::vector<std::unique_ptr<Bucket>> buckets_;  // ascending rows
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// One layer's weights in a Gemm's layout.
+class PackedWeights {
+ public:
+  ~PackedWeights();
+  size_t bytes() const;
+
+ private:
+  friend class Gemm;
+  PackedWeights();
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cpu
+}  // namespace xlmr

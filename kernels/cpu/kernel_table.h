@@ -1,0 +1,25 @@
+// Internal to kernels/cpu: the single-threaded row kernels of one ISA, which
+// cpu_kernels.cpp spreads over threads. One table per ISA, built in that
+// ISA's translation unit.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/cpu/cpu_kernels.h"
+
+namespace xlmr {
+namespace cpu {
+
+struct KernelTable {
+  void (*embed_rows)(const EmbedArgs& a, uint16_t* out_bf16, int r0, int r1);
+  void (*residual_rows)(const ResidualLayerNormArgs& a, uint16_t* out_bf16, int r0, int r1);
+  void (*cast_range)(uint16_t* out, const float* in, size_t n);
+  void (*attention_item)(const VarlenAttentionArgs& a, const AttentionWorkspace::Item& item, float* scratch);
+};
+
+namespace avx512 { const KernelTable& table(); }
+namespace avx2 { const KernelTable& table(); }
+
+}  // namespace cpu
+}  // namespace xlmr

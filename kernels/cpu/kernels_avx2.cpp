@@ -1,0 +1,98 @@
+// The AVX2 build of the row kernels (kernels/cpu/simd_kernels.inc): 8 floats
+// per register, for CPUs without AVX-512.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "kernels/cpu/cpu_kernels.h"
+#include "kernels/cpu/kernel_table.h"
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+
+namespace xlmr {
+namespace cpu {
+namespace avx2 {
+
+struct V {
+  static constexpr int W = 8;
+  using T = __m256;
+  static inline __m256i mask(int n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  }
+  static inline T zero() { return _mm256_setzero_ps(); }
+  static inline T set1(float v) { return _mm256_set1_ps(v); }
+  static inline T load(const float* p) { return _mm256_loadu_ps(p); }
+  static inline T loadu(const float* p) { return _mm256_loadu_ps(p); }
+  static inline void store(float* p, T v) { _mm256_storeu_ps(p, v); }
+  static inline T loadn(const float* p, int n) { return n >= W ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask(n)); }
+  static inline void storen(float* p, T v, int n) {
+    if (n >= W) _mm256_storeu_ps(p, v); else _mm256_maskstore_ps(p, mask(n), v);
+  }
+  static inline T maskn(T v, int n) { return _mm256_and_ps(v, _mm256_castsi256_ps(mask(n))); }
+  static inline T maskn_fill(T v, int n, float fill) {
+    return _mm256_blendv_ps(_mm256_set1_ps(fill), v, _mm256_castsi256_ps(mask(n)));
+  }
+  static inline T add(T a, T b) { return _mm256_add_ps(a, b); }
+  static inline T sub(T a, T b) { return _mm256_sub_ps(a, b); }
+  static inline T mul(T a, T b) { return _mm256_mul_ps(a, b); }
+  static inline T fmadd(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
+  static inline T max(T a, T b) { return _mm256_max_ps(a, b); }
+  static inline float hsum(T v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static inline float hmax(T v) {
+    __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static inline T exp(T x) {
+    x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.3f)), _mm256_set1_ps(-87.3f));
+    const T n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    T r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    T p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    // 2^n through the exponent field; n is in [-126, 127] after the clamp.
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+  }
+  static inline float exp_scalar(float x) { return std::exp(x); }
+  static inline void store_bf16n(uint16_t* p, T v, int n) {
+    float tmp[8];
+    _mm256_storeu_ps(tmp, v);
+    for (int i = 0; i < n && i < W; ++i) {
+      uint32_t b;
+      std::memcpy(&b, &tmp[i], 4);
+      b += 0x7FFFu + ((b >> 16) & 1u);
+      p[i] = uint16_t(b >> 16);
+    }
+  }
+};
+
+#include "kernels/cpu/simd_kernels.inc"
+
+const KernelTable& table() {
+  static const KernelTable t{embed_rows, residual_rows, cast_range, attention_item};
+  return t;
+}
+
+}  // namespace avx2
+}  // namespace cpu
+}  // namespace xlmr
+
+#pragma GCC pop_options
