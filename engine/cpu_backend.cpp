@@ -95,14 +95,14 @@ class CpuBackend final : public Backend {
     size_t scratch = std::max({qkv_gemm_->scratchpad_bytes(), out_gemm_->scratchpad_bytes(),
                                ffn1_gemm_->scratchpad_bytes(), ffn2_gemm_->scratchpad_bytes()});
     if (w_.pooler_w) {
-      pooler_gemm_.reset(new Gemm(env_, GemmSpec{E, E, Epilogue::tanh, true, Precision::f32, false}, max_seqs));
+      pooler_gemm_.reset(new Gemm(env_, GemmSpec{E, E, Epilogue::tanh, true, Precision::f32, false, true}, max_seqs));
       pooler_ = pooler_gemm_->pack(w_.pooler_w, w_.pooler_b);
       scratch = std::max(scratch, pooler_gemm_->scratchpad_bytes());
     }
     if (c_.num_labels > 0) {
-      head_dense_gemm_.reset(new Gemm(env_, GemmSpec{E, E, act, true, Precision::f32, false}, max_seqs));
+      head_dense_gemm_.reset(new Gemm(env_, GemmSpec{E, E, act, true, Precision::f32, false, true}, max_seqs));
       head_out_gemm_.reset(
-          new Gemm(env_, GemmSpec{E, c_.num_labels, Epilogue::none, true, Precision::f32, false}, max_seqs));
+          new Gemm(env_, GemmSpec{E, c_.num_labels, Epilogue::none, true, Precision::f32, false, true}, max_seqs));
       head_dense_ = head_dense_gemm_->pack(w_.head_dense_w, w_.head_dense_b);
       head_out_ = head_out_gemm_->pack(w_.head_out_w, w_.head_out_b);
       scratch = std::max({scratch, head_dense_gemm_->scratchpad_bytes(), head_out_gemm_->scratchpad_bytes()});
@@ -110,7 +110,7 @@ class CpuBackend final : public Backend {
     scratchpad_.resize(scratch + 64);
 
     const size_t T = size_t(cpu::gemm_padded_rows(max_tokens));
-    const size_t S = size_t(cpu::gemm_padded_rows(max_seqs));
+    const size_t S = size_t(cpu::gemm_padded_rows(max_seqs, true));
     x_.resize(T * E);
     qkv_.resize(T * 3 * E);
     attn_.resize(T * E);

@@ -1,7 +1,8 @@
 // End to end against PyTorch: checkpoints written by torch.save and
 // save_pretrained (tests/fixtures/smoke, made by scripts/make_smoke_fixtures.py
 // with the real torchtext and Hugging Face model code) are converted, run on
-// the reference backend, and compared on real (non-pad) positions.
+// every execution mode (reference, fused ragged/padded, thread counts, AVX2,
+// bf16), and compared on real (non-pad) positions.
 #include <catch2/catch.hpp>
 
 #include "engine/engine.h"
@@ -9,6 +10,53 @@
 #include "weights/convert.h"
 
 namespace {
+
+// Every way the engine can run a model: each is held to PyTorch.
+struct Mode {
+  const char* name;
+  xlmr::EngineOptions opts;
+  bool bf16;
+};
+
+std::vector<Mode> all_modes() {
+  std::vector<Mode> m;
+  auto add = [&](const char* name, auto set, bool bf16 = false) {
+    xlmr::EngineOptions o;
+    set(o);
+    m.push_back({name, o, bf16});
+  };
+  add("reference", [](xlmr::EngineOptions& o) { o.path = xlmr::Path::reference; });
+  add("fused", [](xlmr::EngineOptions&) {});
+  add("fused padded", [](xlmr::EngineOptions& o) { o.padded = true; });
+  add("fused 1 thread", [](xlmr::EngineOptions& o) { o.threads = 1; });
+  add("fused 3 threads", [](xlmr::EngineOptions& o) { o.threads = 3; });
+  add("fused avx2", [](xlmr::EngineOptions& o) { o.isa = "avx2"; });
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
+    add("fused bf16", [](xlmr::EngineOptions& o) { o.precision = xlmr::Precision::bf16; }, true);
+  return m;
+}
+
+std::vector<float> to_floats(const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); }
+
+// fp32 modes: every hidden value and logit within atol. bf16: each token's
+// hidden vector at cosine >= 0.999 to PyTorch's fp32 one.
+void check_result(const xlmr::Result& r, const nlohmann::json& exp, size_t i, const Mode& mode, double atol) {
+  const std::vector<double> hidden = test::flatten(exp["hidden"][i]);
+  if (!mode.bf16) {
+    CHECK(test::max_abs_diff(r.hidden, hidden) <= atol);
+    if (exp.contains("logits")) CHECK(test::max_abs_diff(r.logits, test::flatten(exp["logits"][i])) <= atol);
+    return;
+  }
+  const size_t E = hidden.size() / size_t(r.n_tokens);
+  REQUIRE(r.hidden.size() == hidden.size());
+  double worst = 1.0;
+  for (int t = 0; t < r.n_tokens; ++t) {
+    std::vector<float> a(r.hidden.begin() + t * E, r.hidden.begin() + (t + 1) * E);
+    std::vector<float> b = to_floats(std::vector<double>(hidden.begin() + t * E, hidden.begin() + (t + 1) * E));
+    worst = std::min(worst, test::cosine(a, b));
+  }
+  CHECK(worst >= 0.999);
+}
 
 void check_against_pytorch(const std::string& src, const std::string& name, int heads, xlmr::DType dtype,
                            double atol) {
@@ -18,18 +66,21 @@ void check_against_pytorch(const std::string& src, const std::string& name, int 
   co.heads = heads;
   co.dtype = dtype;
   xlmr::convert_checkpoint(src, out, co);
-  auto engine = xlmr::Engine::load(out);
   std::vector<std::vector<int32_t>> seqs = exp["ids"].get<std::vector<std::vector<int32_t>>>();
-  xlmr::EncodeOptions enc;
-  enc.hidden = true;
-  const auto res = engine->encode_ids(seqs, enc);
-  REQUIRE(res.size() == seqs.size());
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    INFO(name << " sequence " << i << " dtype " << xlmr::dtype_name(dtype));
-    const double dh = test::max_abs_diff(res[i].hidden, test::flatten(exp["hidden"][i]));
-    const double dl = test::max_abs_diff(res[i].logits, test::flatten(exp["logits"][i]));
-    CHECK(dh <= atol);
-    CHECK(dl <= atol);
+  for (const Mode& mode : all_modes()) {
+    // A file stored in bf16 runs bf16 GEMMs by default; hold the fp32 modes to fp32.
+    xlmr::EngineOptions o = mode.opts;
+    if (!o.precision && o.path == xlmr::Path::fused) o.precision = xlmr::Precision::f32;
+    auto engine = xlmr::Engine::load(out, o);
+    xlmr::EncodeOptions enc;
+    enc.hidden = true;
+    const auto res = engine->encode_ids(seqs, enc);
+    REQUIRE(res.size() == seqs.size());
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      INFO(name << " sequence " << i << " dtype " << xlmr::dtype_name(dtype) << " mode " << mode.name << " ("
+                << engine->describe() << ")");
+      check_result(res[i], exp, i, mode, atol);
+    }
   }
 }
 
@@ -88,18 +139,21 @@ TEST_CASE("BERT-arch model (positions from 0, eps 1e-12, pooler) matches PyTorch
   CHECK(r.config["model"]["family"] == "bert");
   CHECK(r.config["model"]["position_offset"] == 0);
   CHECK(r.config["model"]["type_vocab_size"] == 2);
-  auto engine = xlmr::Engine::load(out);
   const auto seqs = exp["ids"].get<std::vector<std::vector<int32_t>>>();
-  xlmr::EncodeOptions enc;
-  enc.hidden = true;
-  enc.pooling = xlmr::Pooling::pooler;
-  const auto res = engine->encode_ids(seqs, enc);
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    INFO("sequence " << i);
-    CHECK(test::max_abs_diff(res[i].hidden, test::flatten(exp["hidden"][i])) <= 1e-4);
-    CHECK(test::max_abs_diff(res[i].embedding, test::flatten(exp["pooler"][i])) <= 1e-4);
-    CHECK(res[i].logits.empty());
+  for (const Mode& mode : all_modes()) {
+    auto e = xlmr::Engine::load(out, mode.opts);
+    xlmr::EncodeOptions enc;
+    enc.hidden = true;
+    enc.pooling = xlmr::Pooling::pooler;
+    const auto res = e->encode_ids(seqs, enc);
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      INFO("sequence " << i << " mode " << mode.name);
+      check_result(res[i], exp, i, mode, 1e-4);
+      if (!mode.bf16) CHECK(test::max_abs_diff(res[i].embedding, test::flatten(exp["pooler"][i])) <= 1e-4);
+      CHECK(res[i].logits.empty());
+    }
   }
+  auto engine = xlmr::Engine::load(out);
   // mean pooling (the BERT-arch default) is the mean of the hidden rows
   const auto mean = engine->encode_ids({seqs[2]}, {});
   std::vector<double> want(64, 0.0);

@@ -32,9 +32,9 @@ inline xlmr::ModelConfig tiny_config() {
   return c;
 }
 
-inline std::vector<xlmr::TensorToWrite> tiny_tensors(const xlmr::ModelConfig& c, unsigned seed = 7) {
+inline std::vector<xlmr::TensorToWrite> tiny_tensors(const xlmr::ModelConfig& c, unsigned seed = 7, float stddev = 0.4f) {
   std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.0f, 0.4f);
+  std::normal_distribution<float> nd(0.0f, stddev);
   std::vector<xlmr::TensorToWrite> ts;
   for (const xlmr::SchemaEntry& s : xlmr::model_schema(c)) {
     xlmr::TensorToWrite t;

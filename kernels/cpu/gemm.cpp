@@ -34,17 +34,26 @@ namespace {
 constexpr int kMaxChunk = 1024;
 
 // Ascending row counts with a primitive of their own.
-std::vector<int> bucket_rows(int max_rows) {
+std::vector<int> bucket_rows(int max_rows, bool coarse) {
   std::vector<int> b;
   const int cap = std::min(max_rows, kMaxChunk);
   auto add = [&](int r) { b.push_back(r); return r >= cap; };
+  if (coarse) {
+    for (int r = 1; r <= kMaxChunk; r *= 2) if (add(r)) return b;
+    return b;
+  }
   for (int r = 1; r <= 16; ++r) if (add(r)) return b;
   for (int r = 32; r <= 256; r += 16) if (add(r)) return b;
   for (int r = 320; r <= kMaxChunk; r += 64) if (add(r)) return b;
   return b;
 }
 
-int round_to_bucket(int rows) {
+int round_to_bucket(int rows, bool coarse) {
+  if (coarse) {
+    int r = 1;
+    while (r < rows) r *= 2;
+    return r;
+  }
   if (rows <= 16) return rows;
   if (rows <= 256) return (rows + 15) / 16 * 16;
   return (rows + 63) / 64 * 64;
@@ -62,10 +71,10 @@ dnnl::algorithm eltwise_of(Epilogue e) {
 
 }  // namespace
 
-int gemm_padded_rows(int M) {
+int gemm_padded_rows(int M, bool coarse) {
   if (M <= 0) return 0;
   const int full = (M - 1) / kMaxChunk;  // whole chunks before the last one
-  return full * kMaxChunk + round_to_bucket(M - full * kMaxChunk);
+  return full * kMaxChunk + round_to_bucket(M - full * kMaxChunk, coarse);
 }
 
 struct Gemm::Bucket {
@@ -107,7 +116,7 @@ Gemm::Gemm(std::shared_ptr<GemmEnv> env, const GemmSpec& spec, int max_rows)
     }
     const memory::desc w_any({I, O}, in_t, tag::any);
     const memory::desc bias_d({1, O}, dt::f32, tag::ab);
-    for (int rows : bucket_rows(max_rows)) {
+    for (int rows : bucket_rows(max_rows, spec.coarse)) {
       const memory::desc src_d({rows, I}, in_t, tag::ab), dst_d({rows, O}, out_t, tag::ab);
       const dnnl::matmul::desc md = spec.bias ? dnnl::matmul::desc(src_d, w_any, bias_d, dst_d)
                                               : dnnl::matmul::desc(src_d, w_any, dst_d);
@@ -168,7 +177,7 @@ void Gemm::run(const PackedWeights& w, const void* src, void* dst, int M, void* 
   char* d = static_cast<char*>(dst);
   for (int row = 0; row < M;) {
     const int rows = std::min(M - row, kMaxChunk);
-    const int want = round_to_bucket(rows);
+    const int want = round_to_bucket(rows, spec_.coarse);
     // Buckets ascend; the first with enough rows (exact for whole chunks).
     size_t bi = 0;
     while (bi + 1 < buckets_.size() && buckets_[bi]->rows < want) ++bi;

@@ -33,10 +33,13 @@ struct GemmSpec {
   bool bias = false;
   Precision precision = Precision::f32;   // src and weights; accumulation is fp32
   bool bf16_out = false;                  // dst bf16 (else f32)
+  // Power-of-two row buckets only: fewer primitives, up to 2x the rows. For
+  // the small sentence-level GEMMs (pooler, classification head).
+  bool coarse = false;
 };
 
 // Rows a buffer needs so that a GEMM over its first M rows stays inside it.
-int gemm_padded_rows(int M);
+int gemm_padded_rows(int M, bool coarse = false);
 
 class PackedWeights;
 

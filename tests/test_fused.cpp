@@ -1,0 +1,167 @@
+// The fused CPU path end to end against the reference path, on a random model
+// large enough to cross the kernels' block sizes (64-key tiles, 32-row items,
+// row tails of 16-lane vectors): outputs, layouts, thread counts, ISAs, bf16.
+#include <catch2/catch.hpp>
+
+#include <random>
+
+#include "engine/engine.h"
+#include "test_support.h"
+#include "tiny_model.h"
+
+using Catch::Matchers::Contains;
+
+namespace {
+
+// hidden 72 (not a multiple of 16), 4 heads of 18, 300 positions. Weights
+// of std 0.4 stress the arithmetic; 0.05 is closer to trained models.
+std::string mid_model(float stddev = 0.4f) {
+  const std::string p = test::scratch("fused") + "/mid_" + std::to_string(stddev) + ".xlmr";
+  xlmr::ModelConfig c = test::tiny_config();
+  c.vocab_size = 60;
+  c.hidden = 72;
+  c.ffn = 100;
+  c.heads = 4;
+  c.layers = 2;
+  c.max_positions = 302;
+  c.max_length = 300;
+  c.num_labels = 2;
+  xlmr::write_xlmr_file(p, c.to_json(), test::tiny_tensors(c, 11, stddev), "");
+  return p;
+}
+
+std::vector<std::vector<int32_t>> mixed_batch() {
+  std::mt19937 rng(3);
+  std::vector<std::vector<int32_t>> seqs;
+  for (int len : {1, 2, 5, 31, 32, 33, 64, 65, 129, 300, 7, 3, 17}) {
+    std::vector<int32_t> s(static_cast<size_t>(len));
+    for (auto& id : s) id = int32_t(4 + rng() % 56);
+    seqs.push_back(s);
+  }
+  return seqs;
+}
+
+std::vector<xlmr::Result> run(const std::string& model, const xlmr::EngineOptions& o, xlmr::Pooling pooling,
+                              bool normalize = false) {
+  auto e = xlmr::Engine::load(model, o);
+  xlmr::EncodeOptions enc;
+  enc.hidden = true;
+  enc.pooling = pooling;
+  enc.normalize = normalize;
+  return e->encode_ids(mixed_batch(), enc);
+}
+
+double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  double d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, double(std::abs(a[i] - b[i])));
+  return d;
+}
+
+}  // namespace
+
+TEST_CASE("fused path matches the reference path on every output", "[fused]") {
+  const std::string m = mid_model();
+  xlmr::EngineOptions ref;
+  ref.path = xlmr::Path::reference;
+  for (xlmr::Pooling pooling : {xlmr::Pooling::cls, xlmr::Pooling::mean, xlmr::Pooling::pooler}) {
+    for (bool normalize : {false, true}) {
+      if (normalize && pooling != xlmr::Pooling::mean) continue;
+      const auto want = run(m, ref, pooling, normalize);
+      for (const char* isa : {"avx512", "avx2"}) {
+        if (std::string(isa) == "avx512" && !__builtin_cpu_supports("avx512bw")) continue;
+        xlmr::EngineOptions o;
+        o.isa = isa;
+        const auto got = run(m, o, pooling, normalize);
+        for (size_t i = 0; i < want.size(); ++i) {
+          INFO("sequence " << i << " (" << want[i].n_tokens << " tokens) isa " << isa << " pooling "
+                           << xlmr::to_string(pooling) << " normalize " << normalize);
+          CHECK(max_diff(got[i].hidden, want[i].hidden) <= 1e-4);
+          CHECK(max_diff(got[i].embedding, want[i].embedding) <= 1e-4);
+          CHECK(max_diff(got[i].logits, want[i].logits) <= 1e-4);
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("ragged and padded layouts give the same outputs", "[fused]") {
+  const std::string m = mid_model();
+  xlmr::EngineOptions ragged, padded;
+  padded.padded = true;
+  const auto a = run(m, ragged, xlmr::Pooling::mean);
+  const auto b = run(m, padded, xlmr::Pooling::mean);
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO("sequence " << i);
+    CHECK(max_diff(a[i].hidden, b[i].hidden) <= 1e-6);
+    CHECK(max_diff(a[i].embedding, b[i].embedding) <= 1e-6);
+    CHECK(max_diff(a[i].logits, b[i].logits) <= 1e-6);
+  }
+}
+
+TEST_CASE("results do not depend on the thread count or the batch split", "[fused]") {
+  const std::string m = mid_model();
+  xlmr::EngineOptions o;
+  o.threads = 1;
+  const auto one = run(m, o, xlmr::Pooling::cls);
+  for (int threads : {2, 3, 4}) {
+    o.threads = threads;
+    const auto many = run(m, o, xlmr::Pooling::cls);
+    for (size_t i = 0; i < one.size(); ++i) {
+      INFO("threads " << threads << " sequence " << i);
+      CHECK(max_diff(one[i].hidden, many[i].hidden) <= 1e-6);
+      CHECK(max_diff(one[i].logits, many[i].logits) <= 1e-6);
+    }
+  }
+  o.threads = 2;
+  o.max_batch_tokens = 310;  // several batches; the 300-token one alone
+  const auto split = run(m, o, xlmr::Pooling::cls);
+  for (size_t i = 0; i < one.size(); ++i) CHECK(max_diff(one[i].hidden, split[i].hidden) <= 1e-6);
+}
+
+TEST_CASE("bf16 GEMMs stay within cosine 0.999 of fp32", "[fused][bf16]") {
+  if (!__builtin_cpu_supports("avx512bw")) {
+    WARN("no AVX-512 on this CPU: bf16 not run");
+    return;
+  }
+  const std::string m = mid_model(0.05f);
+  xlmr::EngineOptions f32, bf16;
+  bf16.precision = xlmr::Precision::bf16;
+  const auto a = run(m, f32, xlmr::Pooling::cls);
+  const auto b = run(m, bf16, xlmr::Pooling::cls);
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO("sequence " << i);
+    const size_t E = 72;
+    for (int t = 0; t < a[i].n_tokens; ++t) {
+      std::vector<float> x(a[i].hidden.begin() + t * E, a[i].hidden.begin() + (t + 1) * E);
+      std::vector<float> y(b[i].hidden.begin() + t * E, b[i].hidden.begin() + (t + 1) * E);
+      CHECK(test::cosine(x, y) >= 0.999);
+    }
+    // bf16 really ran: the outputs are close but not identical.
+    CHECK(max_diff(a[i].hidden, b[i].hidden) > 0);
+  }
+}
+
+TEST_CASE("fused path options are checked", "[fused][errors]") {
+  const std::string m = mid_model();
+  xlmr::EngineOptions o;
+  o.isa = "sse2";
+  CHECK_THROWS_WITH(xlmr::Engine::load(m, o), Contains("unknown instruction set 'sse2'"));
+  o = {};
+  o.path = xlmr::Path::reference;
+  o.precision = xlmr::Precision::bf16;
+  CHECK_THROWS_WITH(xlmr::Engine::load(m, o), Contains("reference path computes in f32 only"));
+  o.precision.reset();
+  o.padded = true;
+  CHECK_THROWS_WITH(xlmr::Engine::load(m, o), Contains("reference path is always padded"));
+  o = {};
+  o.isa = "avx2";
+  o.precision = xlmr::Precision::bf16;
+  CHECK_THROWS_WITH(xlmr::Engine::load(m, o), Contains("bf16 compute needs AVX-512"));
+  o = {};
+  o.threads = -1;
+  CHECK_THROWS_WITH(xlmr::Engine::load(m, o), Contains("threads must be >= 0"));
+  // A fused engine describes itself.
+  auto e = xlmr::Engine::load(m);
+  CHECK_THAT(e->describe(), Contains("cpu-fused"));
+}
