@@ -72,6 +72,10 @@ struct V {
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
   }
   static inline float exp_scalar(float x) { return std::exp(x); }
+  static inline T gather(const float* p, int stride, int n) {
+    const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
+    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, idx, _mm256_castsi256_ps(mask(n)), 4);
+  }
   static inline void store_bf16n(uint16_t* p, T v, int n) {
     float tmp[8];
     _mm256_storeu_ps(tmp, v);
@@ -84,7 +88,9 @@ struct V {
   }
 };
 
+#define XLMR_SIMD_WIDTH 8
 #include "kernels/cpu/simd_kernels.inc"
+#undef XLMR_SIMD_WIDTH
 
 const KernelTable& table() {
   static const KernelTable t{embed_rows, residual_rows, cast_range, attention_item};

@@ -58,6 +58,11 @@ struct V {
     return _mm512_scalef_ps(p, n);
   }
   static inline float exp_scalar(float x) { return std::exp(x); }
+  static inline T gather(const float* p, int stride, int n) {
+    const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(stride));
+    return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask(n), idx, p, 4);
+  }
   // Round to nearest even, then the upper 16 bits (inputs are finite).
   static inline void store_bf16n(uint16_t* p, T v, int n) {
     __m512i b = _mm512_castps_si512(v);
@@ -69,7 +74,9 @@ struct V {
   }
 };
 
+#define XLMR_SIMD_WIDTH 16
 #include "kernels/cpu/simd_kernels.inc"
+#undef XLMR_SIMD_WIDTH
 
 const KernelTable& table() {
   static const KernelTable t{embed_rows, residual_rows, cast_range, attention_item};
