@@ -71,4 +71,14 @@ struct CpuBackendOptions {
 // the build has no oneDNN or the CPU lacks what the options ask for.
 std::unique_ptr<Backend> make_cpu_backend(const Model& model, const CpuBackendOptions& opts);
 
+struct CudaBackendOptions {
+  Precision precision = Precision::f16;  // f16 or bf16
+  int device = 0;
+};
+
+// The CUDA backend (kernels/cuda): 16-bit weights uploaded once, cuBLASLt
+// GEMMs, handwritten LayerNorm and varlen attention kernels. Throws when the
+// build has no CUDA or no usable device is present.
+std::unique_ptr<Backend> make_cuda_backend(const Model& model, const CudaBackendOptions& opts);
+
 }  // namespace xlmr

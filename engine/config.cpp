@@ -16,7 +16,14 @@ const char* to_string(Pooling p) {
   return "?";
 }
 
-const char* to_string(Precision p) { return p == Precision::bf16 ? "bf16" : "f32"; }
+const char* to_string(Precision p) {
+  switch (p) {
+    case Precision::bf16: return "bf16";
+    case Precision::f16: return "f16";
+    case Precision::f32: break;
+  }
+  return "f32";
+}
 
 bool parse_pooling(const std::string& s, Pooling* out) {
   for (Pooling p : {Pooling::cls, Pooling::mean, Pooling::none, Pooling::pooler})

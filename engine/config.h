@@ -19,8 +19,8 @@ enum class Family { xlmr, bert };
 enum class HeadActivation { relu, tanh };
 enum class Pooling { cls, mean, none, pooler };
 // Compute precision of the fused backends' GEMMs (LayerNorm, softmax and
-// accumulation stay fp32 in every mode).
-enum class Precision { f32, bf16 };
+// accumulation stay fp32 in every mode). CPU: f32 or bf16; CUDA: f16 or bf16.
+enum class Precision { f32, bf16, f16 };
 
 const char* to_string(Family f);
 const char* to_string(HeadActivation a);

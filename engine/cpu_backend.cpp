@@ -55,6 +55,7 @@ class CpuBackend final : public Backend {
     isa_ = cpu::choose_isa(o.isa);
     XLMR_CHECK(o.threads >= 0, "threads must be >= 0");
     threads_ = o.threads > 0 ? o.threads : omp_get_num_procs();
+    XLMR_CHECK(o.precision != Precision::f16, "f16 compute is for the CUDA path; on CPU use --dtype f32 or bf16");
     bf16_ = o.precision == Precision::bf16;
     if (bf16_) {
       XLMR_CHECK(isa_ == cpu::Isa::avx512 && __builtin_cpu_supports("avx512bw"),

@@ -17,9 +17,10 @@ Engine::~Engine() = default;
 
 std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOptions& opts) {
   if (opts.device == Device::cuda) {
-    std::string why, name;
-    XLMR_CHECK(cuda::device_available(&why, &name), "--device cuda: " + why);
-    XLMR_THROW("--device cuda: found " + name + ", but the CUDA backend is not available in this version yet");
+    std::string why;
+    XLMR_CHECK(cuda::device_available(&why), "--device cuda: " + why);
+    XLMR_CHECK(opts.path == Path::fused, "--device cuda runs the fused path only (the reference path is CPU)");
+    XLMR_CHECK(!opts.padded, "--padded is a CPU comparison mode; the CUDA path is always ragged");
   }
   XLMR_CHECK(opts.threads >= 0, "threads must be >= 0");
   XLMR_CHECK(opts.max_batch_tokens >= 1, "max_batch_tokens must be >= 1");
@@ -50,8 +51,15 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
                "'" + path + "': the tokenizer has " + std::to_string(e->tokenizer_->spm_size()) +
                    " pieces, too many for the model's vocabulary of " + std::to_string(c.vocab_size));
   }
-  const Precision precision = opts.precision.value_or(c.dtype == DType::bf16 ? Precision::bf16 : Precision::f32);
-  if (opts.path == Path::reference) {
+  const bool gpu = opts.device == Device::cuda;
+  const Precision precision = opts.precision.value_or(
+      c.dtype == DType::bf16 ? Precision::bf16 : (gpu ? Precision::f16 : Precision::f32));
+  if (gpu) {
+    CudaBackendOptions co;
+    co.precision = precision;
+    e->backend_ = make_cuda_backend(*e->model_, co);
+    e->description_ = e->backend_->name();
+  } else if (opts.path == Path::reference) {
     XLMR_CHECK(precision == Precision::f32 || !opts.precision,
                "the reference path computes in f32 only (use the fused path for bf16)");
     XLMR_CHECK(!opts.padded, "the reference path is always padded; --padded applies to the fused path");

@@ -58,20 +58,50 @@ class ReferenceBackend final : public Backend {
       }
     }
 
-    EmbedArgs ea{x_.data(), ids_.data(), pos_.data(), w_.word, w_.pos, w_.type0,
-                 w_.emb_ln_g, w_.emb_ln_b, T, E, c_.layer_norm_eps};
-    ref::embed_layernorm(ea);
+    const double TE = double(T) * E, W = 4;  // fp32 bytes
+    double attn_work = 0;
+    for (int s = 0; s < S; ++s) attn_work += double(lengths_[s]) * lengths_[s];
+    {
+      ProfileScope ps(profiler_, Kernel::embed_layernorm, 0, TE * W * 3);
+      EmbedArgs ea{x_.data(), ids_.data(), pos_.data(), w_.word, w_.pos, w_.type0,
+                   w_.emb_ln_g, w_.emb_ln_b, T, E, c_.layer_norm_eps};
+      ref::embed_layernorm(ea);
+    }
 
     for (const LayerWeights& l : w_.layers) {
-      ref::linear(qkv_.data(), x_.data(), l.qkv_w, l.qkv_b, T, 3 * E, E);
-      ref::attention_padded(attn_.data(), qkv_.data(), lengths_.data(), scores_.data(), S, L, c_.heads,
-                            c_.head_dim());
-      ref::linear(proj_.data(), attn_.data(), l.out_w, nullptr, T, E, E);
-      ref::add_bias_residual_layernorm({x_.data(), proj_.data(), l.out_b, l.ln1_g, l.ln1_b, T, E, c_.layer_norm_eps});
-      ref::linear(ffn_.data(), x_.data(), l.ffn1_w, l.ffn1_b, T, F, E, Epilogue::gelu);
-      ref::linear(proj_.data(), ffn_.data(), l.ffn2_w, nullptr, T, E, F);
-      ref::add_bias_residual_layernorm({x_.data(), proj_.data(), l.ffn2_b, l.ln2_g, l.ln2_b, T, E, c_.layer_norm_eps});
+      {
+        ProfileScope ps(profiler_, Kernel::qkv_gemm, 2.0 * T * E * 3 * E, 3.0 * E * E * W);
+        ref::linear(qkv_.data(), x_.data(), l.qkv_w, l.qkv_b, T, 3 * E, E);
+      }
+      {
+        ProfileScope ps(profiler_, Kernel::attention, 4.0 * attn_work * E, TE * W * 4);
+        ref::attention_padded(attn_.data(), qkv_.data(), lengths_.data(), scores_.data(), S, L, c_.heads,
+                              c_.head_dim());
+      }
+      {
+        ProfileScope ps(profiler_, Kernel::out_gemm, 2.0 * T * E * E, double(E) * E * W);
+        ref::linear(proj_.data(), attn_.data(), l.out_w, nullptr, T, E, E);
+      }
+      {
+        ProfileScope ps(profiler_, Kernel::residual_ln1, 0, TE * W * 3);
+        ref::add_bias_residual_layernorm(
+            {x_.data(), proj_.data(), l.out_b, l.ln1_g, l.ln1_b, T, E, c_.layer_norm_eps});
+      }
+      {
+        ProfileScope ps(profiler_, Kernel::ffn1_gemm, 2.0 * T * E * F, double(E) * F * W);
+        ref::linear(ffn_.data(), x_.data(), l.ffn1_w, l.ffn1_b, T, F, E, Epilogue::gelu);
+      }
+      {
+        ProfileScope ps(profiler_, Kernel::ffn2_gemm, 2.0 * T * F * E, double(E) * F * W);
+        ref::linear(proj_.data(), ffn_.data(), l.ffn2_w, nullptr, T, E, F);
+      }
+      {
+        ProfileScope ps(profiler_, Kernel::residual_ln2, 0, TE * W * 3);
+        ref::add_bias_residual_layernorm(
+            {x_.data(), proj_.data(), l.ffn2_b, l.ln2_g, l.ln2_b, T, E, c_.layer_norm_eps});
+      }
     }
+    ProfileScope pool(profiler_, Kernel::pool_head, 0, 0);
 
     for (int s = 0; s < S; ++s) {
       const int start = b.cu_seqlens[s], len = lengths_[s];

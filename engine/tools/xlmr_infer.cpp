@@ -151,8 +151,8 @@ int main(int argc, char** argv) {
                  "the slow oracle)")
       ->default_str("fused");
   app.add_option("--dtype", dtype_name,
-                 "GEMM precision of the fused path: f32 or bf16 (needs AVX-512); default: the file's "
-                 "(bf16 for a bf16 .xlmr, else f32)");
+                 "GEMM precision of the fused path: f32 or bf16 (needs AVX-512) on CPU, f16 or bf16 on "
+                 "CUDA; default: bf16 for a bf16 .xlmr, else f32 on CPU and f16 on CUDA");
   app.add_flag("--padded", padded, "fused path: pad every batch to its longest input (for comparison only)");
   app.add_option("--isa", isa, "fused CPU path: instruction set, auto, avx512 or avx2")->default_str("auto");
   app.add_flag("--no-verify", no_verify, "skip the per-tensor checksums at load");
@@ -171,7 +171,8 @@ int main(int argc, char** argv) {
     else XLMR_THROW("--path must be reference or fused, not '" + path_name + "'");
     if (dtype_name == "f32") eo.precision = xlmr::Precision::f32;
     else if (dtype_name == "bf16") eo.precision = xlmr::Precision::bf16;
-    else XLMR_CHECK(dtype_name.empty(), "--dtype must be f32 or bf16, not '" + dtype_name + "'");
+    else if (dtype_name == "f16") eo.precision = xlmr::Precision::f16;
+    else XLMR_CHECK(dtype_name.empty(), "--dtype must be f32, bf16 or f16, not '" + dtype_name + "'");
     eo.padded = padded;
     eo.isa = isa;
     XLMR_CHECK(input_format == "text" || input_format == "ids",

@@ -91,7 +91,9 @@ void AttentionWorkspace::reserve(int max_rows, int n_heads, int d, int n_threads
   items.reserve(size_t(max_rows) * size_t(n_heads) + 1);
   const size_t dp = size_t(d + 15) / 16 * 16;
   const size_t R = kAttentionRowBlock, B = kAttentionKeyBlock;
-  size_t floats = R * dp + dp * B + R * B + R * dp + 2 * R;
+  // Qt [D][R], Pt [B][R], O [R][Dp], Kp and Vp [B][Dp], m, l, c [R]
+  // (kernels/cpu/simd_kernels.inc); Dp here is rounded up to 16 lanes.
+  size_t floats = dp * R + B * R + R * dp + 2 * B * dp + 3 * R;
   per_thread = (floats + 15) / 16 * 16;  // keep each slice 64-byte aligned
   scratch.assign(per_thread * size_t(n_threads) + 16, 0.0f);
   threads = n_threads;

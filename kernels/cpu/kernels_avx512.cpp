@@ -42,8 +42,11 @@ struct V {
   static inline float hsum(T v) { return _mm512_reduce_add_ps(v); }
   static inline float hmax(T v) { return _mm512_reduce_max_ps(v); }
   // exp(x) = 2^n * p(r), x = n ln2 + r, |r| <= ln2 / 2; relative error ~1e-7.
+  // Inputs below -80 give exactly 0: smaller results would be subnormal, and
+  // subnormal arithmetic is slow on x86 (and the softmax cannot see them).
   static inline T exp(T x) {
-    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3f)), _mm512_set1_ps(-87.3f));
+    const __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-80.0f), _CMP_GT_OQ);
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.3f)), _mm512_set1_ps(-80.0f));
     const T n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     T r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -55,7 +58,7 @@ struct V {
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
     p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
+    return _mm512_maskz_mov_ps(live, _mm512_scalef_ps(p, n));
   }
   static inline float exp_scalar(float x) { return std::exp(x); }
   static inline T gather(const float* p, int stride, int n) {

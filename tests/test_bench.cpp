@@ -1,0 +1,107 @@
+// xlmr-bench as a user runs it: the JSON document has the documented fields,
+// --dump-workload writes the ids that were run, and a bad argument gets one
+// error line. No assertion is made on any time (benchmarks measure, tests judge).
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+
+#include "test_support.h"
+
+using Catch::Matchers::Contains;
+using Catch::Matchers::StartsWith;
+
+namespace {
+
+std::string bench() { return "'" + test::binary_path("xlmr-bench") + "'"; }
+
+bool have_bench() {
+  struct stat st;
+  if (::stat(test::binary_path("xlmr-bench").c_str(), &st) == 0) return true;
+  WARN("xlmr-bench was not built (XLMR_BENCHMARKS=OFF?): skipped");
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("xlmr-bench --json - writes one JSON document with the documented fields", "[bench][cli]") {
+  if (!have_bench()) return;
+  const std::string dump = test::scratch("bench") + "/ids.json";
+  std::remove(dump.c_str());
+  const auto r = test::run(bench() + " --synthetic small --workload uniform:8x2 --iters 1 --warmup 0 --min-time 0"
+                                     " --path reference --json - --dump-workload '" + dump + "'");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  const auto doc = nlohmann::json::parse(r.out);  // stdout holds the JSON only
+  CHECK_THAT(r.err, Contains("summary: uniform:8x2 | reference padded f32"));  // the report went to stderr
+
+  for (const char* key : {"cpu", "cores", "threads", "isa"}) CHECK(doc["machine"].contains(key));
+  CHECK(doc["gemm_peak_gflops"].contains("f32"));
+  CHECK(doc["gemm_peak_gflops"].contains("bf16"));
+  CHECK(doc.contains("mem_bandwidth_gbs"));
+  REQUIRE(doc["weight_bytes"].is_number());
+  // small: 4 layers of E256/F1024 (+ head, positions, LayerNorms), f32
+  CHECK(doc["weight_bytes"].get<double>() > 4 * 4.0 * (4 * 256 * 256 + 2 * 256 * 1024));
+
+  REQUIRE(doc["runs"].size() == 1);
+  const auto& run = doc["runs"][0];
+  for (const char* key : {"workload", "path", "layout", "dtype", "device", "threads", "n_seqs", "n_tokens",
+                          "padded_tokens", "iters", "latency_ms", "tokens_per_s", "gemm_gflops",
+                          "gemm_fraction_of_peak", "non_gemm_share", "kernels"})
+    CHECK(run.contains(key));
+  CHECK(run["workload"] == "uniform:8x2");
+  CHECK(run["path"] == "reference");
+  CHECK(run["layout"] == "padded");
+  CHECK(run["dtype"] == "f32");
+  CHECK(run["device"] == "cpu");
+  CHECK(run["n_seqs"] == 2);
+  CHECK(run["n_tokens"] == 16);
+  CHECK(run["padded_tokens"] == 16);
+  CHECK(run["iters"] == 1);
+  for (const char* key : {"mean", "p50", "p99", "min"}) CHECK(run["latency_ms"][key].get<double>() > 0);
+  CHECK(run["tokens_per_s"].get<double>() > 0);
+  CHECK(run["kernels"].is_array());
+  for (const auto& k : run["kernels"])
+    for (const char* key : {"name", "calls", "total_ms", "mean_us", "share", "gflops", "gbs"}) CHECK(k.contains(key));
+
+  // --dump-workload: the ids that were run, <s> r... </s>
+  const auto ids = test::read_json(dump);
+  REQUIRE(ids["workloads"].size() == 1);
+  CHECK(ids["workloads"][0]["name"] == "uniform:8x2");
+  REQUIRE(ids["workloads"][0]["seqs"].size() == 2);
+  for (const auto& s : ids["workloads"][0]["seqs"]) {
+    REQUIRE(s.size() == 8);
+    CHECK(s[0] == 0);
+    CHECK(s[7] == 2);
+    for (size_t i = 1; i < 7; ++i) CHECK(s[i].get<int>() >= 4);
+  }
+}
+
+TEST_CASE("xlmr-bench: bad arguments get one error line and exit 1", "[bench][cli][errors]") {
+  if (!have_bench()) return;
+  struct Case {
+    std::string args, message;
+  };
+  const std::vector<Case> cases = {
+      {"--synthetic small --workload bogus", "--workload 'bogus': unknown workload"},
+      {"--synthetic small --workload uniform:8", "expected uniform:LxB"},
+      {"--synthetic small --workload lognormal:0", "the sequence count must be"},
+      {"--synthetic small --workload file:/nonexistent.txt", "cannot open '/nonexistent.txt'"},
+      {"--synthetic small --workload uniform:600x1", "exceeds the model's limit of 512"},
+      {"--synthetic huge", "--synthetic must be small, base or large"},
+      {"--synthetic small --path slow", "--path must be reference, fused or both"},
+      {"--synthetic small --iters 0", "--iters must be >= 1"},
+      {"--synthetic small --path reference --dtype bf16", "nothing to run"},
+      {"--model /nonexistent.xlmr", "cannot open model file"},
+      {"--workload tutorial-short", "give a model"},
+      {"--synthetic small --no-such-option", "--no-such-option"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.args);
+    const auto r = test::run(bench() + " " + c.args + " --quiet");
+    CHECK(r.status == 1);
+    CHECK_THAT(r.err, StartsWith("xlmr-bench: error: "));
+    CHECK_THAT(r.err, Contains(c.message));
+    CHECK(test::lines(r.err).size() == 1);
+    CHECK(r.out.empty());
+  }
+}
