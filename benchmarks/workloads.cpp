@@ -101,6 +101,18 @@ WorkloadSpec parse_workload_spec(const std::string& spec) {
     if (!has_arg || !parse_int(arg, &w.count)) bad_spec(spec, "expected lognormal:N (N sequences), e.g. lognormal:64");
     if (w.count < 1 || w.count > kMaxCount)
       bad_spec(spec, "the sequence count must be in [1, " + std::to_string(kMaxCount) + "]");
+  } else if (kind == "range") {
+    // range:LO-HI:TOKENS - lengths uniform on [LO, HI] until TOKENS tokens.
+    w.kind = WorkloadSpec::Kind::range;
+    const size_t dash = arg.find('-'), c2 = arg.find(':');
+    if (!has_arg || dash == std::string::npos || c2 == std::string::npos || c2 < dash ||
+        !parse_int(arg.substr(0, dash), &w.length) || !parse_int(arg.substr(dash + 1, c2 - dash - 1), &w.max_len) ||
+        !parse_int(arg.substr(c2 + 1), &w.count))
+      bad_spec(spec, "expected range:LO-HI:TOKENS (lengths uniform on [LO, HI] up to TOKENS tokens), "
+                     "e.g. range:16-512:16384");
+    if (w.length < 1 || w.max_len < w.length) bad_spec(spec, "need 1 <= LO <= HI");
+    if (w.count < w.length || w.count > kMaxCount * 64)
+      bad_spec(spec, "the token budget must be in [LO, " + std::to_string(kMaxCount * 64) + "]");
   } else if (kind == "file") {
     w.kind = WorkloadSpec::Kind::file;
     if (arg.empty()) bad_spec(spec, "expected file:PATH (one text per line)");
@@ -108,7 +120,8 @@ WorkloadSpec parse_workload_spec(const std::string& spec) {
     std::ifstream f(w.path, std::ios::binary);
     if (!f) bad_spec(spec, "cannot open '" + w.path + "': " + std::strerror(errno));
   } else {
-    bad_spec(spec, "unknown workload (expected tutorial-short, tutorial-long, uniform:LxB, lognormal:N or file:PATH)");
+    bad_spec(spec, "unknown workload (expected tutorial-short, tutorial-long, uniform:LxB, lognormal:N, "
+                  "range:LO-HI:TOKENS or file:PATH)");
   }
   return w;
 }
@@ -149,6 +162,17 @@ Workload make_workload(const WorkloadSpec& spec, const WorkloadContext& ctx) {
         const double x = std::round(std::exp(log_len(rng)));
         const int len = int(std::clamp(x, 3.0, double(std::max(hi, 3))));
         w.seqs.push_back(check_length(random_sequence(len, ctx, rng), spec, ctx));
+      }
+      break;
+    }
+    case Kind::range: {
+      const int hi = std::min(spec.max_len, ctx.max_length);
+      XLMR_CHECK(spec.length <= hi, spec.name + ": LO exceeds the model's limit of " + std::to_string(ctx.max_length));
+      std::uniform_int_distribution<int> len(spec.length, hi);
+      for (int total = 0; total < spec.count;) {
+        const int n = std::min(len(rng), std::max(spec.length, spec.count - total));
+        w.seqs.push_back(check_length(random_sequence(n, ctx, rng), spec, ctx));
+        total += n;
       }
       break;
     }

@@ -28,11 +28,12 @@ namespace bench {
 
 // A spec checked for syntax only (before any model exists).
 struct WorkloadSpec {
-  enum class Kind { tutorial_short, tutorial_long, uniform, lognormal, file };
+  enum class Kind { tutorial_short, tutorial_long, uniform, lognormal, range, file };
   std::string name;  // the spec as written
   Kind kind = Kind::tutorial_short;
-  int length = 0;    // uniform: L
-  int count = 0;     // uniform: B, lognormal: N
+  int length = 0;    // uniform: L; range: LO
+  int max_len = 0;   // range: HI
+  int count = 0;     // uniform: B, lognormal: N; range: the token budget
   std::string path;  // file
 };
 

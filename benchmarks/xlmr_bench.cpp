@@ -438,7 +438,8 @@ std::vector<std::string> expand(const std::string& value, const char* option, st
 std::vector<Combo> plan_combos(const Args& a, std::vector<std::string>* notes) {
   const auto paths = expand(a.path, "--path", {"reference", "fused"});
   const auto layouts = expand(a.layout, "--layout", {"ragged", "padded"});
-  const auto dtypes = expand(a.dtype, "--dtype", {"f32", "bf16"});
+  // f16 is the CUDA path's (it is not part of "both", which means f32 and bf16).
+  const auto dtypes = a.dtype == "f16" ? std::vector<std::string>{"f16"} : expand(a.dtype, "--dtype", {"f32", "bf16"});
   const bool want_f32 = std::find(dtypes.begin(), dtypes.end(), "f32") != dtypes.end();
   std::vector<Combo> combos;
   for (const std::string& p : paths) {
@@ -455,7 +456,8 @@ std::vector<Combo> plan_combos(const Args& a, std::vector<std::string>* notes) {
     }
     for (const std::string& d : dtypes)
       for (const std::string& l : layouts)
-        combos.push_back({xlmr::Path::fused, l == "padded", d == "bf16" ? xlmr::Precision::bf16 : xlmr::Precision::f32});
+        combos.push_back({xlmr::Path::fused, l == "padded",
+                          d == "bf16" ? xlmr::Precision::bf16 : d == "f16" ? xlmr::Precision::f16 : xlmr::Precision::f32});
   }
   return combos;
 }
@@ -478,7 +480,7 @@ int main(int argc, char** argv) {
   model_opt->excludes(synth_opt);
   app.add_option("--device", a.device, "cpu or cuda")->type_name("DEV")->default_str("cpu");
   app.add_option("--workload,-w", a.workloads,
-                 "tutorial-short, tutorial-long, uniform:LxB, lognormal:N or file:PATH; repeat for several "
+                 "tutorial-short, tutorial-long, uniform:LxB, lognormal:N, range:LO-HI:TOKENS or file:PATH; repeat for several "
                  "(default: tutorial-short tutorial-long lognormal:64)")
       ->type_name("W");
   app.add_option("--path", a.path, "fused, reference (the plain padded slow path) or both")
@@ -487,7 +489,7 @@ int main(int argc, char** argv) {
   app.add_option("--layout", a.layout, "fused path: ragged (no padding), padded, or both")
       ->type_name("L")
       ->default_str("both");
-  app.add_option("--dtype", a.dtype, "GEMM precision of the fused path: f32, bf16 or both")
+  app.add_option("--dtype", a.dtype, "GEMM precision of the fused path: f32, bf16 or both (CPU); f16 or bf16 (CUDA)")
       ->type_name("T")
       ->default_str("f32");
   app.add_option("--threads,-t", a.threads, "CPU threads (default: OpenMP's default, normally all cores)")->type_name("N");
