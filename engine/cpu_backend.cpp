@@ -141,9 +141,14 @@ class CpuBackend final : public Backend {
     const int L = b.max_seqlen;
     const int N = padded ? S * L : b.n_tokens;  // rows the layers run on
     XLMR_CHECK(N <= cap_tokens_, "cpu backend: batch larger than the reserved workspace");
-    // OpenMP's thread count is per calling thread: set it here, where oneDNN
-    // will read it, so GEMMs and our kernels share one pool of threads_.
-    omp_set_num_threads(threads_);
+    // OpenMP's thread count is per calling thread: set it for this call, where
+    // oneDNN reads it, so GEMMs and our kernels share one pool of threads_;
+    // the caller's own setting comes back on return (or throw).
+    struct ThreadCountScope {
+      int saved = omp_get_max_threads();
+      explicit ThreadCountScope(int n) { omp_set_num_threads(n); }
+      ~ThreadCountScope() { omp_set_num_threads(saved); }
+    } thread_scope(threads_);
 
     // Row layout: ragged rows are the batch itself; padded rows give every
     // sequence L rows, the tail filled with the pad token.

@@ -1,7 +1,5 @@
 #include "engine/engine.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstring>
 
@@ -63,7 +61,6 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
     XLMR_CHECK(precision == Precision::f32 || !opts.precision,
                "the reference path computes in f32 only (use the fused path for bf16)");
     XLMR_CHECK(!opts.padded, "the reference path is always padded; --padded applies to the fused path");
-    if (opts.threads > 0) omp_set_num_threads(opts.threads);
     e->backend_ = make_reference_backend(*e->model_);
     e->description_ = "reference (scalar, f32, padded)";
   } else {
