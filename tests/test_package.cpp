@@ -1,0 +1,43 @@
+// The installed package: `cmake --install` into a scratch prefix, then the
+// programs in examples/ (one C++, one C) are configured with
+// find_package(xlmr_engine), built, and run on the demo model; both must
+// print the engine's own numbers.
+#include <catch2/catch.hpp>
+
+#include "engine/engine.h"
+#include "test_support.h"
+
+TEST_CASE("an outside CMake project builds against the installed package", "[package]") {
+  const std::string prefix = test::scratch("package") + "/prefix";
+  const std::string build = test::scratch("package") + "/examples";
+  auto install = test::run("cmake --install '" + std::string(XLMR_BINARY_DIR) + "' --prefix '" + prefix + "'");
+  INFO(install.out << install.err);
+  REQUIRE(install.status == 0);
+  auto configure = test::run("cmake -S '" + test::source_path("examples") + "' -B '" + build +
+                             "' -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH='" + prefix + "'");
+  INFO(configure.out << configure.err);
+  REQUIRE(configure.status == 0);
+  auto make = test::run("cmake --build '" + build + "' -j 2");
+  INFO(make.out << make.err);
+  REQUIRE(make.status == 0);
+
+  const std::string demo = test::binary_path("demo.xlmr");
+  xlmr::EngineOptions o;
+  auto engine = xlmr::Engine::load(demo, o);
+  const auto want = engine->encode_texts({"Hello world", "Bonjour"}, {});
+  char line[256];
+  std::snprintf(line, sizeof line, "0: %d tokens, embedding[0..2] = %.6f %.6f %.6f", want[0].n_tokens,
+                want[0].embedding[0], want[0].embedding[1], want[0].embedding[2]);
+  for (const char* prog : {"embed_cpp", "embed_c"}) {
+    auto r = test::run("'" + build + "/" + prog + "' '" + demo + "' 'Hello world' 'Bonjour'");
+    INFO(prog << ": " << r.out << r.err);
+    REQUIRE(r.status == 0);
+    const auto out = test::lines(r.out);
+    REQUIRE(out.size() == 2);
+    CHECK(out[0] == line);
+    // Errors come back as one line and a non-zero status.
+    auto bad = test::run("'" + build + "/" + prog + "' /nonexistent.xlmr hi");
+    CHECK(bad.status == 1);
+    CHECK(test::lines(bad.err).size() == 1);
+  }
+}
