@@ -1,0 +1,75 @@
+// The CUDA kernels of the GPU backend, callable from plain C++ (no CUDA
+// headers here): device pointers are void*, streams are opaque. Activations
+// and weight matrices are 16-bit (fp16 or bf16, `Half16`); LayerNorm
+// parameters and biases are fp32; all math accumulates in fp32.
+//
+// Every launch is asynchronous on `stream` and never synchronises or
+// allocates. Launch failures surface at the next checked call (sync()).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace xlmr {
+namespace cuda {
+
+enum class Half16 { f16, bf16 };
+using Stream = void*;  // cudaStream_t
+
+// ---- small runtime helpers (throw xlmr::Error with the CUDA message) -----
+void* device_malloc(size_t bytes);          // cudaMalloc
+void device_free(void* p) noexcept;         // cudaFree (nullptr ok)
+void* host_malloc_pinned(size_t bytes);     // cudaMallocHost
+void host_free_pinned(void* p) noexcept;
+void copy_to_device(void* dst, const void* src, size_t bytes, Stream s);  // async
+void copy_to_host(void* dst, const void* src, size_t bytes, Stream s);    // async
+Stream stream_create();
+void stream_destroy(Stream s) noexcept;
+void sync(Stream s);  // cudaStreamSynchronize + error check
+// fp32 host data -> 16-bit device data (for weights at load; synchronous).
+void upload_f32_as(Half16 t, void* dst, const float* src, size_t n, Stream s);
+// 16-bit device data -> fp32 device data.
+void convert_to_f32(Half16 t, float* dst, const void* src, size_t n, Stream s);
+
+// ---- kernels ---------------------------------------------------------------
+// out[t] = LN(word[ids[t]] + pos[positions[t]] + type0) * gamma + beta
+// word, pos, type0 (nullable): 16-bit; gamma, beta: fp32; out: 16-bit [N, E].
+void embed_layernorm(Half16 t, void* out, const int32_t* ids, const int32_t* positions, const void* word,
+                     const void* pos, const void* type0, const float* gamma, const float* beta, int n_tokens,
+                     int hidden, float eps, Stream s);
+
+// x = LN(x + y + bias) * gamma + beta, row by row, in place on x (16-bit).
+void add_bias_residual_layernorm(Half16 t, void* x, const void* y, const float* bias, const float* gamma,
+                                 const float* beta, int n_tokens, int hidden, float eps, Stream s);
+
+// Variable-length multi-head attention over packed QKV rows [N, 3E] (Q | K |
+// V, head h at columns [h*D, (h+1)*D) of each), sequences given by device
+// cu_seqlens [S+1]; out [N, E]. Flash style: O(N) memory, no padding, any
+// sequence length up to 8192. head_dim 64 uses tensor cores; other head dims
+// (multiples of 8, up to 128) use a plain fallback kernel.
+void varlen_attention(Half16 t, void* out, const void* qkv, const int32_t* cu_seqlens, int n_seqs,
+                      int max_seqlen, int heads, int head_dim, Stream s);
+
+// out[s] = x[cu_seqlens[s]] (first token of each sequence), 16-bit [S, E].
+void gather_first(Half16 t, void* out, const void* x, const int32_t* cu_seqlens, int n_seqs, int hidden, Stream s);
+// out[s] = mean of the rows of sequence s, fp32 [S, E].
+void mean_pool(Half16 t, float* out, const void* x, const int32_t* cu_seqlens, int n_seqs, int hidden, Stream s);
+// In place: x = tanh(x) or relu(x), 16-bit, n elements.
+void activation(Half16 t, void* x, size_t n, bool tanh_not_relu, Stream s);
+
+// ---- GEMMs (cuBLASLt) --------------------------------------------------------
+// D[M, O] = epilogue(A[M, I] W^T + bias), row-major, W stored [O, I] like the
+// file; A, W, D 16-bit, bias fp32 (nullable), fp32 accumulation.
+enum class LtEpilogue { none, bias, bias_gelu };
+class LtGemm;
+struct LtContext;  // cuBLASLt handle + workspace
+LtContext* lt_create(size_t workspace_bytes);
+void lt_destroy(LtContext* c) noexcept;
+// Plans one (I, O, epilogue, type) GEMM for M up to max_rows.
+LtGemm* lt_gemm_create(LtContext* c, Half16 t, int in, int out, LtEpilogue ep, int max_rows);
+void lt_gemm_destroy(LtGemm* g) noexcept;
+void lt_gemm_run(LtGemm* g, void* d, const void* a, const void* w, const float* bias, int M, Stream s);
+
+}  // namespace cuda
+}  // namespace xlmr

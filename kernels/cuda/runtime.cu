@@ -1,0 +1,189 @@
+// Runtime helpers of the CUDA backend: allocation, copies, streams, and the
+// conversions between fp32 and the 16-bit storage types.
+//
+// Every CUDA call is checked. A failure throws xlmr::Error naming the call and
+// the CUDA message, after clearing the runtime's last-error slot: otherwise a
+// failed cudaMalloc would be reported a second time by the next unrelated
+// kernel-launch check (cudaGetLastError) and blamed on that kernel.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "kernels/cuda/cuda_kernels.h"
+
+namespace xlmr::cuda {
+namespace {
+
+// Bit-level conversions of the two 16-bit types, usable on host and device.
+// Round to nearest, ties to even, as torch's .half() / .bfloat16().
+struct F16Bits {
+  static __host__ __device__ __forceinline__ float to_float(uint16_t u) {
+    __half_raw r;
+    r.x = u;
+    return __half2float(__half(r));
+  }
+  static __host__ __device__ __forceinline__ uint16_t from_float(float x) {
+    const __half_raw r = __float2half_rn(x);
+    return r.x;
+  }
+};
+
+struct Bf16Bits {
+  static __host__ __device__ __forceinline__ float to_float(uint16_t u) {
+    __nv_bfloat16_raw r;
+    r.x = u;
+    return __bfloat162float(__nv_bfloat16(r));
+  }
+  static __host__ __device__ __forceinline__ uint16_t from_float(float x) {
+    const __nv_bfloat16_raw r = __float2bfloat16_rn(x);
+    return r.x;
+  }
+};
+
+std::string mib(size_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", double(bytes) / (1024.0 * 1024.0));
+  return buf;
+}
+
+[[noreturn]] void fail(const std::string& call, cudaError_t err) {
+  cudaGetLastError();  // clear it: it has been reported here
+  XLMR_THROW(call + " failed: " + cudaGetErrorString(err));
+}
+
+void check(cudaError_t err, const char* call) {
+  if (err != cudaSuccess) fail(call, err);
+}
+
+// " (X MiB free of Y MiB)", or nothing when the device cannot say.
+std::string free_memory_note() {
+  size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+    cudaGetLastError();
+    return "";
+  }
+  return " (" + mib(free_b) + " free of " + mib(total_b) + ")";
+}
+
+template <typename Bits>
+__global__ void to_f32_kernel(float* __restrict__ out, const uint16_t* __restrict__ in, size_t n) {
+  const size_t stride = size_t(gridDim.x) * blockDim.x;
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = Bits::to_float(in[i]);
+}
+
+template <typename Bits>
+void to_16bit_host(uint16_t* out, const float* in, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = Bits::from_float(in[i]);
+}
+
+constexpr int kThreads = 256;
+constexpr size_t kMaxBlocks = size_t(1) << 16;  // the grid-stride loop covers the rest
+
+}  // namespace
+
+void* device_malloc(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t err = cudaMalloc(&p, bytes);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    XLMR_THROW("cudaMalloc: out of GPU memory allocating " + std::to_string(bytes) + " bytes (" + mib(bytes) + ")" +
+               free_memory_note());
+  }
+  if (err != cudaSuccess) fail("cudaMalloc of " + std::to_string(bytes) + " bytes", err);
+  return p;
+}
+
+void device_free(void* p) noexcept {
+  if (!p) return;
+  // Nothing to report from a destructor path; a sticky device fault surfaces
+  // at the next sync().
+  if (cudaFree(p) != cudaSuccess) cudaGetLastError();
+}
+
+void* host_malloc_pinned(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t err = cudaMallocHost(&p, bytes);
+  if (err == cudaErrorMemoryAllocation) {
+    cudaGetLastError();
+    XLMR_THROW("cudaMallocHost: out of pinned host memory allocating " + std::to_string(bytes) + " bytes (" +
+               mib(bytes) + ")");
+  }
+  if (err != cudaSuccess) fail("cudaMallocHost of " + std::to_string(bytes) + " bytes", err);
+  return p;
+}
+
+void host_free_pinned(void* p) noexcept {
+  if (!p) return;
+  if (cudaFreeHost(p) != cudaSuccess) cudaGetLastError();
+}
+
+void copy_to_device(void* dst, const void* src, size_t bytes, Stream s) {
+  if (bytes == 0) return;
+  const cudaError_t err = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, static_cast<cudaStream_t>(s));
+  if (err != cudaSuccess) fail("cudaMemcpyAsync (host to device, " + std::to_string(bytes) + " bytes)", err);
+}
+
+void copy_to_host(void* dst, const void* src, size_t bytes, Stream s) {
+  if (bytes == 0) return;
+  const cudaError_t err = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, static_cast<cudaStream_t>(s));
+  if (err != cudaSuccess) fail("cudaMemcpyAsync (device to host, " + std::to_string(bytes) + " bytes)", err);
+}
+
+Stream stream_create() {
+  cudaStream_t s = nullptr;
+  // Non-blocking: no implicit ordering with work on the legacy default stream.
+  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+  return s;
+}
+
+void stream_destroy(Stream s) noexcept {
+  if (!s) return;
+  if (cudaStreamDestroy(static_cast<cudaStream_t>(s)) != cudaSuccess) cudaGetLastError();
+}
+
+void sync(Stream s) {
+  check(cudaStreamSynchronize(static_cast<cudaStream_t>(s)), "cudaStreamSynchronize");
+  check(cudaGetLastError(), "an earlier kernel launch");
+}
+
+void upload_f32_as(Half16 t, void* dst, const float* src, size_t n, Stream s) {
+  if (n == 0) return;
+  // Converted on the host in chunks through one staging buffer, each chunk
+  // copied and waited for before the buffer is refilled.
+  constexpr size_t kChunk = size_t(1) << 22;
+  std::vector<uint16_t> staging(std::min(n, kChunk));
+  auto* out = static_cast<uint16_t*>(dst);
+  const auto stream = static_cast<cudaStream_t>(s);
+  for (size_t off = 0; off < n; off += kChunk) {
+    const size_t len = std::min(kChunk, n - off);
+    if (t == Half16::f16)
+      to_16bit_host<F16Bits>(staging.data(), src + off, len);
+    else
+      to_16bit_host<Bf16Bits>(staging.data(), src + off, len);
+    const cudaError_t err = cudaMemcpyAsync(out + off, staging.data(), len * sizeof(uint16_t),
+                                            cudaMemcpyHostToDevice, stream);
+    if (err != cudaSuccess) fail("cudaMemcpyAsync (weight upload, " + std::to_string(len * 2) + " bytes)", err);
+    check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (weight upload)");
+  }
+}
+
+void convert_to_f32(Half16 t, float* dst, const void* src, size_t n, Stream s) {
+  if (n == 0) return;
+  const unsigned blocks = unsigned(std::min((n + kThreads - 1) / kThreads, kMaxBlocks));
+  const auto stream = static_cast<cudaStream_t>(s);
+  const auto* in = static_cast<const uint16_t*>(src);
+  if (t == Half16::f16)
+    to_f32_kernel<F16Bits><<<blocks, kThreads, 0, stream>>>(dst, in, n);
+  else
+    to_f32_kernel<Bf16Bits><<<blocks, kThreads, 0, stream>>>(dst, in, n);
+  check(cudaGetLastError(), "convert_to_f32 kernel launch");
+}
+
+}  // namespace xlmr::cuda

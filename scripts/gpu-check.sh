@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# One command for a machine with an NVIDIA GPU (H100/H200): build with CUDA
+# for sm_90, run the GPU tests (also under compute-sanitizer), the CUDA
+# benchmark and the PyTorch comparison, and leave logs and JSON in OUT.
+#
+#   scripts/gpu-check.sh [OUT]          OUT defaults to $OUT, else ./gpu-check-out
+#   scripts/gpu-check.sh --pack         (on a build machine) build build-gpu/ and copy
+#                                       the non-system shared libraries it needs into
+#                                       build-gpu/lib, for a GPU machine without the
+#                                       -dev packages
+#
+# Everything is bounded so the whole run fits in about 8 minutes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+build=build-gpu
+
+configure_and_build() {
+  cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DXLMR_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DXLMR_TESTS=ON -DXLMR_BENCHMARKS=ON >/dev/null &&
+    cmake --build "$build" -j "$(nproc)"
+}
+
+if [[ "${1:-}" == "--pack" ]]; then
+  configure_and_build || exit 1
+  mkdir -p "$build/lib"
+  for bin in "$build"/xlmr-tests "$build"/xlmr-bench "$build"/xlmr-infer "$build"/xlmr-convert; do
+    [[ -x $bin ]] || continue
+    ldd "$bin" | awk '/=>/ {print $3}' | grep -E 'dnnl|sentencepiece|libzip|xxhash|protobuf|cublas|cudart|gomp' |
+      while read -r lib; do cp -Lu "$lib" "$build/lib/"; done
+  done
+  du -sh "$build/lib"
+  exit 0
+fi
+
+out=${1:-${OUT:-$root/gpu-check-out}}
+mkdir -p "$out"
+log() { echo "[gpu-check $(date +%H:%M:%S)] $*" | tee -a "$out/summary.txt"; }
+status=0
+
+log "machine: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo 'nvidia-smi unavailable')"
+nvidia-smi >"$out/nvidia-smi.txt" 2>&1
+
+# 1. Build (or use a carried build when this machine lacks the -dev packages).
+if pkg-config --exists sentencepiece libzip libxxhash 2>/dev/null && [[ -e /usr/include/oneapi/dnnl/dnnl.hpp ]]; then
+  log "building with CUDA (sm_90)"
+  if ! timeout 300 bash -c "$(declare -f configure_and_build); build=$build; configure_and_build" >"$out/build.log" 2>&1; then
+    log "BUILD FAILED (see build.log)"; tail -30 "$out/build.log"; exit 1
+  fi
+elif [[ -x $build/xlmr-tests ]]; then
+  log "no -dev packages here: using the carried $build (libraries in $build/lib)"
+  export LD_LIBRARY_PATH="$root/$build/lib:${LD_LIBRARY_PATH:-}"
+else
+  log "cannot build (missing -dev packages) and no carried $build/: run scripts/gpu-check.sh --pack first"; exit 1
+fi
+bin=$root/$build
+
+# 2. GPU tests, then the whole suite (CPU tests too), then compute-sanitizer.
+log "GPU tests"
+timeout 120 "$bin/xlmr-tests" "[cuda]" --durations yes >"$out/tests-cuda.txt" 2>&1 || { status=1; log "GPU TESTS FAILED"; }
+tail -3 "$out/tests-cuda.txt" | tee -a "$out/summary.txt"
+log "GPU error paths (out of memory etc.)"
+timeout 60 "$bin/xlmr-tests" "[cuda-errors]" >"$out/tests-cuda-errors.txt" 2>&1 || { status=1; log "GPU ERROR-PATH TESTS FAILED"; }
+tail -3 "$out/tests-cuda-errors.txt" | tee -a "$out/summary.txt"
+log "GPU end-to-end tests"
+timeout 120 "$bin/xlmr-tests" "[cuda-e2e]" >"$out/tests-cuda-e2e.txt" 2>&1 || { status=1; log "GPU E2E TESTS FAILED"; }
+tail -3 "$out/tests-cuda-e2e.txt" | tee -a "$out/summary.txt"
+sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+if [[ -x $sanitizer ]]; then
+  log "compute-sanitizer (memcheck) on the GPU kernel tests"
+  timeout 150 "$sanitizer" --tool memcheck --error-exitcode 9 "$bin/xlmr-tests" "[cuda]" >"$out/sanitizer.txt" 2>&1 ||
+    { status=1; log "COMPUTE-SANITIZER REPORTED ERRORS"; }
+  grep -E "ERROR SUMMARY|passed|failed" "$out/sanitizer.txt" | tail -3 | tee -a "$out/summary.txt"
+else
+  log "compute-sanitizer not found: skipped"
+fi
+
+# 3. Benchmarks: XLM-R large on CUDA (bf16 and f16).
+log "xlmr-bench on CUDA"
+timeout 150 "$bin/xlmr-bench" --synthetic large --device cuda --dtype bf16 --path fused --layout ragged --vocab 250002 \
+  --workload range:16-512:16384 --workload uniform:128x1 --workload lognormal:64 --iters 10 --min-time 1 \
+  --json "$out/bench-cuda.json" >"$out/bench-cuda.txt" 2>&1 || { status=1; log "CUDA BENCH FAILED"; }
+tail -25 "$out/bench-cuda.txt" >>"$out/summary.txt"
+
+# 4. PyTorch comparison on the GPU (PyTorch + transformers are on the device machine).
+if python3 -c "import torch, transformers" 2>/dev/null; then
+  log "PyTorch comparison on CUDA"
+  timeout 150 python3 scripts/compare_pytorch.py --device cuda --size large --build-dir "$build" \
+    --json "$out/compare-cuda.json" >"$out/compare-cuda.txt" 2>&1 || { status=1; log "COMPARISON FAILED"; }
+  tail -25 "$out/compare-cuda.txt" >>"$out/summary.txt"
+else
+  log "python3 with torch + transformers not found: comparison skipped"
+fi
+
+log "done, status $status; results in $out"
+exit $status
