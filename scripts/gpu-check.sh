@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command for a machine with an NVIDIA GPU (H100/H200): build with CUDA
 # for sm_90, run the GPU tests (also under compute-sanitizer), the CUDA
-# benchmark and the PyTorch comparison, and leave logs and JSON in OUT.
+# benchmark (the PyTorch comparison on CUDA is still to come), and leave logs
+# and JSON in OUT.
 #
 #   scripts/gpu-check.sh [OUT]          OUT defaults to $OUT, else ./gpu-check-out
 #   scripts/gpu-check.sh --pack         (on a build machine) build build-gpu/ and copy
@@ -82,15 +83,10 @@ timeout 150 "$bin/xlmr-bench" --synthetic large --device cuda --dtype bf16 --pat
   --json "$out/bench-cuda.json" >"$out/bench-cuda.txt" 2>&1 || { status=1; log "CUDA BENCH FAILED"; }
 tail -25 "$out/bench-cuda.txt" >>"$out/summary.txt"
 
-# 4. PyTorch comparison on the GPU (PyTorch + transformers are on the device machine).
-if python3 -c "import torch, transformers" 2>/dev/null; then
-  log "PyTorch comparison on CUDA"
-  timeout 150 python3 scripts/compare_pytorch.py --device cuda --size large --build-dir "$build" \
-    --json "$out/compare-cuda.json" >"$out/compare-cuda.txt" 2>&1 || { status=1; log "COMPARISON FAILED"; }
-  tail -25 "$out/compare-cuda.txt" >>"$out/summary.txt"
-else
-  log "python3 with torch + transformers not found: comparison skipped"
-fi
+# 4. PyTorch comparison: scripts/compare_pytorch.py times PyTorch on the CPU
+# only so far; its CUDA mode (torch fastpath + nested tensors and HF SDPA on
+# the same card) is still to be written, so this step says so.
+log "PyTorch comparison on CUDA: not available yet (compare_pytorch.py is CPU-only)"
 
 log "done, status $status; results in $out"
 exit $status
