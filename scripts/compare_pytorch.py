@@ -23,7 +23,6 @@ Exit status: 0 done, 1 outputs disagree (> --tolerance), 2 a tool or argument fa
 import argparse
 import json
 import math
-import glob
 import os
 import platform
 import random
@@ -311,11 +310,12 @@ def verify_mode(mode, fn, tok, n_layers):
     return out, problem
 
 
-def time_calls(fn, arg, warmup, iters):
+def time_calls(fn, arg, warmup, iters, min_time):
+    """At least `iters` timed calls and `min_time` seconds of them, as xlmr-bench does."""
     for _ in range(warmup):
         fn(arg)
     times = []
-    for _ in range(iters):
+    while len(times) < iters or sum(times) < min_time * 1e3:
         t0 = time.perf_counter()
         fn(arg)
         times.append((time.perf_counter() - t0) * 1e3)
@@ -370,7 +370,8 @@ def run_engine_bench(bench, model, specs, variant, args, tmp):
     path, layout, dtype = variant
     out = os.path.join(tmp, f"bench-{path}-{layout}-{dtype}.json")
     cmd = [bench, "--model", model, "--threads", str(args.threads), "--path", path, "--layout", layout,
-           "--dtype", dtype, "--iters", str(args.iters), "--warmup", str(args.warmup), "--json", out]
+           "--dtype", dtype, "--iters", str(args.iters), "--warmup", str(args.warmup),
+           "--min-time", str(args.min_time), "--json", out, "--quiet"]
     run_tool(cmd + workload_args(specs), "xlmr-bench " + "/".join(variant), os.path.join(tmp, "bench.log"))
     with open(out) as f:
         return json.load(f)
@@ -452,6 +453,12 @@ def standin_workloads(specs, vocab, tokenizer, seed):
             seqs = [rand_seq(int(length)) for _ in range(int(batch))]
         elif kind == "lognormal":
             seqs = [rand_seq(int(round(rng.lognormvariate(math.log(48), 0.8)))) for _ in range(int(arg))]
+        elif kind == "range":
+            span, _, budget = arg.partition(":")
+            lo, _, hi = span.partition("-")
+            seqs = []
+            while sum(map(len, seqs)) < int(budget):
+                seqs.append(rand_seq(rng.randint(int(lo), int(hi))))
         elif kind == "file":
             with open(arg) as f:
                 seqs = [list(map(int, l.split())) for l in f if l.strip()]
@@ -500,7 +507,7 @@ def tables(results, systems, engine_key, markdown):
     ratio_cols = [m for m in RATIO_ORDER if m in present and engine_key in present]
 
     for s in present:
-        short.setdefault(s, LABELS[s])
+        short.setdefault(s, s)  # other engine variants: "engine PATH/LAYOUT/DTYPE"
     head = ["workload", "seqs", "tokens", "real %"] + [short[s] + " tok/s" for s in present] + \
            ["engine vs " + short[m] for m in ratio_cols]
     rows = []
@@ -536,6 +543,8 @@ def main():
                     help="xlmr-bench workload, repeatable (default: tutorial-short tutorial-long lognormal:64)")
     ap.add_argument("--iters", type=int, default=10, help="timed calls per system and workload (median reported)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed calls first")
+    ap.add_argument("--min-time", type=float, default=1.0,
+                    help="seconds of timed calls at least, per system and workload (as xlmr-bench's)")
     ap.add_argument("--systems", default=",".join(TORCH_MODES),
                     help="PyTorch-side systems to run, comma-separated from " + ",".join(TORCH_MODES))
     ap.add_argument("--slow-method", choices=("flag", "grad"), default="flag",
@@ -556,8 +565,8 @@ def main():
     for s in systems:
         if s not in TORCH_MODES:
             ap.error(f"--systems: unknown '{s}'")
-    if args.threads < 1 or args.iters < 1 or args.warmup < 0:
-        ap.error("--threads and --iters must be >= 1, --warmup >= 0")
+    if args.threads < 1 or args.iters < 1 or args.warmup < 0 or args.min_time < 0:
+        ap.error("--threads and --iters must be >= 1, --warmup and --min-time >= 0")
     build_dir = args.build_dir
     if not os.path.isabs(build_dir) and not os.path.isdir(build_dir):
         build_dir = os.path.join(REPO, build_dir)
@@ -578,14 +587,31 @@ def main():
 
 
 def blas_libraries():
+    """The BLAS and oneDNN libraries this process has loaded (after one matmul)."""
     torch.ones(64, 64) @ torch.ones(64, 64)
     libs = set()
     with open("/proc/self/maps") as f:
         for line in f:
             p = line.split()[-1]
-            if "blas" in os.path.basename(p).lower() or "dnnl" in os.path.basename(p).lower():
-                libs.add(os.path.basename(os.path.realpath(p)))
+            name = os.path.basename(p).lower()
+            if "blas" in name or "dnnl" in name:
+                libs.add(os.path.realpath(p))
     return sorted(libs)
+
+
+def load_average():
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def reference_blas(libs):
+    # Debian's libblas.so.3 is an alternative: openblas-pthread/libblas.so.3
+    # (fast) or blas/libblas.so.3, the netlib reference (very slow).
+    return any(os.path.basename(l).startswith("libblas.so") and "openblas" not in l and "blis" not in l
+               for l in libs)
 
 
 def run(args, specs, systems, build_dir, tmp):
@@ -603,13 +629,16 @@ def run(args, specs, systems, build_dir, tmp):
     blas = blas_libraries()
     log(f"model: random XLM-R {args.size} (E{dims['E']} H{dims['H']} F{dims['F']} L{dims['L']}, vocab {vocab}, "
         f"{MAX_POSITIONS} positions), seed {args.seed}")
-    log(f"threads: {args.threads}   torch {torch.__version__} (BLAS: {', '.join(blas) or 'unknown'})   "
-        f"{platform.processor() or platform.machine()}")
-    # Debian's libblas.so.3 is an alternatives link; only the netlib one is slow.
-    generic = [l for l in blas if l.startswith("libblas.so")]
-    if generic and not any("openblas" in os.path.realpath(p) or "blis" in os.path.realpath(p)
-                           for p in glob.glob("/usr/lib/*/libblas.so.3")):
+    log(f"threads: {args.threads}   torch {torch.__version__}   {platform.machine()}")
+    log(f"torch loaded: {', '.join(blas) or 'no BLAS library found'}")
+    if reference_blas(blas):
         note("torch runs on the reference BLAS (libblas.so.3 is not OpenBLAS): install libopenblas0")
+    notes = []
+    load_before = load_average()
+    if load_before is not None and load_before > 0.5:
+        notes.append(f"load average {load_before:.2f} at the start: numbers are noisy")
+        note(f"load average {load_before:.2f} before the start: other processes share the cores, and with "
+             "every core in use a preempted thread stalls the others at each barrier; expect noisy numbers")
 
     # 1-2. model -> torch.save -> xlmr-convert
     model = build_torchtext_model(dims, vocab, args.seed)
@@ -619,7 +648,6 @@ def run(args, specs, systems, build_dir, tmp):
     run_tool([convert, pt, xlmr, "--tokenizer", args.tokenizer, "--heads", str(dims["H"]), "-q"], "xlmr-convert")
 
     # 3. workloads: the engine's own sequences
-    notes = []
     if bench:
         wpath = os.path.join(tmp, "workloads.json")
         # One quick fused pass: the dump is all that is wanted here.
@@ -718,14 +746,19 @@ def run(args, specs, systems, build_dir, tmp):
         if not worst <= args.tolerance:
             failures.append(f"{LABELS[mode]}: {worst:.3e}")
 
+    if failures:  # timing systems that compute something else would mean nothing
+        print("error: outputs disagree beyond " + f"{args.tolerance:g}: " + "; ".join(failures), file=sys.stderr)
+        return 1
+
     # 4. timing: PyTorch side, then the engine
-    log(f"\ntiming: {args.warmup} warm-up + {args.iters} timed whole-batch calls each, {args.threads} threads")
+    log(f"\ntiming: {args.warmup} warm-up + at least {args.iters} timed whole-batch calls and {args.min_time:g} s "
+        f"each, {args.threads} threads")
     results = []
     for w in workloads:
         r = {k: w[k] for k in ("name", "n_seqs", "n_tokens", "max_len", "padded_tokens")}
         r["systems"] = {}
         for mode, fn in runners.items():
-            lat = time_calls(fn, w["tok"], args.warmup, args.iters)
+            lat = time_calls(fn, w["tok"], args.warmup, args.iters, args.min_time)
             r["systems"][mode] = {"latency_ms": lat, "tokens_per_s": w["n_tokens"] / (lat["p50"] / 1e3)}
             log(f"  {w['name']:16s} {LABELS[mode]:26s} p50 {fmt_ms(lat['p50']):>9s} ms")
         results.append(r)
@@ -782,6 +815,7 @@ def run(args, specs, systems, build_dir, tmp):
     if engine_key:
         log(f"\n'engine vs X' = engine tokens/s / X tokens/s (above 1: the engine is faster); "
             f"engine = {LABELS[engine_key]}")
+    load_after = load_average()
     for n in notes:
         log("note: " + n)
 
@@ -790,16 +824,13 @@ def run(args, specs, systems, build_dir, tmp):
             json.dump({"model": {"size": args.size, **dims, "vocab": vocab, "positions": MAX_POSITIONS,
                                  "seed": args.seed},
                        "threads": args.threads, "iters": args.iters, "warmup": args.warmup,
+                       "min_time_s": args.min_time, "load_average": {"before": load_before, "after": load_after},
                        "slow_method": args.slow_method, "versions": versions, "blas": blas,
                        "engine_key": engine_key, "engine_report": engine_meta,
                        "labels": {k: LABELS[k] for k in order if k in LABELS},
                        "max_abs_logit_diff": accuracy, "tolerance": args.tolerance,
                        "workloads": results, "notes": notes}, f, indent=1)
         log(f"wrote {args.json}")
-
-    if failures:
-        print("error: outputs disagree beyond " + f"{args.tolerance:g}: " + "; ".join(failures), file=sys.stderr)
-        return 1
     return 0
 
 

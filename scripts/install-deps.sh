@@ -32,5 +32,7 @@ if ((fixtures)); then
     /usr/bin/python3 -m venv --system-site-packages "$venv"
   fi
   "$venv/bin/pip" install -q "transformers==4.38.2" safetensors
+  # ONNX Runtime for scripts/compare_pytorch.py (optional there: skipped when missing)
+  "$venv/bin/pip" install -q "onnxruntime==1.32.0" || echo "install-deps: onnxruntime not installed"
   echo "install-deps: fixture tools in $venv (run scripts with $venv/bin/python)"
 fi
