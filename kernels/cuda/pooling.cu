@@ -15,29 +15,13 @@
 
 #include "engine/error.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/half_bits.cuh"
 
 namespace xlmr::cuda {
 namespace {
 
-struct F16Bits {
-  static __device__ __forceinline__ float to_float(uint16_t u) {
-    __half_raw r;
-    r.x = u;
-    return __half2float(__half(r));
-  }
-  static __device__ __forceinline__ uint16_t from_float(float x) {
-    const __half_raw r = __float2half_rn(x);
-    return r.x;
-  }
-};
-
-struct Bf16Bits {
-  static __device__ __forceinline__ float to_float(uint16_t u) { return __uint_as_float(uint32_t(u) << 16); }
-  static __device__ __forceinline__ uint16_t from_float(float x) {
-    const __nv_bfloat16_raw r = __float2bfloat16_rn(x);
-    return r.x;
-  }
-};
+using detail::Bf16Bits;
+using detail::F16Bits;
 
 constexpr int kThreads = 128;
 

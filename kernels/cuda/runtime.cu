@@ -17,35 +17,15 @@
 
 #include "engine/error.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/half_bits.cuh"
 
 namespace xlmr::cuda {
 namespace {
 
 // Bit-level conversions of the two 16-bit types, usable on host and device.
 // Round to nearest, ties to even, as torch's .half() / .bfloat16().
-struct F16Bits {
-  static __host__ __device__ __forceinline__ float to_float(uint16_t u) {
-    __half_raw r;
-    r.x = u;
-    return __half2float(__half(r));
-  }
-  static __host__ __device__ __forceinline__ uint16_t from_float(float x) {
-    const __half_raw r = __float2half_rn(x);
-    return r.x;
-  }
-};
-
-struct Bf16Bits {
-  static __host__ __device__ __forceinline__ float to_float(uint16_t u) {
-    __nv_bfloat16_raw r;
-    r.x = u;
-    return __bfloat162float(__nv_bfloat16(r));
-  }
-  static __host__ __device__ __forceinline__ uint16_t from_float(float x) {
-    const __nv_bfloat16_raw r = __float2bfloat16_rn(x);
-    return r.x;
-  }
-};
+using detail::Bf16Bits;
+using detail::F16Bits;
 
 std::string mib(size_t bytes) {
   char buf[32];
