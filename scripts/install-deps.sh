@@ -10,7 +10,7 @@ packages=(cmake make g++ pkg-config libdnnl-dev libsentencepiece-dev sentencepie
 fixtures=0
 if [[ "${1:-}" == "--fixtures" ]]; then
   fixtures=1
-  packages+=(python3-torch python3-torchtext python3-sentencepiece libopenblas0 python3-venv python3-pip)
+  packages+=(python3-torch python3-torchtext python3-sentencepiece libopenblas0 python3-venv python3-pip python3-matplotlib)
 fi
 
 missing=()
