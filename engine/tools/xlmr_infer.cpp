@@ -1,12 +1,17 @@
-// xlmr-infer: run a .xlmr model over text (or token-id) lines and write one
-// JSON object per input line, in input order (DESIGN §4):
+// xlmr-infer: run a .xlmr model over input lines (texts, text pairs, JSON
+// lines or token ids) and write one record per input line, in input order:
+// a JSON object per line (DESIGN §4)
 //   {"index": i, "n_tokens": n, "embedding": [...], "logits": [...]?, "hidden": [[...], ...]?}
-// Inputs are read and processed in chunks, so memory stays flat however
-// long the input is.
+// or one row of a NumPy .npy matrix. Inputs are read and run in chunks of
+// kChunkLines lines, so memory stays flat however long the input is.
+// The guide with examples is docs/cli.md.
+#include <unistd.h>
+
+#include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -15,9 +20,16 @@
 #include <CLI/CLI.hpp>
 
 #include "engine/engine.h"
+#include "engine/tools/infer_input.h"
+#include "engine/tools/npy_writer.h"
+#include "engine/tools/progress.h"
+#include "engine/tools/windows.h"
+#include "tokenizer/tokenizer.h"
 #include "weights/xlmr_file.h"
 
 namespace {
+
+using xlmr::tools::InputFormat;
 
 constexpr size_t kChunkLines = 256;
 
@@ -37,131 +49,273 @@ void append_floats(std::string* out, const float* v, size_t n) {
   out->push_back(']');
 }
 
-struct Line {
-  std::string text;
-  std::string where;  // "file:line" for messages
+// Same guard as the engine's (and torch.nn.functional.normalize): divide by max(norm, 1e-12).
+void l2_normalize(std::vector<float>* v) {
+  double ss = 0.0;
+  for (float x : *v) ss += double(x) * x;
+  const double norm = std::max(std::sqrt(ss), 1e-12);
+  for (float& x : *v) x = float(x / norm);
+}
+
+// One output record per input line.
+struct LineResult {
+  xlmr::Result r;
+  int windows = 0;  // --long window: windows the line was split into
 };
 
-class LineReader {
- public:
-  explicit LineReader(const std::vector<std::string>& files) : files_(files) {
-    if (files_.empty()) files_.push_back("-");
-  }
-  // Reads up to n lines; returns false at the end of all inputs.
-  bool next(size_t n, std::vector<Line>* out) {
-    out->clear();
-    std::string s;
-    while (out->size() < n) {
-      if (!in_ && !open_next()) break;
-      if (std::getline(*in_, s)) {
-        ++line_no_;
-        if (!s.empty() && s.back() == '\r') s.pop_back();
-        out->push_back({s, name_ + ":" + std::to_string(line_no_)});
-      } else {
-        if (in_->bad()) throw xlmr::Error("error reading '" + name_ + "'", __FILE__, __LINE__);
-        in_ = nullptr;
-        file_.reset();
-      }
-    }
-    return !out->empty();
-  }
-
- private:
-  bool open_next() {
-    if (next_file_ >= files_.size()) return false;
-    name_ = files_[next_file_++];
-    line_no_ = 0;
-    if (name_ == "-") {
-      in_ = &std::cin;
-      name_ = "<stdin>";
-    } else {
-      file_.reset(new std::ifstream(name_, std::ios::binary));
-      if (!*file_) throw xlmr::Error("cannot open input '" + name_ + "': " + std::strerror(errno), __FILE__, __LINE__);
-      in_ = file_.get();
-    }
-    return true;
-  }
-  std::vector<std::string> files_;
-  size_t next_file_ = 0;
-  std::unique_ptr<std::ifstream> file_;
-  std::istream* in_ = nullptr;
-  std::string name_;
-  size_t line_no_ = 0;
+struct RunSettings {
+  InputFormat format = InputFormat::text;
+  bool pairs = false;
+  bool window = false;
+  size_t overlap = 0;  // --stride, window mode
+  std::string prefix, pair_prefix;
+  xlmr::EncodeOptions enc;
+  bool normalize = false;  // effective: --normalize or the model's default
 };
 
-std::vector<int32_t> parse_ids(const Line& line, const xlmr::Engine& engine) {
-  std::vector<int32_t> ids;
-  const char* p = line.text.data();
-  const char* end = p + line.text.size();
-  while (p < end) {
-    while (p < end && (*p == ' ' || *p == '\t')) ++p;
-    if (p == end) break;
-    long long v = 0;
-    auto r = std::from_chars(p, end, v);
-    const char* tok_end = p;
-    while (tok_end < end && *tok_end != ' ' && *tok_end != '\t') ++tok_end;
-    if (r.ec != std::errc() || r.ptr != tok_end)
-      throw xlmr::Error(line.where + ": '" + std::string(p, tok_end) + "' is not a token id", __FILE__, __LINE__);
-    if (v < 0 || v >= engine.config().vocab_size)
-      throw xlmr::Error(line.where + ": token id " + std::string(p, tok_end) + " is outside the vocabulary [0, " +
-                            std::to_string(engine.config().vocab_size) + ")",
-                        __FILE__, __LINE__);
-    ids.push_back(int32_t(v));
-    p = tok_end;
+// --long window: each text is split into overlapping windows of at most
+// max_length - 2 content tokens, each window runs as <s> window </s>, and the
+// line gets the mean of its windows' pooled vectors (un-normalised, then
+// normalised once) and of their logits. All windows of a chunk run together.
+std::vector<LineResult> encode_windows(xlmr::Engine& engine, const std::vector<xlmr::tools::Record>& recs,
+                                       const RunSettings& rs, uint64_t* tokens_run) {
+  const xlmr::Tokenizer& tok = engine.tokenizer();
+  const std::vector<int32_t> specials = tok.encode("", 2).ids;  // <s> </s>
+  const size_t room = size_t(engine.max_length() - 2);
+  std::vector<std::vector<int32_t>> seqs;
+  std::vector<size_t> first(recs.size() + 1);  // windows of line i: [first[i], first[i+1])
+  std::vector<LineResult> out(recs.size());
+  for (size_t i = 0; i < recs.size(); ++i) {
+    first[i] = seqs.size();
+    bool bad = false;
+    const std::vector<int32_t> p = tok.pieces(rs.prefix + recs[i].a, &bad);
+    out[i].r.invalid_utf8 = bad;
+    out[i].r.n_tokens = int(p.size() + 2);
+    for (const auto& [b, e] : xlmr::tools::split_windows(p.size(), room, rs.overlap)) {
+      std::vector<int32_t> ids;
+      ids.reserve(e - b + 2);
+      ids.push_back(specials.front());
+      ids.insert(ids.end(), p.begin() + long(b), p.begin() + long(e));
+      ids.push_back(specials.back());
+      *tokens_run += ids.size();
+      seqs.push_back(std::move(ids));
+    }
   }
-  if (ids.empty()) throw xlmr::Error(line.where + ": empty line (ids input needs at least one token id)", __FILE__, __LINE__);
-  if (int(ids.size()) > engine.max_length())
-    throw xlmr::Error(line.where + ": " + std::to_string(ids.size()) + " token ids, more than the limit of " +
-                          std::to_string(engine.max_length()),
-                      __FILE__, __LINE__);
-  return ids;
+  first[recs.size()] = seqs.size();
+  xlmr::EncodeOptions enc = rs.enc;
+  enc.normalize = false;  // average the raw pooled vectors, normalise the mean
+  const std::vector<xlmr::Result> win = engine.encode_ids(seqs, enc);
+  for (size_t i = 0; i < recs.size(); ++i) {
+    LineResult& lr = out[i];
+    const size_t n = first[i + 1] - first[i];
+    lr.windows = int(n);
+    auto mean = [&](std::vector<float> xlmr::Result::*field, std::vector<float>* dst) {
+      const size_t width = (win[first[i]].*field).size();
+      std::vector<double> acc(width, 0.0);
+      for (size_t w = first[i]; w < first[i + 1]; ++w)
+        for (size_t k = 0; k < width; ++k) acc[k] += (win[w].*field)[k];
+      dst->resize(width);
+      for (size_t k = 0; k < width; ++k) (*dst)[k] = float(acc[k] / double(n));
+    };
+    mean(&xlmr::Result::embedding, &lr.r.embedding);
+    mean(&xlmr::Result::logits, &lr.r.logits);
+    if (rs.normalize && !lr.r.embedding.empty()) l2_normalize(&lr.r.embedding);
+  }
+  return out;
+}
+
+std::vector<LineResult> encode_chunk(xlmr::Engine& engine, std::vector<xlmr::tools::Record>& recs,
+                                     const RunSettings& rs, uint64_t* tokens_run) {
+  if (rs.window) return encode_windows(engine, recs, rs, tokens_run);
+  std::vector<xlmr::Result> res;
+  if (rs.format == InputFormat::ids) {
+    std::vector<std::vector<int32_t>> seqs;
+    for (auto& r : recs) seqs.push_back(std::move(r.ids));
+    res = engine.encode_ids(seqs, rs.enc);
+  } else if (rs.pairs) {
+    std::vector<std::pair<std::string, std::string>> pairs;
+    for (auto& r : recs) pairs.emplace_back(rs.prefix + r.a, rs.pair_prefix + r.b);
+    res = engine.encode_pairs(pairs, rs.enc);
+  } else {
+    std::vector<std::string> texts;
+    for (auto& r : recs) texts.push_back(rs.prefix.empty() ? std::move(r.a) : rs.prefix + r.a);
+    res = engine.encode_texts(texts, rs.enc);
+  }
+  std::vector<LineResult> out(res.size());
+  for (size_t i = 0; i < res.size(); ++i) {
+    *tokens_run += uint64_t(res[i].n_tokens);
+    out[i].r = std::move(res[i]);
+  }
+  return out;
+}
+
+void write_json_record(FILE* out, std::string* buf, size_t index, const LineResult& lr, bool hidden, size_t E) {
+  const xlmr::Result& r = lr.r;
+  buf->clear();
+  *buf += "{\"index\":" + std::to_string(index) + ",\"n_tokens\":" + std::to_string(r.n_tokens);
+  if (lr.windows) *buf += ",\"n_windows\":" + std::to_string(lr.windows);
+  if (!r.embedding.empty()) {
+    *buf += ",\"embedding\":";
+    append_floats(buf, r.embedding.data(), r.embedding.size());
+  }
+  if (!r.logits.empty()) {
+    *buf += ",\"logits\":";
+    append_floats(buf, r.logits.data(), r.logits.size());
+  }
+  if (hidden) {
+    *buf += ",\"hidden\":[";
+    for (int t = 0; t < r.n_tokens; ++t) {
+      if (t) buf->push_back(',');
+      append_floats(buf, r.hidden.data() + size_t(t) * E, E);
+    }
+    buf->push_back(']');
+  }
+  *buf += "}\n";
+  XLMR_CHECK(std::fwrite(buf->data(), 1, buf->size(), out) == buf->size(), "failed writing the output");
+}
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::ios::sync_with_stdio(false);  // std::cin line reads at full speed; output goes through stdio
   CLI::App app{
-      "Run an XLM-R-family encoder (.xlmr file) over input lines and write one JSON object per line,\n"
-      "in input order: {\"index\", \"n_tokens\", \"embedding\", \"logits\" (models with a classification\n"
-      "head), \"hidden\" (with --hidden)}. Inputs are files, or standard input when none (or '-') is given.",
+      "Run an XLM-R-family encoder (.xlmr file) over input lines and write one record per line, in input\n"
+      "order: a JSON object {\"index\", \"n_tokens\", \"embedding\", \"logits\" (models with a classification\n"
+      "head), \"hidden\" (with --hidden)} per line, or one row of a NumPy .npy matrix. Inputs are files, or\n"
+      "standard input when none (or '-') is given. Guide: docs/cli.md.",
       "xlmr-infer"};
-  std::string model_path, device = "cpu", input_format = "text", pooling_name, output_path, path_name = "fused", dtype_name, isa;
+  app.get_formatter()->column_width(34);
+  std::string model_path, device = "cpu", input_format = "text", pooling_name, output_path, path_name = "fused",
+                          dtype_name, isa = "auto", text_field = "text", pair_field, prefix, pair_prefix,
+                          long_mode = "truncate", output_format, npy_values = "embedding", progress_mode = "auto";
   std::vector<std::string> inputs;
   bool normalize = false, hidden = false, no_verify = false, padded = false;
-  int max_length = 0, threads = 0, batch_tokens = 8192;
-  app.add_option("--model,-m", model_path, "the .xlmr model file (make one with xlmr-convert)")->required();
-  app.add_option("--device", device, "cpu or cuda")->default_str("cpu");
-  app.add_option("--input-format", input_format,
-                 "text: one text per line (an empty line encodes as <s></s>); "
-                 "ids: space-separated model token ids per line")
-      ->default_str("text");
-  app.add_option("--pooling", pooling_name,
-                 "sentence embedding: cls (token 0), mean (over the tokens), pooler (the model's tanh pooler), "
-                 "or none; default: the model's (cls for XLM-R, mean for BERT-arch)");
-  app.add_flag("--normalize", normalize, "L2-normalise the embedding");
-  app.add_flag("--hidden", hidden, "also write every token's last-layer hidden state");
-  app.add_option("--max-length", max_length,
-                 "tokens per input, <s> and </s> included; longer text is truncated with a warning "
-                 "(default: the model's limit, 512 for XLM-R)");
-  app.add_option("--output,-o", output_path, "write JSON lines here instead of standard output");
-  app.add_option("--threads", threads, "CPU threads (default: all cores)");
-  app.add_option("--batch-tokens", batch_tokens, "token budget of one batch")->default_str("8192");
+  int max_length = 0, threads = 0, batch_tokens = 8192, stride = -1;
+
+  const std::string g_model = "Model and compute", g_in = "Input", g_long = "Long inputs", g_out = "Output";
+  app.add_option("--model,-m", model_path, "the .xlmr model file (make one with xlmr-convert)")
+      ->required()
+      ->group(g_model)
+      ->type_name("FILE");
+  app.add_option("--device", device, "cpu or cuda")->default_str("cpu")->group(g_model)->type_name("DEV");
   app.add_option("--path", path_name,
                  "compute path: fused (the fast kernels, no padding) or reference (plain padded kernels, "
                  "the slow oracle)")
-      ->default_str("fused");
+      ->default_str("fused")
+      ->group(g_model)
+      ->type_name("PATH");
   app.add_option("--dtype", dtype_name,
                  "GEMM precision of the fused path: f32 or bf16 (needs AVX-512) on CPU, f16 or bf16 on "
-                 "CUDA; default: bf16 for a bf16 .xlmr, else f32 on CPU and f16 on CUDA");
-  app.add_flag("--padded", padded, "fused path: pad every batch to its longest input (for comparison only)");
-  app.add_option("--isa", isa, "fused CPU path: instruction set, auto, avx512 or avx2")->default_str("auto");
-  app.add_flag("--no-verify", no_verify, "skip the per-tensor checksums at load");
-  app.add_option("INPUT", inputs, "input files ('-' for standard input)");
-  app.set_version_flag("--version", std::string("xlmr-infer ") + XLMR_VERSION + " (reads .xlmr format version " +
-                                        std::to_string(xlmr::kXlmrFormatVersion) + ")");
-  CLI11_PARSE(app, argc, argv);
+                 "CUDA; default: bf16 for a bf16 .xlmr, else f32 on CPU and f16 on CUDA")
+      ->group(g_model)
+      ->type_name("TYPE");
+  app.add_flag("--padded", padded, "fused path: pad every batch to its longest input (for comparison only)")
+      ->group(g_model);
+  app.add_option("--isa", isa, "fused CPU path: instruction set, auto, avx512 or avx2")
+      ->default_str("auto")
+      ->group(g_model)
+      ->type_name("ISA");
+  app.add_option("--threads", threads, "CPU threads; 0: all cores")->default_str("0")->group(g_model)->type_name("N");
+  app.add_option("--batch-tokens", batch_tokens, "token budget of one batch")
+      ->default_str("8192")
+      ->group(g_model)
+      ->type_name("N");
+  app.add_flag("--no-verify", no_verify, "skip the per-tensor checksums at load")->group(g_model);
 
+  app.add_option("--input-format", input_format,
+                 "text: one text per line (an empty line encodes as <s></s>); "
+                 "ids: space-separated model token ids per line, specials included; "
+                 "jsonl: one JSON object per line, text in --text-field (and --pair-field); "
+                 "tsv-pairs: TEXT_A<TAB>TEXT_B per line, run as a pair for cross-encoders")
+      ->default_str("text")
+      ->group(g_in)
+      ->type_name("FORMAT");
+  app.add_option("--text-field", text_field, "jsonl: the string field holding the text")
+      ->default_str("text")
+      ->group(g_in)
+      ->type_name("NAME");
+  app.add_option("--pair-field", pair_field,
+                 "jsonl: the string field holding a second text; each line then runs as the pair "
+                 "<s> TEXT </s></s> PAIR </s> (default: none, single texts)")
+      ->group(g_in)
+      ->type_name("NAME");
+  app.add_option("--prefix", prefix,
+                 "string put before each text (and before the first text of a pair) before tokenization, "
+                 "e.g. \"query: \" for e5 models (default: none)")
+      ->group(g_in)
+      ->type_name("STR");
+  app.add_option("--pair-prefix", pair_prefix,
+                 "string put before the second text of a pair, e.g. \"passage: \" (default: none)")
+      ->group(g_in)
+      ->type_name("STR");
+  app.add_option("INPUT", inputs, "input files ('-' for standard input; default: standard input)")
+      ->group(g_in)
+      ->type_name("FILE");
+
+  app.add_option("--max-length", max_length,
+                 "tokens per sequence, <s> and </s> included (default: the model's limit, 512 for XLM-R)")
+      ->group(g_long)
+      ->type_name("N");
+  app.add_option("--long", long_mode,
+                 "text longer than --max-length: truncate (cut, counted in a warning) or window (split into "
+                 "overlapping windows, outputs averaged over them; single texts only, not with --hidden)")
+      ->default_str("truncate")
+      ->group(g_long)
+      ->type_name("MODE");
+  app.add_option("--stride", stride,
+                 "window mode: tokens shared by consecutive windows, 0 <= N < max-length - 2 "
+                 "(default: (max-length - 2) / 4)")
+      ->group(g_long)
+      ->type_name("N");
+
+  app.add_option("--pooling", pooling_name,
+                 "sentence embedding: cls (token 0), mean (over the tokens), pooler (the model's tanh pooler), "
+                 "or none; default: the model's (cls for XLM-R, mean for BERT-arch)")
+      ->group(g_out)
+      ->type_name("MODE");
+  app.add_flag("--normalize", normalize, "L2-normalise the embedding (default: the model's, usually off)")
+      ->group(g_out);
+  app.add_flag("--hidden", hidden, "also write every token's last-layer hidden state (jsonl output only)")
+      ->group(g_out);
+  app.add_option("--output,-o", output_path, "write the records to this file (default: standard output)")
+      ->group(g_out)
+      ->type_name("FILE");
+  app.add_option("--output-format", output_format,
+                 "jsonl (one JSON object per line) or npy (float32 matrix, one row per line; needs --output "
+                 "FILE); default: npy when --output ends in .npy, else jsonl")
+      ->group(g_out)
+      ->type_name("FORMAT");
+  app.add_option("--npy-values", npy_values,
+                 "npy output: which vector the rows hold, embedding (the pooled vector) or logits")
+      ->default_str("embedding")
+      ->group(g_out)
+      ->type_name("WHAT");
+  app.add_option("--progress", progress_mode,
+                 "progress line on standard error: auto (when stderr is a terminal and the records do not "
+                 "go to it), always or never")
+      ->default_str("auto")
+      ->group(g_out)
+      ->type_name("WHEN");
+  app.set_version_flag("--version", std::string("xlmr-infer (xlmr-engine ") + XLMR_VERSION +
+                                        "), reads .xlmr format version " +
+                                        std::to_string(xlmr::kXlmrFormatVersion));
   try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::string msg = e.what();
+    std::replace(msg.begin(), msg.end(), '\n', ' ');
+    std::fprintf(stderr, "xlmr-infer: error: %s (see --help)\n", msg.c_str());
+    return 1;
+  }
+
+  xlmr::tools::Progress progress(stderr, false, 0, false);
+  try {
+    // ---- options that need no model -------------------------------------
     xlmr::EngineOptions eo;
     if (device == "cpu") eo.device = xlmr::Device::cpu;
     else if (device == "cuda") eo.device = xlmr::Device::cuda;
@@ -174,9 +328,7 @@ int main(int argc, char** argv) {
     else if (dtype_name == "f16") eo.precision = xlmr::Precision::f16;
     else XLMR_CHECK(dtype_name.empty(), "--dtype must be f32, bf16 or f16, not '" + dtype_name + "'");
     eo.padded = padded;
-    eo.isa = isa;
-    XLMR_CHECK(input_format == "text" || input_format == "ids",
-               "--input-format must be text or ids, not '" + input_format + "'");
+    eo.isa = isa == "auto" ? "" : isa;
     XLMR_CHECK(threads >= 0, "--threads must be >= 0");
     XLMR_CHECK(batch_tokens >= 1, "--batch-tokens must be >= 1");
     XLMR_CHECK(max_length >= 0, "--max-length must be >= 0");
@@ -184,79 +336,142 @@ int main(int argc, char** argv) {
     eo.max_batch_tokens = batch_tokens;
     eo.max_length = max_length;
     eo.verify_checksums = !no_verify;
-    xlmr::EncodeOptions enc;
-    enc.hidden = hidden;
+
+    RunSettings rs;
+    XLMR_CHECK(xlmr::tools::parse_input_format(input_format, &rs.format),
+               "--input-format must be text, ids, jsonl or tsv-pairs, not '" + input_format + "'");
+    const bool is_jsonl = rs.format == InputFormat::jsonl;
+    XLMR_CHECK(is_jsonl || (!app.count("--text-field") && !app.count("--pair-field")),
+               "--text-field and --pair-field apply to --input-format jsonl only");
+    XLMR_CHECK(!text_field.empty(), "--text-field must not be empty");
+    XLMR_CHECK(!app.count("--pair-field") || !pair_field.empty(), "--pair-field must not be empty");
+    rs.pairs = rs.format == InputFormat::tsv_pairs || (is_jsonl && !pair_field.empty());
+    XLMR_CHECK(rs.format != InputFormat::ids || (!app.count("--prefix") && !app.count("--pair-prefix")),
+               "--prefix and --pair-prefix apply to text input, not to --input-format ids");
+    XLMR_CHECK(rs.pairs || !app.count("--pair-prefix"),
+               "--pair-prefix applies to pairs only (--input-format tsv-pairs, or jsonl with --pair-field)");
+    rs.prefix = prefix;
+    rs.pair_prefix = pair_prefix;
+
+    XLMR_CHECK(long_mode == "truncate" || long_mode == "window",
+               "--long must be truncate or window, not '" + long_mode + "'");
+    rs.window = long_mode == "window";
+    XLMR_CHECK(!rs.window || rs.format != InputFormat::ids,
+               "--long window splits text, not token ids (ids lines must fit --max-length)");
+    XLMR_CHECK(!rs.window || !rs.pairs, "--long window works on single texts, not on pairs (they are truncated)");
+    XLMR_CHECK(!rs.window || !hidden,
+               "--long window and --hidden cannot be combined (the windows' hidden states overlap)");
+    XLMR_CHECK(rs.window || !app.count("--stride"), "--stride applies to --long window only");
+    XLMR_CHECK(!app.count("--stride") || stride >= 0, "--stride must be >= 0");
+
+    if (output_path == "-") output_path.clear();
+    if (output_format.empty()) output_format = ends_with(output_path, ".npy") ? "npy" : "jsonl";
+    XLMR_CHECK(output_format == "jsonl" || output_format == "npy",
+               "--output-format must be jsonl or npy, not '" + output_format + "'");
+    const bool npy = output_format == "npy";
+    XLMR_CHECK(npy_values == "embedding" || npy_values == "logits",
+               "--npy-values must be embedding or logits, not '" + npy_values + "'");
+    XLMR_CHECK(npy || !app.count("--npy-values"), "--npy-values applies to npy output only");
+    XLMR_CHECK(!npy || !output_path.empty(),
+               "npy output needs a file (--output X.npy): its header is rewritten at the end, so it cannot "
+               "go to standard output");
+    XLMR_CHECK(!npy || !hidden, "--hidden cannot be written as npy (use jsonl output)");
+    XLMR_CHECK(progress_mode == "auto" || progress_mode == "always" || progress_mode == "never",
+               "--progress must be auto, always or never, not '" + progress_mode + "'");
+
+    rs.enc.hidden = hidden;
     if (!pooling_name.empty()) {
       xlmr::Pooling p;
       XLMR_CHECK(xlmr::parse_pooling(pooling_name, &p),
                  "--pooling must be cls, mean, pooler or none, not '" + pooling_name + "'");
-      enc.pooling = p;
+      rs.enc.pooling = p;
     }
-    if (normalize) enc.normalize = true;
+    if (normalize) rs.enc.normalize = true;
 
+    // ---- the model, and what depends on it ----------------------------------
     std::unique_ptr<xlmr::Engine> engine = xlmr::Engine::load(model_path, eo);
-    if (input_format == "text") (void)engine->tokenizer();  // fail early when the file has no tokenizer
+    const xlmr::ModelConfig& cfg = engine->config();
+    if (rs.format != InputFormat::ids) (void)engine->tokenizer();  // fail early when the file has none
+    rs.normalize = rs.enc.normalize.value_or(cfg.default_normalize);
+    const bool pooled = rs.enc.pooling.value_or(cfg.default_pooling) != xlmr::Pooling::none;
+    if (rs.pairs) XLMR_CHECK(engine->max_length() >= 4, "--max-length must be at least 4 for pairs");
+    if (rs.window) {
+      const int room = engine->max_length() - 2;
+      XLMR_CHECK(room >= 1, "--long window needs --max-length of at least 3");
+      if (stride < 0) stride = room / 4;
+      XLMR_CHECK(stride < room, "--stride must be in [0, " + std::to_string(room) + ") for --max-length " +
+                                    std::to_string(engine->max_length()) + " (windows of " +
+                                    std::to_string(room) + " tokens besides <s> and </s>), not " +
+                                    std::to_string(stride));
+      rs.overlap = size_t(stride);
+    }
 
+    const size_t E = size_t(cfg.hidden);
+    std::unique_ptr<xlmr::tools::NpyWriter> npy_out;
     FILE* out = stdout;
     std::unique_ptr<FILE, int (*)(FILE*)> out_file(nullptr, &std::fclose);
-    if (!output_path.empty()) {
+    if (npy) {
+      const bool logits = npy_values == "logits";
+      XLMR_CHECK(!logits || cfg.num_labels > 0, "--npy-values logits: this model has no classification head");
+      XLMR_CHECK(logits || pooled, "npy output of embeddings needs pooling (not --pooling none); "
+                                   "or write --npy-values logits");
+      npy_out.reset(new xlmr::tools::NpyWriter(output_path, logits ? size_t(cfg.num_labels) : E));
+    } else if (!output_path.empty()) {
       out_file.reset(std::fopen(output_path.c_str(), "wb"));
       XLMR_CHECK(out_file, "cannot write '" + output_path + "': " + std::strerror(errno));
       out = out_file.get();
     }
 
-    LineReader reader(inputs);
-    std::vector<Line> lines;
+    const bool records_to_tty = !npy && output_path.empty() && ::isatty(STDOUT_FILENO);
+    const bool err_tty = ::isatty(STDERR_FILENO);
+    const bool show = progress_mode == "always" || (progress_mode == "auto" && err_tty && !records_to_tty);
+    progress = xlmr::tools::Progress(stderr, show, progress_mode == "always" ? 0.0 : 0.5, err_tty);
+
+    // ---- the stream ------------------------------------------------------
+    xlmr::tools::RecordOptions ro;
+    ro.format = rs.format;
+    ro.text_field = text_field;
+    ro.pair_field = pair_field;
+    ro.vocab_size = cfg.vocab_size;
+    ro.max_length = engine->max_length();
+    xlmr::tools::LineReader reader(inputs);
+    xlmr::tools::ProgressCounts counts;
+    counts.total_bytes = reader.total_bytes();
+    std::vector<xlmr::tools::Line> lines;
+    std::vector<xlmr::tools::Record> recs;
     std::string buf;
     size_t index = 0, n_truncated = 0, n_bad_utf8 = 0;
     std::string first_truncated, first_bad_utf8;
-    const size_t E = size_t(engine->config().hidden);
     while (reader.next(kChunkLines, &lines)) {
-      std::vector<xlmr::Result> results;
-      if (input_format == "ids") {
-        std::vector<std::vector<int32_t>> seqs;
-        for (const Line& l : lines) seqs.push_back(parse_ids(l, *engine));
-        results = engine->encode_ids(seqs, enc);
-      } else {
-        std::vector<std::string> texts;
-        for (Line& l : lines) texts.push_back(std::move(l.text));
-        results = engine->encode_texts(texts, enc);
-      }
+      recs.clear();
+      for (auto& l : lines) recs.push_back(xlmr::tools::parse_record(&l, ro));
+      const std::vector<LineResult> results = encode_chunk(*engine, recs, rs, &counts.tokens);
       for (size_t k = 0; k < results.size(); ++k, ++index) {
-        const xlmr::Result& r = results[k];
-        if (r.truncated && n_truncated++ == 0) first_truncated = lines[k].where;
-        if (r.invalid_utf8 && n_bad_utf8++ == 0) first_bad_utf8 = lines[k].where;
-        buf.clear();
-        buf += "{\"index\":" + std::to_string(index) + ",\"n_tokens\":" + std::to_string(r.n_tokens);
-        if (!r.embedding.empty()) {
-          buf += ",\"embedding\":";
-          append_floats(&buf, r.embedding.data(), r.embedding.size());
-        }
-        if (!r.logits.empty()) {
-          buf += ",\"logits\":";
-          append_floats(&buf, r.logits.data(), r.logits.size());
-        }
-        if (hidden) {
-          buf += ",\"hidden\":[";
-          for (int t = 0; t < r.n_tokens; ++t) {
-            if (t) buf.push_back(',');
-            append_floats(&buf, r.hidden.data() + size_t(t) * E, E);
-          }
-          buf.push_back(']');
-        }
-        buf += "}\n";
-        XLMR_CHECK(std::fwrite(buf.data(), 1, buf.size(), out) == buf.size(), "failed writing the output");
+        const LineResult& lr = results[k];
+        if (lr.r.truncated && n_truncated++ == 0) first_truncated = lines[k].where;
+        if (lr.r.invalid_utf8 && n_bad_utf8++ == 0) first_bad_utf8 = lines[k].where;
+        if (npy_out) npy_out->append_row(npy_values == "logits" ? lr.r.logits.data() : lr.r.embedding.data());
+        else write_json_record(out, &buf, index, lr, hidden, E);
       }
+      counts.lines = index;
+      counts.bytes = reader.bytes_read();
+      progress.update(counts);
     }
-    XLMR_CHECK(std::fflush(out) == 0, "failed writing the output");
+    if (npy_out) npy_out->finish();
+    else XLMR_CHECK(std::fflush(out) == 0, "failed writing the output");
+    counts.bytes = reader.bytes_read();
+    progress.finish(counts);
     if (n_truncated)
-      std::fprintf(stderr, "xlmr-infer: warning: %zu input(s) longer than %d tokens were truncated (first: %s)\n",
-                   n_truncated, engine->max_length(), first_truncated.c_str());
+      std::fprintf(stderr,
+                   "xlmr-infer: warning: %zu input(s) longer than %d tokens were truncated (first: %s)%s\n",
+                   n_truncated, engine->max_length(), first_truncated.c_str(),
+                   rs.pairs ? "" : "; --long window covers them whole");
     if (n_bad_utf8)
       std::fprintf(stderr,
                    "xlmr-infer: warning: %zu input(s) had invalid UTF-8, replaced by U+FFFD (first: %s)\n",
                    n_bad_utf8, first_bad_utf8.c_str());
   } catch (const std::exception& e) {
+    progress.interrupt();
     std::fprintf(stderr, "xlmr-infer: error: %s\n", e.what());
     return 1;
   }

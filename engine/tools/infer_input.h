@@ -1,0 +1,62 @@
+// xlmr-infer's input side: lines read in bounded chunks from files or
+// standard input, and each line turned into one record (a text, a text pair
+// or token ids) according to --input-format. Every error names FILE:LINE.
+#pragma once
+
+#include <cstdint>
+#include <fstream>
+#include <istream>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace xlmr::tools {
+
+struct Line {
+  std::string text;   // without the line break (and without a '\r' before it)
+  std::string where;  // "file:line" for messages
+};
+
+class LineReader {
+ public:
+  explicit LineReader(std::vector<std::string> files);  // none, or "-": standard input
+  // Reads up to n lines into *out (cleared first); false at the end of all inputs.
+  bool next(size_t n, std::vector<Line>* out);
+  uint64_t bytes_read() const { return bytes_; }
+  // Sum of the input sizes when every input is a regular file, else 0.
+  uint64_t total_bytes() const { return total_; }
+
+ private:
+  bool open_next();
+  std::vector<std::string> files_;
+  size_t next_file_ = 0;
+  std::unique_ptr<std::ifstream> file_;
+  std::istream* in_ = nullptr;
+  std::string name_;
+  size_t line_no_ = 0;
+  uint64_t bytes_ = 0, total_ = 0;
+};
+
+enum class InputFormat { text, ids, jsonl, tsv_pairs };
+
+// Parses --input-format's value; false when unknown.
+bool parse_input_format(const std::string& s, InputFormat* out);
+
+struct RecordOptions {
+  InputFormat format = InputFormat::text;
+  std::string text_field = "text";  // jsonl
+  std::string pair_field;           // jsonl; empty: single texts
+  int vocab_size = 0;               // ids: ids must be below this
+  int max_length = 0;               // ids: at most this many per line
+};
+
+struct Record {
+  std::string a, b;  // text, and the second text of a pair
+  std::vector<int32_t> ids;
+};
+
+// One input line as a record; throws xlmr::Error("FILE:LINE: ...") when the
+// line does not fit the format. Consumes line->text.
+Record parse_record(Line* line, const RecordOptions& opts);
+
+}  // namespace xlmr::tools
