@@ -152,6 +152,7 @@ struct RunResult {
   std::vector<KernelRow> kernels;
   double gemm_flops = 0;                  // per forward, useful (no padding), from the model's shapes
   std::optional<double> weight_stream_ms;  // the weights at this precision / read bandwidth
+  xlmr::BackendStats stats;                // CUDA graph replays, overlapped uploads
 };
 
 // Machine and model facts every run is set against.
@@ -296,6 +297,10 @@ void print_table(FILE* out, const RunResult& r) {
   line += r.gemm_gflops ? strf(" | GEMM %.1f GFLOP/s", *r.gemm_gflops) : std::string(" | GEMM -");
   if (r.gemm_fraction) line += strf(" = %.0f%% of peak", 100 * *r.gemm_fraction);
   line += r.non_gemm_share ? strf(" | non-GEMM %.1f%%", 100 * *r.non_gemm_share) : std::string(" | non-GEMM -");
+  if (r.stats.graph_captures || r.stats.graph_replays || r.stats.prefetched_batches)
+    line += strf(" | CUDA graphs %llu captured, %llu replays; %llu overlapped uploads",
+                 (unsigned long long)r.stats.graph_captures, (unsigned long long)r.stats.graph_replays,
+                 (unsigned long long)r.stats.prefetched_batches);
   std::fprintf(out, "%s\n", line.c_str());
 }
 
@@ -406,6 +411,9 @@ json run_json(const RunResult& r) {
           {"profiled_iters", r.profiled_iters},
           {"latency_ms", {{"mean", r.lat_mean}, {"p50", r.lat_p50}, {"p99", r.lat_p99}, {"min", r.lat_min}}},
           {"tokens_per_s", r.tokens_per_s},
+          {"graph_captures", r.stats.graph_captures},
+          {"graph_replays", r.stats.graph_replays},
+          {"prefetched_batches", r.stats.prefetched_batches},
           {"gemm_gflops", opt_json(r.gemm_gflops)},
           {"gemm_fraction_of_peak", opt_json(r.gemm_fraction)},
           {"non_gemm_share", opt_json(r.non_gemm_share)},
@@ -423,6 +431,7 @@ struct Args {
   double min_time = 1.0;
   uint64_t seed = 0;
   std::string json_out, dump_workload, save_synthetic;
+  std::string cuda_graphs = "on";
   bool quiet = false;
 };
 
@@ -511,6 +520,10 @@ int main(int argc, char** argv) {
                  "--synthetic: vocabulary size (default: what the demo tokenizer needs, or 32000 without it)")
       ->type_name("N");
   app.add_option("--save-synthetic", a.save_synthetic, "--synthetic: keep the model in this file")->type_name("PATH");
+  app.add_option("--cuda-graphs", a.cuda_graphs,
+                 "CUDA: replay repeated batch shapes from captured graphs (on) or launch every kernel (off)")
+      ->type_name("on|off")
+      ->default_str("on");
   app.add_flag("--quiet,-q", a.quiet, "no progress lines on standard error");
   app.set_version_flag("--version", std::string("xlmr-bench ") + XLMR_VERSION);
   try {
@@ -531,6 +544,8 @@ int main(int argc, char** argv) {
     // ---- check the options before anything slow happens
     XLMR_CHECK(!a.model.empty() || !a.synthetic.empty(), "give a model: --model M.xlmr or --synthetic small|base|large");
     XLMR_CHECK(a.device == "cpu" || a.device == "cuda", "--device must be cpu or cuda, not '" + a.device + "'");
+    XLMR_CHECK(a.cuda_graphs == "on" || a.cuda_graphs == "off",
+               "--cuda-graphs must be on or off, not '" + a.cuda_graphs + "'");
     XLMR_CHECK(a.threads >= 0, "--threads must be >= 0");
     XLMR_CHECK(a.warmup >= 0, "--warmup must be >= 0");
     XLMR_CHECK(a.iters >= 1, "--iters must be >= 1");
@@ -715,6 +730,7 @@ int main(int argc, char** argv) {
         eo.threads = base.threads;
         eo.max_batch_tokens = int(budget);
         eo.verify_checksums = false;
+        eo.cuda_graphs = a.cuda_graphs == "on";
         if (c.path == xlmr::Path::fused) {
           eo.precision = c.dtype;
           eo.padded = c.padded;
@@ -735,6 +751,7 @@ int main(int argc, char** argv) {
           XLMR_THROW(w.name + " | " + c.label() + ": " + e.what());
         }
         r.device = a.device;
+        r.stats = engine->backend_stats();
         if (device == xlmr::Device::cpu) {
           const auto peak = base.peak(c.dtype);
           if (r.gemm_gflops && peak) r.gemm_fraction = *r.gemm_gflops / *peak;

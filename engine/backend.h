@@ -29,6 +29,12 @@ struct RaggedBatch {
 struct ForwardOptions {
   Pooling pooling = Pooling::cls;
   bool normalize = false;  // L2-normalise the pooled vectors
+  // The batch the next forward() call will receive, when the caller knows it:
+  // a backend may start moving it to the device while this one computes. Its
+  // arrays must stay unchanged until that call returns.
+  const RaggedBatch* next = nullptr;
+  // This batch is the one passed as `next` to the previous call, unchanged.
+  bool prefetched = false;
 };
 
 // Caller-owned destinations; a nullptr skips that output.
@@ -51,6 +57,7 @@ class Backend {
   virtual void forward(const RaggedBatch& batch, const ForwardOptions& opts, const BatchOutputs& out) = 0;
   // Per-kernel timings of this backend's forwards (off until enabled).
   Profiler& profiler() { return profiler_; }
+  virtual BackendStats stats() const { return {}; }
 
  protected:
   Profiler profiler_;
@@ -74,6 +81,8 @@ std::unique_ptr<Backend> make_cpu_backend(const Model& model, const CpuBackendOp
 struct CudaBackendOptions {
   Precision precision = Precision::f16;  // f16 or bf16
   int device = 0;
+  bool graphs = true;    // replay repeated batch shapes from captured CUDA graphs
+  int graph_cache = 32;  // most graphs kept (least recently used dropped)
 };
 
 // The CUDA backend (kernels/cuda): 16-bit weights uploaded once, cuBLASLt

@@ -12,10 +12,12 @@
 #ifdef XLMR_HAVE_CUDA
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "engine/cuda_plan.h"
 #include "engine/error.h"
 #include "engine/model.h"
 #include "kernels/cuda/cuda_kernels.h"
@@ -60,6 +62,7 @@ class PinnedBuffer {
     p_ = nullptr;
     p_ = cuda::host_malloc_pinned(bytes ? bytes : 1);
   }
+  void* get() const { return p_; }
   template <typename T>
   T* as() const { return static_cast<T*>(p_); }
 
@@ -91,13 +94,19 @@ class CudaBackend final : public Backend {
     t_ = o.precision == Precision::bf16 ? Half16::bf16 : Half16::f16;
     elt_ = 2;
     name_ = "cuda (" + dev + ", " + to_string(o.precision) + ", ragged)";
+    graph_capacity_ = o.graphs ? o.graph_cache : 0;
     stream_ = cuda::stream_create();
+    copy_stream_ = cuda::stream_create();
+    for (UploadSlot& u : slots_) u.uploaded = cuda::event_create();
     upload_weights();
   }
 
   ~CudaBackend() override {
+    graphs_.reset();
     gemms_.clear();
     lt_.reset();
+    for (UploadSlot& u : slots_) cuda::event_destroy(u.uploaded);
+    cuda::stream_destroy(copy_stream_);
     cuda::stream_destroy(stream_);
   }
 
@@ -106,24 +115,26 @@ class CudaBackend final : public Backend {
 
   void reserve(int max_tokens, int max_seqlen) override {
     XLMR_CHECK(max_tokens >= max_seqlen && max_seqlen >= 1, "cuda backend: bad workspace request");
-    const size_t T = size_t(max_tokens), S = size_t(max_tokens), E = size_t(c_.hidden), F = size_t(c_.ffn);
-    const size_t C = size_t(std::max(c_.num_labels, 1));
+    graphs_.reset();  // captured graphs point into the old buffers
+    const cuda_plan::Workspace w = cuda_plan::workspace(c_, max_tokens);
     cap_tokens_ = max_tokens;
     cap_seqlen_ = max_seqlen;
-    x_.allocate(T * E * elt_);
-    qkv_.allocate(T * 3 * E * elt_);
-    attn_.allocate(T * E * elt_);
-    proj_.allocate(T * E * elt_);
-    ffn_.allocate(T * F * elt_);
-    first_.allocate(S * E * elt_);
-    tmp_.allocate(S * E * elt_);
-    logits16_.allocate(S * C * elt_);
-    out32_.allocate(std::max(T, S) * E * sizeof(float));
-    logits32_.allocate(S * C * sizeof(float));
-    // ids [T] | positions [T] | cu_seqlens [S+1], uploaded together.
-    meta_words_ = 2 * T + S + 1;
-    meta_.allocate(meta_words_ * sizeof(int32_t));
-    meta_host_.allocate(meta_words_ * sizeof(int32_t));
+    x_.allocate(w.x * elt_);
+    qkv_.allocate(w.qkv * elt_);
+    attn_.allocate(w.attn * elt_);
+    proj_.allocate(w.proj * elt_);
+    ffn_.allocate(w.ffn * elt_);
+    first_.allocate(w.first * elt_);
+    tmp_.allocate(w.tmp * elt_);
+    logits16_.allocate(w.logits16 * elt_);
+    hidden32_.allocate(w.hidden32 * sizeof(float));
+    pooled32_.allocate(w.pooled32 * sizeof(float));
+    logits32_.allocate(w.logits32 * sizeof(float));
+    for (UploadSlot& u : slots_) {
+      u.device.allocate(w.meta_words * sizeof(int32_t));
+      u.host.allocate(w.meta_words * sizeof(int32_t));
+    }
+    staged_ = -1;
 
     lt_.reset(cuda::lt_create(size_t(32) << 20));
     gemms_.clear();
@@ -137,46 +148,154 @@ class CudaBackend final : public Backend {
       head_dense_gemm_ = add_gemm(E_, E_, cuda::LtEpilogue::bias, max_tokens);
       head_out_gemm_ = add_gemm(E_, c_.num_labels, cuda::LtEpilogue::bias, max_tokens);
     }
+    if (graph_capacity_ > 0)
+      graphs_.reset(new cuda_plan::GraphCache(size_t(graph_capacity_), 64, 2, &cuda::graph_destroy));
   }
 
   void forward(const RaggedBatch& b, const ForwardOptions& opts, const BatchOutputs& out) override {
-    const int S = b.n_seqs, N = b.n_tokens, E = c_.hidden, F = c_.ffn;
+    const int S = b.n_seqs, N = b.n_tokens, E = c_.hidden;
     if (S == 0) return;
     XLMR_CHECK(N <= cap_tokens_ && b.max_seqlen <= cap_seqlen_, "cuda backend: batch larger than the workspace");
     const bool profile = profiler_.enabled();
-    // Profiling serialises: each kernel is timed to its completion.
-    auto timed = [&](Kernel k, double flops, double bytes, auto&& launch) {
-      if (!profile) {
-        launch();
-        return;
-      }
-      cuda::sync(stream_);
-      const auto t0 = std::chrono::steady_clock::now();
-      launch();
-      cuda::sync(stream_);
-      profiler_.add(k, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), flops, bytes);
-    };
 
-    int32_t* h = meta_host_.as<int32_t>();
-    int32_t* h_ids = h;
-    int32_t* h_pos = h + N;
-    int32_t* h_cu = h + 2 * N;
+    // 1. This batch's ids, positions and cu_seqlens: already on their way
+    // when the previous call was told about it, else packed and sent now.
+    int slot = 0;
+    if (opts.prefetched && staged_ >= 0) {
+      slot = staged_;
+      cuda::stream_wait(stream_, slots_[size_t(slot)].uploaded);
+      ++prefetched_;
+    } else {
+      if (staged_ >= 0) cuda::sync(copy_stream_);  // an unused upload may still read its slot
+      cuda_plan::pack_meta(b, c_.position_offset, slots_[0].host.as<int32_t>());
+      const size_t words = cuda_plan::meta_words(N, S);
+      timed(Kernel::pack, 0, double(words) * 4, [&] {
+        cuda::copy_to_device(slots_[0].device.get(), slots_[0].host.get(), words * sizeof(int32_t), stream_);
+      });
+    }
+    staged_ = -1;
+
+    // 2. The forward: replayed from a graph when this shape repeats.
+    Outputs want;
+    want.hidden = out.hidden != nullptr;
+    want.pooled = out.pooled != nullptr && opts.pooling != Pooling::none;
+    want.logits = out.logits != nullptr && c_.num_labels > 0;
+    XLMR_CHECK(!want.pooled || opts.pooling != Pooling::pooler || pooler_gemm_,
+               "this model has no pooler layer (use --pooling cls or mean)");
+    cuda_plan::GraphKey key;
+    key.n_tokens = N;
+    key.n_seqs = S;
+    key.max_seqlen = b.max_seqlen;
+    key.slot = slot;
+    key.pooling = int(opts.pooling);
+    key.hidden = want.hidden;
+    key.pooled = want.pooled;
+    key.logits = want.logits;
+    cuda_plan::GraphCache::Handle graph = nullptr;
+    const auto action =
+        (graphs_ && !profile) ? graphs_->lookup(key, &graph) : cuda_plan::GraphCache::Action::direct;
+    if (action == cuda_plan::GraphCache::Action::capture) {
+      cuda::capture_begin(stream_);
+      try {
+        launch_forward(b, slot, opts.pooling, want);
+        graph = cuda::capture_end(stream_);
+      } catch (const Error&) {
+        // A capture that cannot complete leaves nothing behind; run the
+        // kernels directly from now on.
+        cuda::capture_abort(stream_);
+        graphs_->disable();
+        graph = nullptr;
+      }
+      if (graph) graphs_->insert(key, graph);
+    }
+    if (graph)
+      cuda::graph_launch(graph, stream_);
+    else
+      launch_forward(b, slot, opts.pooling, want);
+
+    // 3. While the GPU works: pack and send the next batch on the copy stream.
+    if (opts.next && opts.next->n_seqs > 0 && opts.next->n_tokens <= cap_tokens_ &&
+        opts.next->max_seqlen <= cap_seqlen_) {
+      const int ns = 1 - slot;
+      UploadSlot& u = slots_[size_t(ns)];
+      cuda_plan::pack_meta(*opts.next, c_.position_offset, u.host.as<int32_t>());
+      cuda::copy_to_device(u.device.get(), u.host.get(),
+                           cuda_plan::meta_words(opts.next->n_tokens, opts.next->n_seqs) * sizeof(int32_t),
+                           copy_stream_);
+      cuda::event_record(u.uploaded, copy_stream_);
+      staged_ = ns;
+    }
+
+    // 4. Results: one download each, then the host-side normalisation.
+    const auto t0 = std::chrono::steady_clock::now();
+    if (want.hidden) cuda::copy_to_host(out.hidden, hidden32_.get(), sizeof(float) * size_t(N) * E, stream_);
+    if (want.pooled) cuda::copy_to_host(out.pooled, pooled32_.get(), sizeof(float) * size_t(S) * E, stream_);
+    if (want.logits)
+      cuda::copy_to_host(out.logits, logits32_.get(), sizeof(float) * size_t(S) * size_t(c_.num_labels), stream_);
+    cuda::sync(stream_);
+    if (want.pooled && opts.normalize) {
+      for (int s = 0; s < S; ++s) {
+        float* p = out.pooled + size_t(s) * E;
+        double ss = 0;
+        for (int e = 0; e < E; ++e) ss += double(p[e]) * p[e];
+        if (ss > 0) {
+          const float inv = float(1.0 / std::sqrt(ss));
+          for (int e = 0; e < E; ++e) p[e] *= inv;
+        }
+      }
+    }
+    if (profile)
+      profiler_.add(Kernel::pool_head, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 0, 0);
+  }
+
+  BackendStats stats() const override {
+    BackendStats st;
+    if (graphs_) {
+      st.graph_captures = graphs_->captures();
+      st.graph_replays = graphs_->replays();
+    }
+    st.prefetched_batches = prefetched_;
+    return st;
+  }
+
+ private:
+  struct Outputs {
+    bool hidden = false, pooled = false, logits = false;
+  };
+  struct UploadSlot {
+    DeviceBuffer device;
+    PinnedBuffer host;
+    cuda::Event uploaded = nullptr;
+  };
+
+  // Profiling serialises: each kernel is timed to its completion. Never
+  // active while a graph is captured.
+  template <typename F>
+  void timed(Kernel k, double flops, double bytes, F&& launch) {
+    if (!profiler_.enabled()) {
+      launch();
+      return;
+    }
+    cuda::sync(stream_);
+    const auto t0 = std::chrono::steady_clock::now();
+    launch();
+    cuda::sync(stream_);
+    profiler_.add(k, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), flops, bytes);
+  }
+
+  // Every kernel of one forward, from the uploaded ids to the fp32 results
+  // in hidden32_ / pooled32_ / logits32_, on stream_ without a host sync
+  // (so that it can be captured into a graph).
+  void launch_forward(const RaggedBatch& b, int slot, Pooling pooling, const Outputs& want) {
+    const int S = b.n_seqs, N = b.n_tokens, E = c_.hidden, F = c_.ffn;
+    const int32_t* d_ids = slots_[size_t(slot)].device.as<int32_t>();
+    const int32_t* d_pos = d_ids + N;
+    const int32_t* d_cu = d_ids + 2 * size_t(N);
     double attn_work = 0;
     for (int s = 0; s < S; ++s) {
-      const int start = b.cu_seqlens[s], len = b.cu_seqlens[s + 1] - start;
-      for (int i = 0; i < len; ++i) {
-        h_ids[start + i] = b.ids[start + i];
-        h_pos[start + i] = c_.position_offset + i;
-      }
-      attn_work += double(len) * len;
+      const double len = b.cu_seqlens[s + 1] - b.cu_seqlens[s];
+      attn_work += len * len;
     }
-    std::memcpy(h_cu, b.cu_seqlens, sizeof(int32_t) * size_t(S + 1));
-    int32_t* d_ids = meta_.as<int32_t>();
-    int32_t* d_pos = d_ids + N;
-    int32_t* d_cu = d_ids + 2 * N;
-    timed(Kernel::pack, 0, double(2 * N + S + 1) * 4,
-          [&] { cuda::copy_to_device(d_ids, h, sizeof(int32_t) * size_t(2 * N + S + 1), stream_); });
-
     const double NE = double(N) * E;
     timed(Kernel::embed_layernorm, 0, NE * elt_ * 3, [&] {
       cuda::embed_layernorm(t_, x_.get(), d_ids, d_pos, word_.get(), pos_.get(), type0_.get(), emb_g_.as<float>(),
@@ -208,59 +327,39 @@ class CudaBackend final : public Backend {
       });
     }
 
-    const auto t0 = std::chrono::steady_clock::now();
-    float* o32 = out32_.as<float>();
-    const bool need_first = (out.pooled && opts.pooling == Pooling::pooler) || (out.logits && c_.num_labels > 0);
-    if (need_first) cuda::gather_first(t_, first_.get(), x_.get(), d_cu, S, E, stream_);
-    if (out.hidden) {
-      cuda::convert_to_f32(t_, o32, x_.get(), size_t(N) * E, stream_);
-      cuda::copy_to_host(out.hidden, o32, sizeof(float) * size_t(N) * E, stream_);
-      cuda::sync(stream_);  // o32 is reused below
-    }
-    if (out.pooled && opts.pooling != Pooling::none) {
-      switch (opts.pooling) {
-        case Pooling::cls:
-          cuda::gather_first(t_, tmp_.get(), x_.get(), d_cu, S, E, stream_);
-          cuda::convert_to_f32(t_, o32, tmp_.get(), size_t(S) * E, stream_);
-          break;
-        case Pooling::mean: cuda::mean_pool(t_, o32, x_.get(), d_cu, S, E, stream_); break;
-        case Pooling::pooler:
-          XLMR_CHECK(pooler_gemm_, "this model has no pooler layer (use --pooling cls or mean)");
-          cuda::lt_gemm_run(pooler_gemm_, tmp_.get(), first_.get(), pooler_w_.get(), pooler_b_.as<float>(), S, stream_);
-          cuda::activation(t_, tmp_.get(), size_t(S) * E, true, stream_);
-          cuda::convert_to_f32(t_, o32, tmp_.get(), size_t(S) * E, stream_);
-          break;
-        case Pooling::none: break;
-      }
-      cuda::copy_to_host(out.pooled, o32, sizeof(float) * size_t(S) * E, stream_);
-    }
-    if (out.logits && c_.num_labels > 0) {
-      const int C = c_.num_labels;
-      cuda::lt_gemm_run(head_dense_gemm_, tmp_.get(), first_.get(), head_dense_w_.get(), head_dense_b_.as<float>(), S,
-                        stream_);
-      cuda::activation(t_, tmp_.get(), size_t(S) * E, c_.head_activation == HeadActivation::tanh, stream_);
-      cuda::lt_gemm_run(head_out_gemm_, logits16_.get(), tmp_.get(), head_out_w_.get(), head_out_b_.as<float>(), S,
-                        stream_);
-      cuda::convert_to_f32(t_, logits32_.as<float>(), logits16_.get(), size_t(S) * C, stream_);
-      cuda::copy_to_host(out.logits, logits32_.get(), sizeof(float) * size_t(S) * C, stream_);
-    }
-    cuda::sync(stream_);
-    if (out.pooled && opts.normalize && opts.pooling != Pooling::none) {
-      for (int s = 0; s < S; ++s) {
-        float* p = out.pooled + size_t(s) * E;
-        double ss = 0;
-        for (int e = 0; e < E; ++e) ss += double(p[e]) * p[e];
-        if (ss > 0) {
-          const float inv = float(1.0 / std::sqrt(ss));
-          for (int e = 0; e < E; ++e) p[e] *= inv;
+    timed(Kernel::pool_head, 0, 0, [&] {
+      if (want.hidden) cuda::convert_to_f32(t_, hidden32_.as<float>(), x_.get(), size_t(N) * E, stream_);
+      if ((want.pooled && pooling == Pooling::pooler) || want.logits)
+        cuda::gather_first(t_, first_.get(), x_.get(), d_cu, S, E, stream_);
+      float* p32 = pooled32_.as<float>();
+      if (want.pooled) {
+        switch (pooling) {
+          case Pooling::cls:
+            cuda::gather_first(t_, tmp_.get(), x_.get(), d_cu, S, E, stream_);
+            cuda::convert_to_f32(t_, p32, tmp_.get(), size_t(S) * E, stream_);
+            break;
+          case Pooling::mean: cuda::mean_pool(t_, p32, x_.get(), d_cu, S, E, stream_); break;
+          case Pooling::pooler:
+            cuda::lt_gemm_run(pooler_gemm_, tmp_.get(), first_.get(), pooler_w_.get(), pooler_b_.as<float>(), S,
+                              stream_);
+            cuda::activation(t_, tmp_.get(), size_t(S) * E, true, stream_);
+            cuda::convert_to_f32(t_, p32, tmp_.get(), size_t(S) * E, stream_);
+            break;
+          case Pooling::none: break;
         }
       }
-    }
-    if (profile)
-      profiler_.add(Kernel::pool_head, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 0, 0);
+      if (want.logits) {
+        const int C = c_.num_labels;
+        cuda::lt_gemm_run(head_dense_gemm_, tmp_.get(), first_.get(), head_dense_w_.get(), head_dense_b_.as<float>(),
+                          S, stream_);
+        cuda::activation(t_, tmp_.get(), size_t(S) * E, c_.head_activation == HeadActivation::tanh, stream_);
+        cuda::lt_gemm_run(head_out_gemm_, logits16_.get(), tmp_.get(), head_out_w_.get(), head_out_b_.as<float>(),
+                          S, stream_);
+        cuda::convert_to_f32(t_, logits32_.as<float>(), logits16_.get(), size_t(S) * C, stream_);
+      }
+    });
   }
 
- private:
   cuda::LtGemm* add_gemm(int in, int out, cuda::LtEpilogue ep, int max_rows) {
     gemms_.emplace_back(cuda::lt_gemm_create(lt_.get(), t_, in, out, ep, max_rows));
     return gemms_.back().get();
@@ -319,13 +418,17 @@ class CudaBackend final : public Backend {
   std::string name_;
   cuda::Stream stream_ = nullptr;
   int cap_tokens_ = 0, cap_seqlen_ = 0;
-  size_t meta_words_ = 0;
 
   DeviceBuffer word_, pos_, type0_, emb_g_, emb_b_;
   std::vector<DeviceLayer> layers_;
   DeviceBuffer pooler_w_, pooler_b_, head_dense_w_, head_dense_b_, head_out_w_, head_out_b_;
-  DeviceBuffer x_, qkv_, attn_, proj_, ffn_, first_, tmp_, logits16_, out32_, logits32_, meta_;
-  PinnedBuffer meta_host_;
+  DeviceBuffer x_, qkv_, attn_, proj_, ffn_, first_, tmp_, logits16_, hidden32_, pooled32_, logits32_;
+  UploadSlot slots_[2];  // the current batch's upload and the next one's
+  int staged_ = -1;      // slot holding the upload of the batch announced as next
+  uint64_t prefetched_ = 0;
+  cuda::Stream copy_stream_ = nullptr;
+  int graph_capacity_ = 0;
+  std::unique_ptr<cuda_plan::GraphCache> graphs_;
 
   std::unique_ptr<cuda::LtContext, LtDeleter> lt_;
   std::vector<GemmPtr> gemms_;

@@ -55,6 +55,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
   if (gpu) {
     CudaBackendOptions co;
     co.precision = precision;
+    co.graphs = opts.cuda_graphs;
     e->backend_ = make_cuda_backend(*e->model_, co);
     e->description_ = e->backend_->name();
   } else if (opts.path == Path::reference) {
@@ -75,8 +76,10 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
   const int budget = std::max(opts.max_batch_tokens, e->max_length_);
   e->backend_->reserve(budget, e->max_length_);
   const size_t E = size_t(c.hidden);
-  e->ids_.resize(size_t(budget));
-  e->cu_seqlens_.resize(size_t(budget) + 1);
+  for (int i = 0; i < 2; ++i) {
+    e->ids_[i].resize(size_t(budget));
+    e->cu_seqlens_[i].resize(size_t(budget) + 1);
+  }
   e->hidden_.resize(size_t(budget) * E);
   e->pooled_.resize(size_t(budget) * E);
   e->logits_.resize(size_t(budget) * size_t(std::max(c.num_labels, 1)));
@@ -86,6 +89,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
 const ModelConfig& Engine::config() const { return model_->config(); }
 const char* Engine::backend_name() const { return backend_->name(); }
 Profiler& Engine::profiler() { return backend_->profiler(); }
+BackendStats Engine::backend_stats() const { return backend_->stats(); }
 
 const Tokenizer& Engine::tokenizer() const {
   XLMR_CHECK(tokenizer_, "this model file carries no tokenizer: give token ids, or re-convert with --tokenizer");
@@ -147,33 +151,53 @@ std::vector<Result> Engine::run(std::vector<Result> results, const EncodeOptions
   std::vector<int> lengths(results.size());
   for (size_t i = 0; i < results.size(); ++i) lengths[i] = int(results[i].ids.size());
   ScheduleOptions so;
-  so.max_tokens = int(ids_.size());
+  so.max_tokens = int(ids_[0].size());
   so.padded = backend_->padded();
-  for (const std::vector<int>& batch : schedule_batches(lengths, so)) {
+  const std::vector<std::vector<int>> batches = schedule_batches(lengths, so);
+
+  // Packs batch i into host staging buffer i % 2.
+  auto pack = [&](size_t i) {
+    const std::vector<int>& batch = batches[i];
+    std::vector<int32_t>& ids = ids_[i % 2];
+    std::vector<int32_t>& cu = cu_seqlens_[i % 2];
     int n = 0, longest = 0;
-    cu_seqlens_[0] = 0;
+    cu[0] = 0;
     for (size_t k = 0; k < batch.size(); ++k) {
-      const auto& ids = results[size_t(batch[k])].ids;
-      std::copy(ids.begin(), ids.end(), ids_.begin() + n);
-      n += int(ids.size());
-      longest = std::max(longest, int(ids.size()));
-      cu_seqlens_[k + 1] = n;
+      const auto& seq = results[size_t(batch[k])].ids;
+      std::copy(seq.begin(), seq.end(), ids.begin() + n);
+      n += int(seq.size());
+      longest = std::max(longest, int(seq.size()));
+      cu[k + 1] = n;
     }
-    RaggedBatch rb{ids_.data(), cu_seqlens_.data(), int(batch.size()), n, longest};
+    return RaggedBatch{ids.data(), cu.data(), int(batch.size()), n, longest};
+  };
+
+  // Batch i+1 is packed before batch i runs, so that a backend can move it
+  // to the device while batch i computes.
+  RaggedBatch current{}, next{};
+  if (!batches.empty()) current = pack(0);
+  for (size_t i = 0; i < batches.size(); ++i) {
+    const bool has_next = i + 1 < batches.size();
+    if (has_next) next = pack(i + 1);
+    fo.next = has_next ? &next : nullptr;
+    fo.prefetched = i > 0;
     BatchOutputs out;
     out.hidden = eo.hidden ? hidden_.data() : nullptr;
     out.pooled = fo.pooling != Pooling::none ? pooled_.data() : nullptr;
     out.logits = C ? logits_.data() : nullptr;
-    backend_->forward(rb, fo, out);
+    backend_->forward(current, fo, out);
 
+    const std::vector<int>& batch = batches[i];
+    const int32_t* cu = current.cu_seqlens;
     for (size_t k = 0; k < batch.size(); ++k) {
       Result& r = results[size_t(batch[k])];
       r.n_tokens = int(r.ids.size());
       if (out.pooled) r.embedding.assign(pooled_.begin() + k * E, pooled_.begin() + (k + 1) * E);
       if (out.logits) r.logits.assign(logits_.begin() + k * C, logits_.begin() + (k + 1) * C);
       if (out.hidden)
-        r.hidden.assign(hidden_.begin() + size_t(cu_seqlens_[k]) * E, hidden_.begin() + size_t(cu_seqlens_[k + 1]) * E);
+        r.hidden.assign(hidden_.begin() + size_t(cu[k]) * E, hidden_.begin() + size_t(cu[k + 1]) * E);
     }
+    current = next;
   }
   return results;
 }

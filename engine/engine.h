@@ -50,6 +50,7 @@ struct EngineOptions {
   int max_batch_tokens = 8192;  // token budget of one batch
   int max_length = 0;           // tokens per sequence incl. specials; 0: the model's maximum
   bool verify_checksums = true; // per-tensor checksums at load
+  bool cuda_graphs = true;      // CUDA: replay repeated batch shapes from captured graphs
 };
 
 struct EncodeOptions {
@@ -82,6 +83,8 @@ class Engine {
   const std::string& describe() const { return description_; }
   // Per-kernel timings of the forwards run so far (enable() it first).
   Profiler& profiler();
+  // CUDA graph captures/replays and overlapped uploads so far.
+  BackendStats backend_stats() const;
   bool has_tokenizer() const { return tokenizer_ != nullptr; }
   const Tokenizer& tokenizer() const;  // throws when the file has none
 
@@ -104,8 +107,8 @@ class Engine {
   int max_length_ = 0;
   std::string description_;
   std::mutex mu_;
-  // Host staging for one batch, sized at load.
-  std::vector<int32_t> ids_, cu_seqlens_;
+  // Host staging for two batches (the one running and the next), sized at load.
+  std::vector<int32_t> ids_[2], cu_seqlens_[2];
   std::vector<float> hidden_, pooled_, logits_;
 };
 

@@ -98,4 +98,11 @@ class ProfileScope {
   std::chrono::steady_clock::time_point t0_;
 };
 
+// What a backend did beyond the kernels themselves (CUDA: graphs, uploads).
+struct BackendStats {
+  uint64_t graph_captures = 0;      // CUDA graphs captured
+  uint64_t graph_replays = 0;       // forwards replayed from a captured graph
+  uint64_t prefetched_batches = 0;  // batches whose upload overlapped the previous batch
+};
+
 }  // namespace xlmr

@@ -86,3 +86,74 @@ TEST_CASE("CUDA path matches the reference, head size 32 (fallback attention)", 
   compare_to_reference(m, xlmr::Precision::f16);
   compare_to_reference(m, xlmr::Precision::bf16);
 }
+
+namespace {
+
+std::vector<std::vector<int32_t>> random_seqs(int n, int max_len, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::vector<int32_t>> seqs;
+  for (int i = 0; i < n; ++i) {
+    std::vector<int32_t> s(size_t(1 + rng() % unsigned(max_len)));
+    for (auto& id : s) id = int32_t(4 + rng() % 96);
+    seqs.push_back(s);
+  }
+  return seqs;
+}
+
+void require_same(const std::vector<xlmr::Result>& a, const std::vector<xlmr::Result>& b) {
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO("sequence " << i);
+    CHECK(test::cosine(a[i].embedding, b[i].embedding) >= 0.99999);
+    CHECK(test::cosine(a[i].logits, b[i].logits) >= 0.99999);
+    REQUIRE(a[i].hidden.size() == b[i].hidden.size());
+    double max_err = 0;
+    for (size_t k = 0; k < a[i].hidden.size(); ++k)
+      max_err = std::max(max_err, double(std::abs(a[i].hidden[k] - b[i].hidden[k])));
+    CHECK(max_err <= 1e-3);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("CUDA graphs and overlapped uploads give the results of plain launches", "[cuda-e2e]") {
+  if (!have_gpu()) return;
+  const std::string m = gpu_model(128, 2, "graphs");
+  // A small token budget: each call runs several batches, each next one
+  // uploaded while the current one computes.
+  const auto seqs = random_seqs(40, 200, 21);
+  xlmr::EncodeOptions enc;
+  enc.hidden = true;
+  xlmr::EngineOptions plain;
+  plain.device = xlmr::Device::cuda;
+  plain.precision = xlmr::Precision::bf16;
+  plain.max_batch_tokens = 600;
+  plain.cuda_graphs = false;
+  auto direct = xlmr::Engine::load(m, plain);
+  const auto want = direct->encode_ids(seqs, enc);
+  CHECK(direct->backend_stats().graph_replays == 0);
+  CHECK(direct->backend_stats().prefetched_batches > 0);
+
+  xlmr::EngineOptions go = plain;
+  go.cuda_graphs = true;
+  auto graphed = xlmr::Engine::load(m, go);
+  for (int round = 0; round < 3; ++round) {  // round 2 captures, round 3 replays
+    INFO("round " << round);
+    require_same(want, graphed->encode_ids(seqs, enc));
+  }
+  const xlmr::BackendStats st = graphed->backend_stats();
+  INFO("captures " << st.graph_captures << ", replays " << st.graph_replays << ", prefetched "
+                   << st.prefetched_batches);
+  CHECK(st.graph_captures > 0);
+  CHECK(st.graph_replays > 0);
+
+  // Batch 1, the same shape over and over: the small-batch latency case.
+  const std::vector<std::vector<int32_t>> one = {seqs[3]};
+  xlmr::EncodeOptions pooled;
+  const auto first = graphed->encode_ids(one, pooled);
+  for (int i = 0; i < 4; ++i) {
+    const auto again = graphed->encode_ids(one, pooled);
+    CHECK(test::cosine(first[0].embedding, again[0].embedding) >= 0.99999);
+  }
+  CHECK(graphed->backend_stats().graph_replays >= st.graph_replays + 3);
+}

@@ -27,6 +27,22 @@ void copy_to_host(void* dst, const void* src, size_t bytes, Stream s);    // asy
 Stream stream_create();
 void stream_destroy(Stream s) noexcept;
 void sync(Stream s);  // cudaStreamSynchronize + error check
+// Events order work between streams (timing disabled: they only order).
+using Event = void*;  // cudaEvent_t
+Event event_create();
+void event_destroy(Event e) noexcept;
+void event_record(Event e, Stream s);
+void stream_wait(Stream s, Event e);  // later work on s waits for e
+
+// CUDA graphs: everything launched on s between the two capture calls is
+// recorded (not run) and instantiated once; graph_launch replays it.
+using GraphExec = void*;  // cudaGraphExec_t
+void capture_begin(Stream s);
+GraphExec capture_end(Stream s);       // throws if the capture failed
+void capture_abort(Stream s) noexcept;  // ends a capture that cannot finish
+void graph_launch(GraphExec g, Stream s);
+void graph_destroy(GraphExec g) noexcept;
+
 // fp32 host data -> 16-bit device data (for weights at load; synchronous).
 void upload_f32_as(Half16 t, void* dst, const float* src, size_t n, Stream s);
 // 16-bit device data -> fp32 device data.

@@ -133,6 +133,61 @@ void sync(Stream s) {
   check(cudaGetLastError(), "an earlier kernel launch");
 }
 
+Event event_create() {
+  cudaEvent_t e = nullptr;
+  check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+  return e;
+}
+
+void event_destroy(Event e) noexcept {
+  if (!e) return;
+  if (cudaEventDestroy(static_cast<cudaEvent_t>(e)) != cudaSuccess) cudaGetLastError();
+}
+
+void event_record(Event e, Stream s) {
+  check(cudaEventRecord(static_cast<cudaEvent_t>(e), static_cast<cudaStream_t>(s)), "cudaEventRecord");
+}
+
+void stream_wait(Stream s, Event e) {
+  check(cudaStreamWaitEvent(static_cast<cudaStream_t>(s), static_cast<cudaEvent_t>(e), 0), "cudaStreamWaitEvent");
+}
+
+void capture_begin(Stream s) {
+  // Thread-local mode: other threads of the process may keep using CUDA
+  // (and even allocate) while this engine captures.
+  check(cudaStreamBeginCapture(static_cast<cudaStream_t>(s), cudaStreamCaptureModeThreadLocal),
+        "cudaStreamBeginCapture");
+}
+
+GraphExec capture_end(Stream s) {
+  cudaGraph_t graph = nullptr;
+  check(cudaStreamEndCapture(static_cast<cudaStream_t>(s), &graph), "cudaStreamEndCapture");
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  if (err != cudaSuccess) fail("cudaGraphInstantiate", err);
+  return exec;
+}
+
+void capture_abort(Stream s) noexcept {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(static_cast<cudaStream_t>(s), &status) == cudaSuccess &&
+      status != cudaStreamCaptureStatusNone) {
+    cudaGraph_t graph = nullptr;
+    if (cudaStreamEndCapture(static_cast<cudaStream_t>(s), &graph) == cudaSuccess && graph) cudaGraphDestroy(graph);
+  }
+  cudaGetLastError();
+}
+
+void graph_launch(GraphExec g, Stream s) {
+  check(cudaGraphLaunch(static_cast<cudaGraphExec_t>(g), static_cast<cudaStream_t>(s)), "cudaGraphLaunch");
+}
+
+void graph_destroy(GraphExec g) noexcept {
+  if (!g) return;
+  if (cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(g)) != cudaSuccess) cudaGetLastError();
+}
+
 void upload_f32_as(Half16 t, void* dst, const float* src, size_t n, Stream s) {
   if (n == 0) return;
   // Converted on the host in chunks through one staging buffer, each chunk
