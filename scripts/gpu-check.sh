@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command for a machine with an NVIDIA GPU (H100/H200): build with CUDA
 # for sm_90, run the GPU tests (also under compute-sanitizer), the CUDA
-# benchmark (the PyTorch comparison on CUDA is still to come), and leave logs
-# and JSON in OUT.
+# benchmark (with and without CUDA graphs), the PyTorch comparison on the same
+# card, and leave logs and JSON in OUT.
 #
 #   scripts/gpu-check.sh [OUT]          OUT defaults to $OUT, else ./gpu-check-out
 #   scripts/gpu-check.sh --pack         (on a build machine) build build-gpu/ and copy
@@ -76,17 +76,30 @@ else
   log "compute-sanitizer not found: skipped"
 fi
 
-# 3. Benchmarks: XLM-R large on CUDA (bf16 and f16).
+# 3. Benchmarks: XLM-R large on CUDA, bf16: the 16k-token ragged batch of
+# lengths 16..512, batch 1 x 128 tokens (graphs on, then off), lognormal.
 log "xlmr-bench on CUDA"
 timeout 150 "$bin/xlmr-bench" --synthetic large --device cuda --dtype bf16 --path fused --layout ragged --vocab 250002 \
-  --workload range:16-512:16384 --workload uniform:128x1 --workload lognormal:64 --iters 10 --min-time 1 \
+  --workload range:16-512:16384 --workload uniform:128x1 --workload lognormal:64 --iters 20 --min-time 1 \
   --json "$out/bench-cuda.json" >"$out/bench-cuda.txt" 2>&1 || { status=1; log "CUDA BENCH FAILED"; }
-tail -25 "$out/bench-cuda.txt" >>"$out/summary.txt"
+grep -E "^summary|^== " "$out/bench-cuda.txt" | tee -a "$out/summary.txt"
+timeout 60 "$bin/xlmr-bench" --synthetic large --device cuda --dtype bf16 --path fused --layout ragged --vocab 250002 \
+  --workload uniform:128x1 --iters 50 --min-time 1 --cuda-graphs off \
+  --json "$out/bench-cuda-nographs.json" >"$out/bench-cuda-nographs.txt" 2>&1 || { status=1; log "CUDA BENCH (no graphs) FAILED"; }
+grep -E "^summary" "$out/bench-cuda-nographs.txt" | sed 's/^/graphs off: /' | tee -a "$out/summary.txt"
 
-# 4. PyTorch comparison: scripts/compare_pytorch.py times PyTorch on the CPU
-# only so far; its CUDA mode (torch fastpath + nested tensors and HF SDPA on
-# the same card) is still to be written, so this step says so.
-log "PyTorch comparison on CUDA: not available yet (compare_pytorch.py is CPU-only)"
+# 4. PyTorch on the same card: nn.TransformerEncoder fastpath (padded and
+# nested) and Hugging Face SDPA, outputs checked, then timed.
+if python3 -c "import torch, transformers; assert torch.cuda.is_available()" 2>/dev/null; then
+  log "PyTorch comparison on CUDA"
+  timeout 240 python3 scripts/compare_pytorch_cuda.py --build-dir "$bin" --size large --dtype bf16 \
+    --workload range:16-512:16384 --workload uniform:128x1 --workload lognormal:64 --iters 10 --min-time 1 \
+    --markdown --json "$out/compare-cuda.json" >"$out/compare-cuda.txt" 2>&1 ||
+    { status=1; log "PYTORCH COMPARISON FAILED"; }
+  tail -22 "$out/compare-cuda.txt" | tee -a "$out/summary.txt"
+else
+  log "PyTorch comparison skipped: python3 cannot import torch + transformers with CUDA here"
+fi
 
 log "done, status $status; results in $out"
 exit $status
