@@ -23,45 +23,20 @@
 #include "kernels/attention.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/device.h"
+#include "cuda_test_support.h"
 #include "test_support.h"
 
 namespace {
 
 namespace cu = xlmr::cuda;
 using cu::Half16;
+using test::gpu::DeviceBuffer;
+using test::gpu::parallel_for;
+using test::gpu::StreamHolder;
+using test::gpu::type_name;
 
-bool have_gpu(const char* what) {
-  std::string why;
-  if (cu::device_available(&why)) return true;
-  WARN("no CUDA device: " << why << " - " << what << " skipped");
-  return false;
-}
+bool have_gpu(const char* what) { return test::gpu::available(what); }
 
-const char* type_name(Half16 t) { return t == Half16::f16 ? "f16" : "bf16"; }
-
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) : p_(cu::device_malloc(bytes ? bytes : 1)) {}
-  ~DeviceBuffer() { cu::device_free(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  void* get() const { return p_; }
-
- private:
-  void* p_;
-};
-
-class StreamHolder {
- public:
-  StreamHolder() : s_(cu::stream_create()) {}
-  ~StreamHolder() { cu::stream_destroy(s_); }
-  StreamHolder(const StreamHolder&) = delete;
-  StreamHolder& operator=(const StreamHolder&) = delete;
-  cu::Stream get() const { return s_; }
-
- private:
-  cu::Stream s_;
-};
 
 struct Shape {
   std::vector<int> lengths;
@@ -126,18 +101,6 @@ DeviceRun run_on_device(Half16 t, const Shape& sh, float qk_scale, uint32_t seed
   cu::sync(s);
   run.guard_intact = std::all_of(guard.begin(), guard.end(), [](uint16_t v) { return v == kSentinel; });
   return run;
-}
-
-// Runs fn(0..n-1) over the machine's cores; fn must touch disjoint data.
-void parallel_for(size_t n, const std::function<void(size_t)>& fn) {
-  const size_t workers = std::max<size_t>(1, std::min<size_t>(n, std::thread::hardware_concurrency()));
-  std::atomic<size_t> next{0};
-  std::vector<std::thread> pool;
-  for (size_t w = 0; w < workers; ++w)
-    pool.emplace_back([&] {
-      for (size_t i = next++; i < n; i = next++) fn(i);
-    });
-  for (auto& th : pool) th.join();
 }
 
 // The reference over every run at once: one ref::attention_padded call per

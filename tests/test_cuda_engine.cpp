@@ -9,17 +9,13 @@
 
 #include "engine/engine.h"
 #include "kernels/cuda/device.h"
+#include "cuda_test_support.h"
 #include "test_support.h"
 #include "tiny_model.h"
 
 namespace {
 
-bool have_gpu() {
-  std::string why;
-  if (xlmr::cuda::device_available(&why)) return true;
-  WARN("no CUDA device: " << why << " - GPU end-to-end test skipped");
-  return false;
-}
+bool have_gpu() { return test::gpu::available("GPU end-to-end test"); }
 
 std::string gpu_model(int hidden, int heads, const std::string& tag) {
   const std::string p = test::scratch("cuda") + "/" + tag + ".xlmr";

@@ -38,51 +38,24 @@
 #include "kernels/layernorm.h"
 #include "kernels/linear.h"
 #include "kernels/pooling.h"
+#include "cuda_test_support.h"
 #include "test_support.h"
 
 namespace {
 
 namespace cu = xlmr::cuda;
 using cu::Half16;
+using test::gpu::DeviceBuffer;
+using test::gpu::parallel_for;
+using test::gpu::StreamHolder;
+using test::gpu::type_name;
 
-bool have_gpu(const char* what) {
-  std::string why;
-  if (cu::device_available(&why)) return true;
-  WARN("no CUDA device: " << why << " - " << what << " skipped");
-  return false;
-}
+bool have_gpu(const char* what) { return test::gpu::available(what); }
 
-const char* type_name(Half16 t) { return t == Half16::f16 ? "f16" : "bf16"; }
 const Half16 kTypes[] = {Half16::f16, Half16::bf16};
 
 // Twice the largest relative rounding error of the type (2^-11 and 2^-8).
 double rtol_of(Half16 t) { return t == Half16::f16 ? 1.0 / 1024 : 1.0 / 128; }
-
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t bytes) : p_(cu::device_malloc(bytes ? bytes : 1)) {}
-  ~DeviceBuffer() { cu::device_free(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  void* get() const { return p_; }
-  template <typename T>
-  T* as() const { return static_cast<T*>(p_); }
-
- private:
-  void* p_;
-};
-
-class StreamHolder {
- public:
-  StreamHolder() : s_(cu::stream_create()) {}
-  ~StreamHolder() { cu::stream_destroy(s_); }
-  StreamHolder(const StreamHolder&) = delete;
-  StreamHolder& operator=(const StreamHolder&) = delete;
-  cu::Stream get() const { return s_; }
-
- private:
-  cu::Stream s_;
-};
 
 constexpr uint16_t kSentinel = 0x7fff;  // NaN in both fp16 and bf16
 constexpr size_t kGuard = 256;          // 16-bit elements past each output
@@ -202,18 +175,6 @@ void judge(const std::string& what, const Stats& st, bool guard_intact, Summary&
   CHECK(st.out_of_tolerance == 0);
   CHECK(st.min_cosine >= 0.999);
   sum.add(st);
-}
-
-// Runs fn(0..n-1) over the machine's cores; fn must touch disjoint data.
-void parallel_for(size_t n, const std::function<void(size_t)>& fn) {
-  const size_t workers = std::max<size_t>(1, std::min<size_t>(n, std::thread::hardware_concurrency()));
-  std::atomic<size_t> next{0};
-  std::vector<std::thread> pool;
-  for (size_t w = 0; w < workers; ++w)
-    pool.emplace_back([&] {
-      for (size_t i = next++; i < n; i = next++) fn(i);
-    });
-  for (auto& th : pool) th.join();
 }
 
 constexpr float kEps = 1e-5f;
