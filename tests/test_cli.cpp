@@ -2,8 +2,13 @@
 // order, and one clear error line with a non-zero exit for bad input.
 #include <catch2/catch.hpp>
 
+#include <cstring>
+
+#include "engine/engine.h"
+#include "engine/tools/windows.h"
 #include "test_support.h"
 #include "tiny_model.h"
+#include "tokenizer/tokenizer.h"
 
 using Catch::Matchers::Contains;
 using Catch::Matchers::StartsWith;
@@ -126,4 +131,507 @@ TEST_CASE("xlmr-infer runs the demo model on text, warning on truncation and bad
   CHECK(nlohmann::json::parse(test::lines(r2.out)[1])["n_tokens"] == 2);  // empty line: <s></s>
   CHECK_THAT(r2.err, Contains("invalid UTF-8"));
   CHECK_THAT(r2.err, Contains("truncated"));
+}
+
+// ---- input formats, pairs, prefixes, long inputs, npy, progress ------------
+
+namespace {
+
+std::string demo() { return "'" + test::binary_path("demo.xlmr") + "'"; }
+
+std::vector<nlohmann::json> json_lines(const std::string& out) {
+  std::vector<nlohmann::json> v;
+  for (const std::string& l : test::lines(out)) v.push_back(nlohmann::json::parse(l));
+  return v;
+}
+
+std::vector<float> floats(const nlohmann::json& j) {
+  std::vector<float> v;
+  for (const auto& x : j) v.push_back(x.get<float>());
+  return v;
+}
+
+// The error cases of the new options: one line, "xlmr-infer: error: ", exit 1.
+struct ErrorCase {
+  std::string args, input, message;
+};
+
+void check_errors(const std::vector<ErrorCase>& cases) {
+  for (const ErrorCase& c : cases) {
+    INFO(c.args << " <<< " << c.input);
+    const auto r = test::run(infer() + " " + c.args, c.input);
+    CHECK(r.status == 1);
+    CHECK_THAT(r.err, StartsWith("xlmr-infer: error: "));
+    CHECK_THAT(r.err, Contains(c.message));
+    CHECK(test::lines(r.err).size() == 1);
+  }
+}
+
+// A .npy file read back by hand: the C++ side of the format check.
+struct Npy {
+  std::string descr, shape_text;
+  bool fortran = true;
+  size_t header_size = 0;
+  std::vector<size_t> shape;
+  std::vector<float> data;
+};
+
+Npy read_npy(const std::string& path) {
+  const std::string b = test::read_file(path);
+  Npy n;
+  REQUIRE(b.size() >= 10);
+  REQUIRE(b.compare(0, 6, "\x93NUMPY") == 0);
+  REQUIRE(b[6] == 1);
+  REQUIRE(b[7] == 0);
+  const size_t len = size_t((unsigned char)b[8]) | size_t((unsigned char)b[9]) << 8;
+  n.header_size = 10 + len;
+  REQUIRE(b.size() >= n.header_size);
+  const std::string dict = b.substr(10, len);
+  REQUIRE(dict.back() == '\n');
+  auto value = [&](const std::string& key) {
+    const size_t k = dict.find("'" + key + "': ");
+    REQUIRE(k != std::string::npos);
+    const size_t start = k + key.size() + 4;
+    const size_t end = key == "shape" ? dict.find(')', start) + 1 : dict.find(',', start);
+    return dict.substr(start, end - start);
+  };
+  n.descr = value("descr");
+  n.fortran = value("fortran_order") == "True";
+  n.shape_text = value("shape");
+  std::string dims = n.shape_text.substr(1, n.shape_text.size() - 2);
+  size_t p = 0;
+  while (p < dims.size()) {
+    size_t q = dims.find(',', p);
+    if (q == std::string::npos) q = dims.size();
+    const std::string d = dims.substr(p, q - p);
+    if (d.find_first_not_of(' ') != std::string::npos) n.shape.push_back(std::stoul(d));
+    p = q + 1;
+  }
+  size_t count = 1;
+  for (size_t d : n.shape) count *= d;
+  REQUIRE(b.size() == n.header_size + 4 * count);
+  n.data.resize(count);
+  for (size_t i = 0; i < count; ++i) {
+    const auto* q = reinterpret_cast<const unsigned char*>(b.data() + n.header_size + 4 * i);
+    const uint32_t u = uint32_t(q[0]) | uint32_t(q[1]) << 8 | uint32_t(q[2]) << 16 | uint32_t(q[3]) << 24;
+    std::memcpy(&n.data[i], &u, 4);
+  }
+  return n;
+}
+
+const char* kTexts[] = {"The morning was cool and the sky over the harbour turned pale blue.", "", "Bonjour à tous",
+                        "東京の夏はとても暑いです。", "x"};
+
+std::string text_input() {
+  std::string s;
+  for (const char* t : kTexts) s += std::string(t) + "\n";
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("split_windows covers the tokens with the requested overlap", "[cli][window]") {
+  using xlmr::tools::split_windows;
+  using W = std::vector<std::pair<size_t, size_t>>;
+  CHECK(split_windows(0, 4, 1) == W{{0, 0}});
+  CHECK(split_windows(3, 4, 1) == W{{0, 3}});
+  CHECK(split_windows(4, 4, 1) == W{{0, 4}});
+  CHECK(split_windows(5, 4, 1) == W{{0, 4}, {3, 5}});
+  CHECK(split_windows(10, 4, 2) == W{{0, 4}, {2, 6}, {4, 8}, {6, 10}});
+  CHECK(split_windows(9, 3, 0) == W{{0, 3}, {3, 6}, {6, 9}});
+  CHECK(split_windows(5, 1, 0).size() == 5);
+  CHECK(split_windows(5, 4, 4).empty());  // invalid: refused, not an endless loop
+  for (size_t n : {1, 7, 100, 513}) {
+    const W w = split_windows(n, 10, 3);
+    CHECK(w.front().first == 0);
+    CHECK(w.back().second == n);
+    for (size_t i = 1; i < w.size(); ++i) CHECK(w[i].first == w[i - 1].second - 3);
+  }
+}
+
+TEST_CASE("xlmr-infer --input-format jsonl takes the text from a field", "[cli][demo][jsonl]") {
+  const auto ref = test::run(infer() + " --model " + demo() + " --pooling mean", text_input());
+  REQUIRE(ref.status == 0);
+  std::string jl;
+  for (const char* t : kTexts)
+    jl += nlohmann::json({{"id", 7}, {"body", t}, {"text", "decoy"}}).dump() + "\n";
+  const auto r = test::run(infer() + " --model " + demo() + " --pooling mean --input-format jsonl --text-field body", jl);
+  REQUIRE(r.status == 0);
+  CHECK(r.err.empty());
+  CHECK(r.out == ref.out);
+  // \u escapes decode to the same text
+  const auto r2 = test::run(infer() + " --model " + demo() + " --pooling mean --input-format jsonl",
+                            "{\"text\": \"Bonjour \\u00e0 tous\"}\n");
+  REQUIRE(r2.status == 0);
+  CHECK(json_lines(r2.out).at(0)["embedding"] == json_lines(ref.out).at(2)["embedding"]);
+}
+
+TEST_CASE("xlmr-infer jsonl: a bad line names FILE:LINE", "[cli][demo][jsonl][errors]") {
+  const std::string m = "--model " + demo() + " --input-format jsonl";
+  const std::string ok = "{\"text\": \"fine\"}\n";
+  check_errors({
+      {m, ok + "{\"text\": \"a\"\n", "<stdin>:2: not valid JSON: "},
+      {m, ok + "not json\n", "<stdin>:2: not valid JSON: "},
+      {m, ok + ok + "\n", "<stdin>:3: empty line"},
+      {m, "[\"text\"]\n", "<stdin>:1: the JSON value is an array, not an object"},
+      {m, "\"text\"\n", "<stdin>:1: the JSON value is a string, not an object"},
+      {m, "42\n", "<stdin>:1: the JSON value is a number, not an object"},
+      {m, "{\"body\": \"a\"}\n", "<stdin>:1: no \"text\" field in the JSON object"},
+      {m, "{\"text\": 3}\n", "<stdin>:1: field \"text\" is a number, not a string"},
+      {m, "{\"text\": null}\n", "<stdin>:1: field \"text\" is null, not a string"},
+      {m, "{\"text\": [\"a\"]}\n", "<stdin>:1: field \"text\" is an array, not a string"},
+      {m + " --pair-field b", "{\"text\": \"a\"}\n", "<stdin>:1: no \"b\" field"},
+      {m + " --pair-field b", "{\"text\": \"a\", \"b\": false}\n", "<stdin>:1: field \"b\" is a boolean, not a string"},
+      {m + " --text-field ''", ok, "--text-field must not be empty"},
+      {"--model " + demo() + " --text-field body", "a\n", "--text-field and --pair-field apply to --input-format jsonl"},
+      {"--model " + demo() + " --pair-field b", "a\n", "--text-field and --pair-field apply to --input-format jsonl"},
+      {"--model " + demo() + " --input-format xml", "a\n", "--input-format must be text, ids, jsonl or tsv-pairs"},
+  });
+  // A named file: its name and line number.
+  const std::string f = test::scratch("cli") + "/bad.jsonl";
+  test::write_file(f, ok + ok + ok + "{oops}\n");
+  check_errors({{m + " '" + f + "'", "", f + ":4: not valid JSON"}});
+}
+
+TEST_CASE("xlmr-infer runs pairs from tsv-pairs and jsonl --pair-field", "[cli][demo][pairs]") {
+  const std::vector<std::pair<std::string, std::string>> pairs = {
+      {"what is the weather", "Сегодня в городе тепло и солнечно."}, {"", "only B"}, {"only A", ""}, {"a b", "c d"}};
+  std::string tsv, jl;
+  for (const auto& [a, b] : pairs) {
+    tsv += a + "\t" + b + "\n";
+    jl += nlohmann::json({{"q", a}, {"d", b}}).dump() + "\n";
+  }
+  const auto r1 = test::run(infer() + " --model " + demo() + " --input-format tsv-pairs", tsv);
+  const auto r2 = test::run(infer() + " --model " + demo() + " --input-format jsonl --text-field q --pair-field d", jl);
+  REQUIRE(r1.status == 0);
+  REQUIRE(r2.status == 0);
+  CHECK(r1.out == r2.out);
+  // The same numbers as Engine::encode_pairs.
+  auto engine = xlmr::Engine::load(test::binary_path("demo.xlmr"));
+  const auto expect = engine->encode_pairs(pairs, {});
+  const auto got = json_lines(r1.out);
+  REQUIRE(got.size() == pairs.size());
+  for (size_t i = 0; i < pairs.size(); ++i) {
+    INFO(i);
+    CHECK(got[i]["index"] == i);
+    CHECK(got[i]["n_tokens"] == expect[i].n_tokens);
+    CHECK(floats(got[i]["embedding"]) == expect[i].embedding);
+    CHECK(floats(got[i]["logits"]) == expect[i].logits);
+  }
+  // A pair differs from the concatenated single text (it has the </s></s> separator).
+  const auto single = test::run(infer() + " --model " + demo(), "a b c d\n");
+  CHECK(json_lines(single.out).at(0)["n_tokens"] != got[3]["n_tokens"]);
+
+  // Too long for --max-length: cut longest-first, and warned about.
+  const std::string long_pair = std::string(400, 'a') + " z\t" + std::string(300, 'b') + " y\nshort\tpair\n";
+  const auto r3 = test::run(infer() + " --model " + demo() + " --input-format tsv-pairs --max-length 20", long_pair);
+  REQUIRE(r3.status == 0);
+  CHECK(json_lines(r3.out).at(0)["n_tokens"] == 20);
+  CHECK_THAT(r3.err, Contains("warning: 1 input(s) longer than 20 tokens were truncated (first: <stdin>:1)"));
+
+  const std::string t = "--model " + demo() + " --input-format tsv-pairs";
+  check_errors({
+      {t, "a\tb\nno tab here\n", "<stdin>:2: no tab"},
+      {t, "a\tb\tc\n", "<stdin>:1: more than one tab"},
+      {t, "\n", "<stdin>:1: no tab"},
+      {t + " --max-length 3", "a\tb\n", "at least 4 for pairs"},
+      {t + " --long window", "a\tb\n", "--long window works on single texts, not on pairs"},
+  });
+}
+
+TEST_CASE("xlmr-infer --prefix and --pair-prefix go before the texts", "[cli][demo][prefix]") {
+  std::string prefixed;
+  for (const char* t : kTexts) prefixed += std::string("query: ") + t + "\n";
+  const auto ref = test::run(infer() + " --model " + demo(), prefixed);
+  const auto r = test::run(infer() + " --model " + demo() + " --prefix 'query: '", text_input());
+  REQUIRE(ref.status == 0);
+  REQUIRE(r.status == 0);
+  CHECK(r.out == ref.out);
+  const auto plain = test::run(infer() + " --model " + demo(), text_input());
+  CHECK(plain.out != r.out);
+  // jsonl too
+  const auto rj = test::run(infer() + " --model " + demo() + " --input-format jsonl --prefix 'query: '",
+                            "{\"text\": \"x\"}\n");
+  CHECK(json_lines(rj.out).at(0)["embedding"] == json_lines(ref.out).at(4)["embedding"]);
+  // pairs: --prefix on the first text, --pair-prefix on the second
+  const auto rp = test::run(infer() + " --model " + demo() +
+                                " --input-format tsv-pairs --prefix 'query: ' --pair-prefix 'passage: '",
+                            "a\tb\n");
+  const auto rq = test::run(infer() + " --model " + demo() + " --input-format tsv-pairs", "query: a\tpassage: b\n");
+  REQUIRE(rp.status == 0);
+  CHECK(rp.out == rq.out);
+
+  const std::string m = "--model " + demo();
+  check_errors({
+      {m + " --input-format ids --prefix 'query: '", "0 2\n", "--prefix and --pair-prefix apply to text input"},
+      {m + " --pair-prefix 'passage: '", "a\n", "--pair-prefix applies to pairs only"},
+  });
+}
+
+TEST_CASE("xlmr-infer --long window averages overlapping windows", "[cli][demo][window]") {
+  auto engine = xlmr::Engine::load(test::binary_path("demo.xlmr"));
+  const xlmr::Tokenizer& tok = engine->tokenizer();
+  std::string long_text;
+  for (int i = 0; i < 12; ++i) long_text += "Le train de nuit arrive à Lyon avant le lever du soleil. ";
+  const std::vector<std::string> texts = {long_text, "short one", "", long_text + "今天的天气很好"};
+  std::string input;
+  for (const auto& t : texts) input += t + "\n";
+  const int max_len = 24, stride = 5, room = max_len - 2;
+
+  for (const bool normalize : {false, true}) {
+    INFO("normalize " << normalize);
+    const auto r = test::run(infer() + " --model " + demo() + " --pooling mean --long window --max-length " +
+                                 std::to_string(max_len) + " --stride " + std::to_string(stride) +
+                                 (normalize ? " --normalize" : ""),
+                             input);
+    REQUIRE(r.status == 0);
+    CHECK(r.err.empty());  // nothing truncated
+    const auto got = json_lines(r.out);
+    REQUIRE(got.size() == texts.size());
+    // Expected, built independently: windows of the pieces, run as ids.
+    xlmr::EngineOptions eo;
+    eo.max_length = max_len;
+    auto e24 = xlmr::Engine::load(test::binary_path("demo.xlmr"), eo);
+    for (size_t i = 0; i < texts.size(); ++i) {
+      INFO("line " << i);
+      const std::vector<int32_t> p = tok.pieces(texts[i]);
+      std::vector<std::vector<int32_t>> seqs;
+      for (size_t b = 0;; b += room - stride) {
+        const size_t e = std::min(p.size(), b + room);
+        std::vector<int32_t> ids = {0};
+        ids.insert(ids.end(), p.begin() + long(b), p.begin() + long(e));
+        ids.push_back(2);
+        seqs.push_back(ids);
+        if (e == p.size()) break;
+      }
+      xlmr::EncodeOptions enc;
+      enc.pooling = xlmr::Pooling::mean;
+      enc.normalize = false;
+      const auto win = e24->encode_ids(seqs, enc);
+      std::vector<float> emb(win[0].embedding.size()), logits(win[0].logits.size());
+      for (const auto& w : win) {
+        for (size_t k = 0; k < emb.size(); ++k) emb[k] += w.embedding[k] / float(win.size());
+        for (size_t k = 0; k < logits.size(); ++k) logits[k] += w.logits[k] / float(win.size());
+      }
+      if (normalize) {
+        double ss = 0;
+        for (float x : emb) ss += double(x) * x;
+        for (float& x : emb) x = float(x / std::sqrt(ss));
+      }
+      CHECK(got[i]["index"] == i);
+      CHECK(got[i]["n_tokens"] == p.size() + 2);
+      CHECK(got[i]["n_windows"] == seqs.size());
+      CHECK(test::max_abs_diff(floats(got[i]["embedding"]), std::vector<double>(emb.begin(), emb.end())) < 1e-5);
+      CHECK(test::max_abs_diff(floats(got[i]["logits"]), std::vector<double>(logits.begin(), logits.end())) < 1e-5);
+      if (normalize) {
+        double ss = 0;
+        for (float x : floats(got[i]["embedding"])) ss += double(x) * x;
+        CHECK(std::fabs(ss - 1.0) < 1e-5);
+      }
+    }
+    CHECK(got[0]["n_windows"].get<int>() > 2);
+    CHECK(got[1]["n_windows"] == 1);
+    CHECK(got[2]["n_windows"] == 1);
+  }
+  // A text that fits: the same as truncate mode. Default stride works.
+  const auto w = test::run(infer() + " --model " + demo() + " --long window --normalize", text_input());
+  const auto t = test::run(infer() + " --model " + demo() + " --normalize", text_input());
+  REQUIRE(w.status == 0);
+  const auto wj = json_lines(w.out), tj = json_lines(t.out);
+  REQUIRE(wj.size() == tj.size());
+  for (size_t i = 0; i < wj.size(); ++i) {
+    CHECK(wj[i]["n_windows"] == 1);
+    CHECK(wj[i]["n_tokens"] == tj[i]["n_tokens"]);
+    CHECK(test::max_abs_diff(floats(wj[i]["embedding"]), test::flatten(tj[i]["embedding"])) < 1e-6);
+  }
+  // Truncate mode (the default) warns with a count and points at window mode.
+  const auto tr = test::run(infer() + " --model " + demo() + " --max-length 24", input);
+  REQUIRE(tr.status == 0);
+  CHECK_THAT(tr.err, Contains("warning: 2 input(s) longer than 24 tokens were truncated (first: <stdin>:1)"));
+  CHECK_THAT(tr.err, Contains("--long window"));
+
+  const std::string m = "--model " + demo();
+  check_errors({
+      {m + " --long window --hidden", "a\n", "--long window and --hidden cannot be combined"},
+      {m + " --long window --input-format ids", "0 2\n", "--long window splits text, not token ids"},
+      {m + " --long window --stride 22 --max-length 24", "a\n", "--stride must be in [0, 22) for --max-length 24"},
+      {m + " --long window --stride -1", "a\n", "--stride must be >= 0"},
+      {m + " --long window --max-length 2", "a\n", "--long window needs --max-length of at least 3"},
+      {m + " --stride 3", "a\n", "--stride applies to --long window only"},
+      {m + " --long slide", "a\n", "--long must be truncate or window"},
+      {m + " --stride abc --long window", "a\n", "--stride"},
+  });
+}
+
+TEST_CASE("xlmr-infer npy output reads back as a float32 matrix", "[cli][demo][npy]") {
+  const std::string dir = test::scratch("cli-npy");
+  const auto ref = test::run(infer() + " --model " + demo(), text_input());
+  REQUIRE(ref.status == 0);
+  const auto refj = json_lines(ref.out);
+
+  const std::string f = dir + "/emb.npy";
+  const auto r = test::run(infer() + " --model " + demo() + " --output '" + f + "'", text_input());
+  REQUIRE(r.status == 0);
+  CHECK(r.out.empty());
+  const Npy n = read_npy(f);
+  CHECK(n.header_size == 128);
+  CHECK(n.header_size % 64 == 0);
+  CHECK(n.descr == "'<f4'");
+  CHECK(!n.fortran);
+  REQUIRE(n.shape == std::vector<size_t>{refj.size(), 64});
+  for (size_t i = 0; i < refj.size(); ++i) {
+    const std::vector<float> row(n.data.begin() + long(i * 64), n.data.begin() + long((i + 1) * 64));
+    CHECK(row == floats(refj[i]["embedding"]));  // shortest round-trip decimals: exact
+  }
+
+  // Logits, an explicit format with another extension, and an empty input.
+  const std::string g = dir + "/logits.bin";
+  REQUIRE(test::run(infer() + " --model " + demo() + " --output-format npy --npy-values logits -o '" + g + "'",
+                    text_input())
+              .status == 0);
+  const Npy nl = read_npy(g);
+  REQUIRE(nl.shape == std::vector<size_t>{refj.size(), 2});
+  for (size_t i = 0; i < refj.size(); ++i)
+    CHECK(std::vector<float>(nl.data.begin() + long(2 * i), nl.data.begin() + long(2 * i + 2)) ==
+          floats(refj[i]["logits"]));
+  const std::string e = dir + "/empty.npy";
+  REQUIRE(test::run(infer() + " --model " + demo() + " -o '" + e + "'", "").status == 0);
+  CHECK(read_npy(e).shape == std::vector<size_t>{0, 64});
+  // More rows than one chunk, and the jsonl format wins when asked for.
+  std::string many;
+  for (int i = 0; i < 700; ++i) many += "line " + std::to_string(i) + "\n";
+  REQUIRE(test::run(infer() + " --model " + demo() + " -o '" + f + "'", many).status == 0);
+  CHECK(read_npy(f).shape == std::vector<size_t>{700, 64});
+  const std::string j = dir + "/really-jsonl.npy";
+  REQUIRE(test::run(infer() + " --model " + demo() + " --output-format jsonl -o '" + j + "'", "a\n").status == 0);
+  CHECK(json_lines(test::read_file(j)).size() == 1);
+
+  // numpy itself, where it is installed (not required).
+  if (std::system("python3 -c 'import numpy' > /dev/null 2>&1") == 0) {
+    const auto py = test::run("python3 -c \"import numpy as np; a = np.load('" + f +
+                              "'); print(a.dtype, a.shape, a.flags['C_CONTIGUOUS'])\"");
+    CHECK(py.out == "float32 (700, 64) True\n");
+  }
+
+  // An error half-way leaves a valid file with the rows written before it.
+  const std::string h = dir + "/half.npy";
+  std::string half;
+  for (int i = 0; i < 300; ++i) half += "{\"text\": \"row\"}\n";
+  half += "broken\n";
+  const auto rh = test::run(infer() + " --model " + demo() + " --input-format jsonl -o '" + h + "'", half);
+  CHECK(rh.status == 1);
+  CHECK(read_npy(h).shape == std::vector<size_t>{256, 64});
+
+  // A model without a classification head cannot give logits.
+  xlmr::ModelConfig c = test::tiny_config();
+  c.num_labels = 0;
+  const std::string headless = dir + "/headless.xlmr";
+  xlmr::write_xlmr_file(headless, c.to_json(), test::tiny_tensors(c), "");
+
+  const std::string m = "--model " + demo();
+  check_errors({
+      {m + " --output-format npy", "a\n", "npy output needs a file (--output X.npy)"},
+      {m + " --output-format npy -o -", "a\n", "npy output needs a file"},
+      {m + " -o '" + dir + "/x.npy' --hidden", "a\n", "--hidden cannot be written as npy"},
+      {m + " -o '" + dir + "/x.npy' --pooling none", "a\n", "npy output of embeddings needs pooling"},
+      {m + " -o /dev/null --output-format npy", "a\n", "'/dev/null' is not a regular file"},
+      {m + " -o '" + dir + "' --output-format npy", "a\n", "is not a regular file"},
+      {m + " -o '" + dir + "/no/such/dir/x.npy'", "a\n", "cannot write"},
+      {m + " --npy-values logits", "a\n", "--npy-values applies to npy output only"},
+      {m + " -o '" + dir + "/x.npy' --npy-values hidden", "a\n", "--npy-values must be embedding or logits"},
+      {m + " --output-format csv", "a\n", "--output-format must be jsonl or npy"},
+      {"--model '" + headless + "' --input-format ids --npy-values logits -o '" + dir + "/x.npy'", "0 2\n",
+       "this model has no classification head"},
+  });
+}
+
+TEST_CASE("xlmr-infer --progress: on stderr only, never in the records", "[cli][demo][progress]") {
+  std::string input;
+  for (int i = 0; i < 600; ++i) input += "progress line " + std::to_string(i) + "\n";
+  const auto r = test::run(infer() + " --model " + demo() + " --progress always", input);
+  REQUIRE(r.status == 0);
+  const auto out = json_lines(r.out);  // every stdout line still parses
+  REQUIRE(out.size() == 600);
+  CHECK(out.back()["index"] == 599);
+  CHECK_THAT(r.err, Contains("600 lines"));
+  CHECK_THAT(r.err, Contains("lines/s"));
+  CHECK_THAT(r.err, Contains("tokens/s"));
+  CHECK(r.err.back() == '\n');
+  // The input size is known for a file: a percentage.
+  const std::string f = test::scratch("cli") + "/progress.txt";
+  test::write_file(f, input);
+  const auto rf = test::run(infer() + " --model " + demo() + " --progress always '" + f + "'");
+  CHECK_THAT(rf.err, Contains("(100.0%)"));
+  // Not a terminal: auto stays quiet, as does never.
+  for (const std::string mode : {"", " --progress auto", " --progress never"}) {
+    const auto q = test::run(infer() + " --model " + demo() + mode, input);
+    CHECK(q.status == 0);
+    CHECK(q.err.empty());
+  }
+  // An error after progress output still ends with the one error line.
+  const auto re = test::run(infer() + " --model " + demo() + " --progress always --input-format jsonl", "oops\n");
+  CHECK(re.status == 1);
+  CHECK_THAT(test::lines(re.err).back(), StartsWith("xlmr-infer: error: <stdin>:1: not valid JSON"));
+  check_errors({{"--model " + demo() + " --progress sometimes", "a\n", "--progress must be auto, always or never"}});
+}
+
+TEST_CASE("xlmr-infer --help and --version", "[cli]") {
+  const auto h = test::run(infer() + " --help");
+  CHECK(h.status == 0);
+  for (const char* opt :
+       {"--model", "--device", "--path", "--dtype", "--padded", "--isa", "--threads", "--batch-tokens", "--no-verify",
+        "--input-format", "--text-field", "--pair-field", "--prefix", "--pair-prefix", "--max-length", "--long",
+        "--stride", "--pooling", "--normalize", "--hidden", "--output", "--output-format", "--npy-values",
+        "--progress", "--version", "tsv-pairs", "jsonl"})
+    CHECK_THAT(h.out, Contains(opt));
+  for (const char* def : {"--input-format FORMAT=text", "--long MODE=truncate", "--progress WHEN=auto",
+                          "--npy-values WHAT=embedding", "--text-field NAME=text", "--batch-tokens N=8192"})
+    CHECK_THAT(h.out, Contains(def));
+  const auto v = test::run(infer() + " --version");
+  CHECK(v.status == 0);
+  CHECK_THAT(v.out, Contains(std::string("xlmr-engine ") + XLMR_VERSION));
+  CHECK_THAT(v.out, Contains("format version " + std::to_string(xlmr::kXlmrFormatVersion)));
+}
+
+TEST_CASE("xlmr-infer: command-line mistakes get one error line too", "[cli][errors]") {
+  check_errors({
+      {"--input-format ids", "0 2\n", "--model is required"},
+      {"--model x --bogus", "", "--bogus"},
+      {"--model x --threads many", "", "--threads"},
+      {"--model x --long", "", "--long"},
+  });
+}
+
+TEST_CASE("xlmr-infer reads several inputs as one stream", "[cli][demo]") {
+  const std::string dir = test::scratch("cli");
+  test::write_file(dir + "/a.txt", "one\ntwo\n");
+  test::write_file(dir + "/b.txt", "three");  // no final line break
+  test::write_file(dir + "/c.jsonl", "{\"text\": \"x\"}\n{\"text\": 1}\n");
+  const auto r = test::run(infer() + " --model " + demo() + " '" + dir + "/a.txt' - '" + dir + "/b.txt'", "stdin\n");
+  REQUIRE(r.status == 0);
+  const auto j = json_lines(r.out);
+  REQUIRE(j.size() == 4);
+  for (size_t i = 0; i < 4; ++i) CHECK(j[i]["index"] == i);
+  check_errors({{"--model " + demo() + " --input-format jsonl - '" + dir + "/c.jsonl'", "{\"text\": \"ok\"}\n",
+                 dir + "/c.jsonl:2: field \"text\" is a number"}});
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr const char* kRssSlackMib = "100000";  // ASan's quarantine holds freed memory: RSS says nothing
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr const char* kRssSlackMib = "100000";
+#else
+constexpr const char* kRssSlackMib = "8";
+#endif
+#else
+constexpr const char* kRssSlackMib = "8";
+#endif
+
+TEST_CASE("xlmr-infer load test: order, count and flat memory (scripts/load_test.sh)", "[cli][demo][load]") {
+  const auto r = test::run("bash '" + test::source_path("scripts/load_test.sh") + "' --lines 20000 --build '" +
+                           test::binary_path("") + "' --rss-slack-mib " + kRssSlackMib + " -- --threads 1");
+  INFO(r.out << r.err);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.out, Contains("OK: 20000 records in order"));
 }
