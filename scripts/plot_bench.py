@@ -31,6 +31,7 @@ except ImportError:
              "run it with /usr/bin/python3)")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 
 plt.rcParams.update({
     "svg.fonttype": "none",   # text stays text: small files, searchable
@@ -167,8 +168,8 @@ def plot_padding(runs, title, sub, path):
     if not series:
         print("padding.svg: nothing to plot (run xlmr-bench with --layout both)")
         return
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    # Colour: path and dtype; line: layout (solid ragged, dashed padded).
+    fig, (ax, rax) = plt.subplots(1, 2, figsize=(11, 4.8), gridspec_kw={"width_ratios": [3, 2]})
+    # Left: tokens/s. Colour: path and dtype; line: layout (solid ragged, dashed padded).
     colors = {"fused f32": "#2171b5", "fused bf16": "#e6550d", "fused f16": "#31a354", "reference f32": "#636363"}
     for name, pts in sorted(series.items()):
         pts.sort()
@@ -185,17 +186,48 @@ def plot_padding(runs, title, sub, path):
     ymax = max(p[1] for pts in series.values() for p in pts)
     if ymax / max(ymin, 1e-9) > 20:
         ax.set_yscale("log")
-    for x in at.values():
-        ax.axvline(x, color="#e5e5e5", linewidth=0.8, zorder=0)
-    ax.set_xlim(-3, 103)
-    top = ax.twiny()  # the workloads, named along the top edge
-    top.set_xlim(ax.get_xlim())
-    top.set_xticks(list(at.values()))
-    top.set_xticklabels(list(at), fontsize=7, rotation=25, ha="left")
-    top.spines["right"].set_visible(False)
-    ax.set_xlabel("padding share of the workload's padded batch (%)")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+            lambda v, _: f"{v:g}" if str(int(v))[0] in "25" else ""))
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+    for a in (ax, rax):
+        for x in at.values():
+            a.axvline(x, color="#e5e5e5", linewidth=0.8, zorder=0)
+        a.set_xlim(-3, 103)
+        a.set_xlabel("padding share of the workload's padded batch (%)")
+        top = a.twiny()  # the workloads, named along the top edge
+        top.set_xlim(a.get_xlim())
+        top.set_xticks(list(at.values()))
+        top.set_xticklabels(list(at), fontsize=7, rotation=25, ha="left")
+        top.spines["right"].set_visible(False)
     ax.set_ylabel("tokens/s (real tokens, mean latency)")
     ax.legend(fontsize=7, frameon=False, loc="best")
+
+    # Right: ragged over padded, same path and dtype, against 1 / (1 - padding
+    # share): the speed-up if time were proportional to the rows computed.
+    xs = [i / 100 for i in range(0, 96)]
+    rax.plot([x * 100 for x in xs], [1 / (1 - x) for x in xs], ":", color="#999999", linewidth=1,
+             label="1 / (1 - padding share)")
+    by_key = {}
+    for name, pts in series.items():
+        words = name.split(": ")
+        src, (cpath, layout, dtype) = (words[0] if len(words) > 1 else ""), words[-1].split()
+        for x, tps, w in pts:
+            by_key.setdefault((src, cpath, dtype, w), {})[layout] = (x, tps)
+    ratios = {}
+    for (src, cpath, dtype, w), v in by_key.items():
+        if "ragged" in v and "padded" in v:
+            label = (src + ": " if src else "") + f"{cpath} {dtype}"
+            ratios.setdefault(label, []).append((v["ragged"][0], v["ragged"][1] / v["padded"][1]))
+    for label, pts in sorted(ratios.items()):
+        pts.sort()
+        rax.plot([p[0] * 100 for p in pts], [p[1] for p in pts], "-", marker="o",
+                 color=colors.get(" ".join(label.split(": ")[-1].split()[:2])), label=label, linewidth=1.4,
+                 markersize=5)
+    top_ratio = max([p[1] for pts in ratios.values() for p in pts] + [1.0])
+    rax.set_ylim(0, max(2.0, top_ratio * 1.4))
+    rax.set_ylabel("ragged tokens/s / padded tokens/s")
+    rax.legend(fontsize=7, frameon=False, loc="upper left")
     finish(fig, ax, title or "Throughput against padding: ragged vs padded batches", sub, path)
 
 
