@@ -3,6 +3,7 @@
 #include <sentencepiece_processor.h>
 
 #include "engine/error.h"
+#include "weights/file_io.h"
 
 namespace xlmr {
 
@@ -55,8 +56,15 @@ Tokenizer::Tokenizer(const std::string& model_proto, TokenizerIds ids)
   XLMR_CHECK(!model_proto.empty(),
              "this model file carries no tokenizer: give token ids (--input-format ids), or re-convert with "
              "--tokenizer sentencepiece.bpe.model");
-  const auto status = spm_->LoadFromSerializedProto(model_proto);
-  XLMR_CHECK(status.ok(), "cannot load the SentencePiece tokenizer: " + status.ToString());
+  // SentencePiece reports most problems through its status, but a malformed
+  // model can also make it throw (e.g. its trie builder on an empty piece).
+  sentencepiece::util::Status status;
+  try {
+    status = spm_->LoadFromSerializedProto(model_proto);
+  } catch (const std::exception& e) {
+    XLMR_THROW("cannot load the SentencePiece tokenizer: " + detail::one_line(e.what()));
+  }
+  XLMR_CHECK(status.ok(), "cannot load the SentencePiece tokenizer: " + detail::one_line(status.ToString()));
   XLMR_CHECK(spm_->GetPieceSize() >= 3, "the SentencePiece model has fewer than 3 pieces");
 }
 
@@ -71,8 +79,13 @@ std::vector<int32_t> Tokenizer::pieces(std::string_view text, bool* invalid_utf8
   const bool bad = sanitize_utf8(text, &clean);
   if (invalid_utf8) *invalid_utf8 = bad;
   std::vector<int> spm_ids;
-  const auto status = spm_->Encode(clean, &spm_ids);
-  XLMR_CHECK(status.ok(), "tokenizer failed: " + status.ToString());
+  sentencepiece::util::Status status;
+  try {
+    status = spm_->Encode(clean, &spm_ids);
+  } catch (const std::exception& e) {
+    XLMR_THROW(std::string("tokenizer failed: ") + detail::one_line(e.what()));
+  }
+  XLMR_CHECK(status.ok(), "tokenizer failed: " + detail::one_line(status.ToString()));
   std::vector<int32_t> out;
   out.reserve(spm_ids.size());
   for (int p : spm_ids) {

@@ -1,5 +1,6 @@
 // Small helpers shared by the checkpoint readers: a bounds-checked binary
-// input file and little-endian decoding. Internal to weights/.
+// input file and little-endian decoding. Internal to the library (weights/,
+// tokenizer/).
 #pragma once
 
 #include <cerrno>
@@ -29,6 +30,26 @@ inline std::string printable(const std::string& s, size_t max_len = 200) {
   for (size_t i = 0; i < s.size() && i < max_len; ++i) {
     unsigned char c = static_cast<unsigned char>(s[i]);
     if (c < 0x20 || c == 0x7f || c == '\'' || c == '\\') {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (s.size() > max_len) out += "...";
+  return out;
+}
+
+// Bounded, single-line rendering of a message from a parser or another
+// library that may quote untrusted bytes: only control characters become
+// \xNN escapes, so its own quoting stays readable.
+inline std::string one_line(const std::string& s, size_t max_len = 400) {
+  static const char hex[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < max_len; ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) {
       out += "\\x";
       out += hex[c >> 4];
       out += hex[c & 15];

@@ -96,7 +96,8 @@ Checkpoint read_safetensors(const std::string& path) {
   try {
     header = nlohmann::ordered_json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/true);
   } catch (const nlohmann::json::exception& e) {
-    XLMR_THROW(path + ": safetensors header is not valid JSON (" + e.what() + ")");
+    // The parser quotes the bytes it stopped at: escape them.
+    XLMR_THROW(path + ": safetensors header is not valid JSON (" + detail::one_line(e.what()) + ")");
   }
   if (too_deep) XLMR_THROW(path + ": safetensors header nests deeper than " + std::to_string(kMaxJsonDepth));
   if (!duplicate.empty()) XLMR_THROW(path + ": safetensors header has duplicate name '" + duplicate + "'");

@@ -376,8 +376,9 @@ class ZipArchive {
 
   zip_t* get() const { return z_.get(); }
 
-  // Index of the entry with exactly this name, or -1.
-  zip_int64_t find(const std::string& name) const { return zip_name_locate(z_.get(), name.c_str(), 0); }
+  // Index of the entry with exactly this name, or -1. Names are compared as
+  // stored (raw bytes), like the listing that found <root>.
+  zip_int64_t find(const std::string& name) const { return zip_name_locate(z_.get(), name.c_str(), ZIP_FL_ENC_RAW); }
 
   // Size of an entry's uncompressed data, checked against what its
   // compressed form could plausibly expand to.
@@ -458,7 +459,7 @@ Checkpoint read_torch_zip(const std::string& path) {
 
   const std::string pkl_name = root + "/data.pkl";
   const zip_int64_t pkl_idx = zip.find(pkl_name);
-  if (pkl_idx < 0) XLMR_THROW(path + ": cannot locate " + pkl_name);
+  if (pkl_idx < 0) XLMR_THROW(path + ": cannot locate " + detail::printable(pkl_name));
   const uint64_t pkl_size = zip.entry_size(pkl_idx, pkl_name);
   if (pkl_size > kMaxPickleBytes) XLMR_THROW(path + ": " + detail::printable(pkl_name) + " is larger than 1 GiB");
   std::vector<uint8_t> pkl(static_cast<size_t>(pkl_size));

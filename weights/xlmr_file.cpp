@@ -14,6 +14,7 @@
 #include <xxhash.h>
 
 #include "engine/error.h"
+#include "weights/file_io.h"
 
 namespace xlmr {
 namespace {
@@ -236,7 +237,7 @@ std::unique_ptr<XlmrFile> XlmrFile::open(const std::string& path, const LoadOpti
   try {
     file->config_ = nlohmann::json::parse(b + json_off, b + json_off + json_size);
   } catch (const std::exception& e) {
-    XLMR_THROW(who + ": config JSON does not parse: " + e.what());
+    XLMR_THROW(who + ": config JSON does not parse: " + detail::one_line(e.what()));
   }
   XLMR_CHECK(file->config_.is_object(), who + ": config JSON is not an object");
 
@@ -249,7 +250,8 @@ std::unique_ptr<XlmrFile> XlmrFile::open(const std::string& path, const LoadOpti
     XLMR_CHECK(len > 0 && len <= kXlmrMaxName, who + ": tensor directory entry " + std::to_string(i) + " has a bad name");
     TensorInfo t;
     t.name.assign(name_p, len);
-    const std::string tw = who + ": tensor '" + t.name + "'";
+    // Names come from the file: escaped, so a message stays one printable line.
+    const std::string tw = who + ": tensor '" + detail::printable(t.name) + "'";
     XLMR_CHECK(names.insert(t.name).second, tw + " appears twice");
     const uint32_t dt = get_u32(e + kEntDType);
     XLMR_CHECK(dt <= uint32_t(DType::bf16), tw + " has unknown dtype code " + std::to_string(dt));
@@ -275,7 +277,7 @@ std::unique_ptr<XlmrFile> XlmrFile::open(const std::string& path, const LoadOpti
   if (opts.verify_checksums) {
     for (const TensorInfo& t : file->tensors_)
       XLMR_CHECK(XXH64(b + t.offset, t.nbytes, 0) == t.checksum,
-                 who + ": tensor '" + t.name + "' is corrupt (checksum mismatch)");
+                 who + ": tensor '" + detail::printable(t.name) + "' is corrupt (checksum mismatch)");
   }
   return file;
 }
