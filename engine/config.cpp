@@ -1,6 +1,9 @@
 #include "engine/config.h"
 
+#include <limits>
+
 #include "engine/error.h"
+#include "weights/file_io.h"
 
 namespace xlmr {
 
@@ -58,6 +61,27 @@ std::string need_string(const nlohmann::json& obj, const char* key, const char* 
   return v.get<std::string>();
 }
 
+// Optional keys: absent gives the default; present must have the right type
+// (nlohmann's value() would throw its own exception type, or convert a float
+// into an int with undefined behaviour).
+int opt_int(const nlohmann::json& obj, const char* key, const char* section, int dflt, int lo, int hi) {
+  return obj.contains(key) ? need_int(obj, key, section, lo, hi) : dflt;
+}
+
+bool opt_bool(const nlohmann::json& obj, const char* key, const char* section, bool dflt) {
+  auto it = obj.find(key);
+  if (it == obj.end()) return dflt;
+  XLMR_CHECK(it->is_boolean(), std::string("model config: \"") + section + "." + key + "\" is not true or false");
+  return it->get<bool>();
+}
+
+std::string opt_string(const nlohmann::json& obj, const char* key, const char* section, const char* dflt) {
+  return obj.contains(key) ? need_string(obj, key, section) : std::string(dflt);
+}
+
+// Strings from the file, quoted in messages.
+std::string quoted(const std::string& s) { return "\"" + detail::printable(s, 64) + "\""; }
+
 }  // namespace
 
 ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
@@ -68,7 +92,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   const std::string fam = need_string(m, "family", "model");
   if (fam == "xlmr") c.family = Family::xlmr;
   else if (fam == "bert") c.family = Family::bert;
-  else XLMR_THROW("model config: unknown family \"" + fam + "\" (expected xlmr or bert)");
+  else XLMR_THROW("model config: unknown family " + quoted(fam) + " (expected xlmr or bert)");
   c.vocab_size = need_int(m, "vocab_size", "model", 4, 1 << 24);
   c.hidden = need_int(m, "hidden", "model", 1, 1 << 16);
   c.ffn = need_int(m, "ffn", "model", 1, 1 << 18);
@@ -81,21 +105,21 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   XLMR_CHECK(eps.is_number() && eps.get<double>() > 0 && eps.get<double>() < 1,
              "model config: \"model.layer_norm_eps\" must be a number in (0, 1)");
   c.layer_norm_eps = eps.get<float>();
-  c.has_pooler = m.value("has_pooler", false);
+  c.has_pooler = opt_bool(m, "has_pooler", "model", false);
   c.num_labels = need_int(m, "num_labels", "model", 0, 1 << 20);
-  const std::string act = m.value("head_activation", std::string("tanh"));
+  const std::string act = opt_string(m, "head_activation", "model", "tanh");
   if (act == "relu") c.head_activation = HeadActivation::relu;
   else if (act == "tanh") c.head_activation = HeadActivation::tanh;
-  else XLMR_THROW("model config: unknown head_activation \"" + act + "\" (expected relu or tanh)");
+  else XLMR_THROW("model config: unknown head_activation " + quoted(act) + " (expected relu or tanh)");
   if (m.contains("labels") && m["labels"].is_array())
     for (const auto& l : m["labels"]) c.labels.push_back(l.is_string() ? l.get<std::string>() : l.dump());
   XLMR_CHECK(!c.num_labels || c.labels.empty() || int(c.labels.size()) == c.num_labels,
              "model config: \"labels\" has a different count than num_labels");
-  const std::string pool = m.value("pooling", std::string("cls"));
-  XLMR_CHECK(parse_pooling(pool, &c.default_pooling), "model config: unknown pooling \"" + pool + "\"");
-  c.default_normalize = m.value("normalize", false);
+  const std::string pool = opt_string(m, "pooling", "model", "cls");
+  XLMR_CHECK(parse_pooling(pool, &c.default_pooling), "model config: unknown pooling " + quoted(pool));
+  c.default_normalize = opt_bool(m, "normalize", "model", false);
   const std::string dt = need_string(m, "dtype", "model");
-  XLMR_CHECK(parse_dtype(dt, &c.dtype), "model config: unknown dtype \"" + dt + "\"");
+  XLMR_CHECK(parse_dtype(dt, &c.dtype), "model config: unknown dtype " + quoted(dt));
 
   XLMR_CHECK(c.hidden % c.heads == 0, "model config: hidden size " + std::to_string(c.hidden) +
                                           " is not a multiple of the head count " + std::to_string(c.heads));
@@ -104,14 +128,15 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
 
   const nlohmann::json& t = j.contains("tokenizer") ? j["tokenizer"] : nlohmann::json::object();
   XLMR_CHECK(t.is_object(), "model config: \"tokenizer\" is not an object");
-  c.bos_id = t.value("bos_id", 0);
-  c.pad_id = t.value("pad_id", 1);
-  c.eos_id = t.value("eos_id", 2);
-  c.unk_id = t.value("unk_id", 3);
+  const int id_max = std::numeric_limits<int>::max();
+  c.bos_id = opt_int(t, "bos_id", "tokenizer", 0, 0, id_max);
+  c.pad_id = opt_int(t, "pad_id", "tokenizer", 1, 0, id_max);
+  c.eos_id = opt_int(t, "eos_id", "tokenizer", 2, 0, id_max);
+  c.unk_id = opt_int(t, "unk_id", "tokenizer", 3, 0, id_max);
   for (int id : {c.bos_id, c.pad_id, c.eos_id, c.unk_id})
     XLMR_CHECK(id >= 0 && id < c.vocab_size, "model config: a special token id is outside the vocabulary");
   const int room = c.max_positions - c.position_offset;
-  c.max_length = t.value("max_length", room);
+  c.max_length = opt_int(t, "max_length", "tokenizer", room, std::numeric_limits<int>::min(), id_max);
   XLMR_CHECK(c.max_length >= 2 && c.max_length <= room,
              "model config: tokenizer.max_length " + std::to_string(c.max_length) +
                  " does not fit the position table (" + std::to_string(room) + " usable rows)");

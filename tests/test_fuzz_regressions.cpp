@@ -8,10 +8,12 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "test_support.h"
+#include "tiny_model.h"
 #include "tests/fuzz/fuzz_entry.h"
 
 namespace fs = std::filesystem;
@@ -111,6 +113,34 @@ TEST_CASE("fuzz entry: hostile .xlmr files", "[fuzz]") {
   for (size_t i = with_tok.size() - demo_spm().size(); i < garbage_tok.size(); i += 61) garbage_tok[i] = '\x8f';
   survive(fz::Target::xlmr, garbage_tok, "tokenizer section scrambled");
   require_rejected(fz::Target::xlmr, std::string(4096, '\0'), "zeros");
+}
+
+TEST_CASE("fuzz entry: .xlmr configs with wrong types and untrusted text", "[fuzz]") {
+  const xlmr::ModelConfig c = test::tiny_config();
+  const auto tensors = test::tiny_tensors(c);
+  const std::string path = test::scratch("fuzz") + "/config.xlmr";
+  auto variant = [&](const std::function<void(nlohmann::json&)>& edit) {
+    nlohmann::json j = c.to_json();
+    edit(j);
+    xlmr::write_xlmr_file(path, j, tensors, "");
+    return test::read_file(path);
+  };
+  require_accepted(fz::Target::xlmr, variant([](nlohmann::json&) {}), "unchanged");
+  const std::vector<std::pair<std::string, std::function<void(nlohmann::json&)>>> bad = {
+      {"string special id", [](nlohmann::json& j) { j["tokenizer"]["bos_id"] = "zero"; }},
+      {"float special id", [](nlohmann::json& j) { j["tokenizer"]["eos_id"] = 1e300; }},
+      {"huge special id", [](nlohmann::json& j) { j["tokenizer"]["pad_id"] = 4294967297LL; }},
+      {"float max_length", [](nlohmann::json& j) { j["tokenizer"]["max_length"] = -1e300; }},
+      {"string has_pooler", [](nlohmann::json& j) { j["model"]["has_pooler"] = "yes"; }},
+      {"number head_activation", [](nlohmann::json& j) { j["model"]["head_activation"] = 5; }},
+      {"array pooling", [](nlohmann::json& j) { j["model"]["pooling"] = nlohmann::json::array(); }},
+      {"object normalize", [](nlohmann::json& j) { j["model"]["normalize"] = nlohmann::json::object(); }},
+      {"control characters in family", [](nlohmann::json& j) { j["model"]["family"] = "x\n\x01y"; }},
+      {"control characters in dtype", [](nlohmann::json& j) { j["model"]["dtype"] = "f\r32"; }},
+      {"tokenizer not an object", [](nlohmann::json& j) { j["tokenizer"] = nlohmann::json::array(); }},
+      {"model not an object", [](nlohmann::json& j) { j["model"] = 1; }},
+  };
+  for (const auto& b : bad) require_rejected(fz::Target::xlmr, variant(b.second), b.first);
 }
 
 TEST_CASE("fuzz entry: hostile safetensors files", "[fuzz]") {
