@@ -4,6 +4,7 @@
 #include <set>
 
 #include "engine/error.h"
+#include "weights/file_io.h"
 #include "weights/schema.h"
 
 namespace xlmr {
@@ -37,7 +38,7 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
                                         ", the config needs " + shape_str(s.shape));
   }
   for (const TensorInfo& t : m->file_->tensors())
-    XLMR_CHECK(wanted.count(t.name), "'" + path + "': unexpected tensor '" + t.name + "' for this config");
+    XLMR_CHECK(wanted.count(t.name), "'" + path + "': unexpected tensor '" + detail::printable(t.name) + "' for this config");
 
   ModelWeights& w = m->weights_;
   w.word = m->f32("emb.word");

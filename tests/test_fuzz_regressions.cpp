@@ -141,6 +141,17 @@ TEST_CASE("fuzz entry: .xlmr configs with wrong types and untrusted text", "[fuz
       {"model not an object", [](nlohmann::json& j) { j["model"] = 1; }},
   };
   for (const auto& b : bad) require_rejected(fz::Target::xlmr, variant(b.second), b.first);
+
+  // A well-formed file with one tensor the schema does not know, named with
+  // control characters: the message must escape the name.
+  auto extra = tensors;
+  xlmr::TensorToWrite t;
+  t.name = "stray\n\x1b[31mname";
+  t.shape = {1};
+  t.data.assign(4, 0);
+  extra.push_back(t);
+  xlmr::write_xlmr_file(path, c.to_json(), extra, "");
+  require_rejected(fz::Target::xlmr, test::read_file(path), "unexpected tensor with control characters");
 }
 
 TEST_CASE("fuzz entry: hostile safetensors files", "[fuzz]") {
