@@ -258,6 +258,10 @@ def plot_pytorch(cmp, title, note, path):
             ax.annotate(text, (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom",
                         fontsize=6.5, xytext=(0, 1), textcoords="offset points")
     ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+        lambda v, _: f"{v:g}" if str(int(v))[0] in "25" else ""))
+    ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.set_xticks(range(len(workloads)))
     ax.set_xticklabels([f"{w['name']}\n{w['n_seqs']} seqs, {w['n_tokens']} tokens" for w in workloads])
     ax.set_ylabel("tokens/s (real tokens / median latency), log scale")
@@ -270,7 +274,7 @@ def plot_pytorch(cmp, title, note, path):
            + (f", {er.get('cpu')}" if er.get("cpu") else "")
            + (f", load average {load['before']:.1f} before / {load['after']:.1f} after"
               if load.get("before") is not None and load.get("after") is not None else "")
-           + f". Above each other bar: {labels.get(engine_key, engine_key)} tokens/s over that system's."
+           + f". Under each PyTorch figure: {labels.get(engine_key, engine_key)} tokens/s over that system's."
            + ("\n" + note if note else ""))
     finish(fig, ax, title or "xlmr-engine against PyTorch on the same model and ids", sub, path)
 
