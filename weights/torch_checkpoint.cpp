@@ -38,6 +38,11 @@ constexpr uint64_t kMaxWalkVisits = 4u << 20;
 // A strided view may be larger than its storage (stride 0, overlaps); cap the
 // copy so a hostile size cannot ask for unbounded memory.
 constexpr uint64_t kMaxViewExpansionBytes = 256ull << 20;
+// Several names may share one tensor or storage (tied weights), so the copies
+// can add up to more than the stored data; but a small file naming one view
+// thousands of times must not ask for unbounded memory. All tensors together
+// may hold this many times the stored bytes, plus one view expansion.
+constexpr uint64_t kMaxSharedCopies = 4;
 
 // One storage (the bytes behind one or more tensors).
 struct StorageEntry {
@@ -230,8 +235,9 @@ struct Flattener {
 
 using LoadStorage = std::function<void(StorageEntry&)>;
 
+// `budget`: bytes all tensors still to be materialised may hold together.
 SourceTensor materialise(const std::string& path, const std::string& name, const Value* tv, StorageTable& table,
-                         const LoadStorage& load) {
+                         const LoadStorage& load, uint64_t* budget) {
   const pickle::TensorRef& tr = *tv->tensor;
   const pickle::StorageRef& sr = *tr.storage->storage;
   const std::string what = path + ": tensor '" + detail::printable(name) + "'";
@@ -271,6 +277,11 @@ SourceTensor materialise(const std::string& path, const std::string& name, const
     if (out_bytes > std::max(storage_bytes, kMaxViewExpansionBytes)) {
       XLMR_THROW(what + " expands its storage to an implausible size");
     }
+    if (out_bytes > *budget) {
+      XLMR_THROW(what + ": the tensors add up to far more bytes than the checkpoint stores "
+                        "(one storage shared by too many names or views)");
+    }
+    *budget -= out_bytes;
   }
 
   if (!root.loaded) load(root);
@@ -343,8 +354,13 @@ Checkpoint finish(const std::string& path, const char* format, const Value* root
     const int64_t id = nt.second->tensor->storage->storage->id;
     if (id >= 0 && static_cast<size_t>(id) < table.entries.size()) table.entries[static_cast<size_t>(id)].uses += 1;
   }
+  uint64_t stored = 0;  // declared storage bytes, each checked against the data at registration
+  for (const StorageEntry& e : table.entries) {
+    stored = std::min<uint64_t>(stored + static_cast<uint64_t>(e.numel) * dtype_size(e.dtype), uint64_t(1) << 62);
+  }
+  uint64_t budget = stored * kMaxSharedCopies + kMaxViewExpansionBytes;
   ck.tensors.reserve(fl.tensors.size());
-  for (auto& nt : fl.tensors) ck.tensors.push_back(materialise(path, nt.first, nt.second, table, load));
+  for (auto& nt : fl.tensors) ck.tensors.push_back(materialise(path, nt.first, nt.second, table, load, &budget));
   return ck;
 }
 
@@ -601,9 +617,14 @@ Checkpoint read_torch_legacy(const std::string& path) {
         e.loaded = true;
         pos += count * esize;
       }
+      // Every storage the pickle declared must have its data here: the size
+      // budget in finish() counts them all.
       LoadStorage load = [&](StorageEntry& e) {
         XLMR_THROW(path + ": legacy storage '" + detail::printable(e.key, 64) + "' has no data (missing from the storage list)");
       };
+      for (StorageEntry& e : table.entries) {
+        if (!e.loaded) load(e);
+      }
       return finish(path, "torch-legacy", obj, table, load);
     } catch (const Error&) {
       if (up.ran_out_of_input() && prefix < fsize && prefix < kMaxPickleBytes) {
