@@ -68,7 +68,54 @@ struct Sources {
   std::vector<std::string> weight_files;
   std::string config_json;  // "" when none
   std::string tokenizer;    // "" when none
+  std::string dir;          // the folder of a folder source, else ""
 };
+
+// A sentence-transformers folder says how its embeddings are made: modules.json
+// lists a Pooling module (its config.json names the mode) and, for models such
+// as multilingual-e5 and bge-m3, a Normalize module. Read into the file's
+// defaults so that plain `xlmr-infer` gives the model's own embeddings.
+void sentence_transformers_defaults(const std::string& dir, ModelConfig* c, std::vector<std::string>* notes) {
+  const std::string modules_path = join(dir, "modules.json");
+  if (dir.empty() || !is_file(modules_path)) return;
+  const nlohmann::json modules = read_json(modules_path);
+  XLMR_CHECK(modules.is_array(), "'" + modules_path + "' is not a list of modules");
+  for (const nlohmann::json& m : modules) {
+    if (!m.is_object() || !m.contains("type") || !m["type"].is_string()) continue;
+    const std::string type = m["type"].get<std::string>();
+    if (ends_with(type, ".Normalize")) {
+      c->default_normalize = true;
+    } else if (ends_with(type, ".Pooling")) {
+      const std::string sub = m.contains("path") && m["path"].is_string() ? m["path"].get<std::string>() : "";
+      XLMR_CHECK(sub.find("..") == std::string::npos && (sub.empty() || sub[0] != '/'),
+                 "'" + modules_path + "': module path '" + sub + "' must stay inside the folder");
+      const std::string cfg_path = join(join(dir, sub), "config.json");
+      if (!is_file(cfg_path)) {
+        notes->push_back("'" + cfg_path + "' not found: the default pooling stays " +
+                         std::string(to_string(c->default_pooling)));
+        continue;
+      }
+      const nlohmann::json cfg = read_json(cfg_path);
+      auto on = [&](const char* key) { return cfg.is_object() && cfg.value(key, false) == true; };
+      std::vector<std::string> modes;
+      for (const char* key : {"pooling_mode_cls_token", "pooling_mode_mean_tokens", "pooling_mode_max_tokens",
+                              "pooling_mode_mean_sqrt_len_tokens", "pooling_mode_weightedmean_tokens",
+                              "pooling_mode_lasttoken"})
+        if (on(key)) modes.push_back(key);
+      if (modes.size() == 1 && modes[0] == "pooling_mode_cls_token") {
+        c->default_pooling = Pooling::cls;
+      } else if (modes.size() == 1 && modes[0] == "pooling_mode_mean_tokens") {
+        c->default_pooling = Pooling::mean;
+      } else {
+        std::string list;
+        for (const std::string& k : modes) list += (list.empty() ? "" : ", ") + k;
+        notes->push_back("'" + cfg_path + "' asks for " + (list.empty() ? std::string("no pooling mode") : list) +
+                         ", which the engine does not compute: the default pooling stays " +
+                         std::string(to_string(c->default_pooling)) + " (choose one at run time)");
+      }
+    }
+  }
+}
 
 std::vector<std::string> shards_from_index(const std::string& dir, const std::string& index) {
   const nlohmann::json j = read_json(index);
@@ -91,6 +138,7 @@ Sources find_sources(const std::string& src, const ConvertOptions& opts) {
   std::string dir;
   if (is_dir(src)) {
     dir = src;
+    s.dir = src;
     if (is_file(join(dir, "config.json"))) s.config_json = join(dir, "config.json");
     for (const char* index : {"model.safetensors.index.json", "pytorch_model.bin.index.json"})
       if (s.weight_files.empty() && is_file(join(dir, index))) s.weight_files = shards_from_index(dir, join(dir, index));
@@ -558,6 +606,7 @@ ConvertReport convert_checkpoint(const std::string& src, const std::string& out_
     }
   }
   c.default_pooling = c.family == Family::bert ? Pooling::mean : Pooling::cls;
+  sentence_transformers_defaults(srcs.dir, &c, &rep.notes);
   c.dtype = opts.dtype;
 
   // ---- shapes against the schema ----

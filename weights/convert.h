@@ -31,6 +31,7 @@ struct ConvertReport {
   std::vector<std::string> source_files;
   std::string tokenizer;         // path of the embedded tokenizer, or "" when none
   std::vector<std::string> ignored;  // source tensors deliberately left out
+  std::vector<std::string> notes;    // what the converter could not honour, for the user
   nlohmann::json config;         // the file's JSON section
   size_t n_tensors = 0;
   uint64_t bytes = 0;

@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "xlmr-convert: warning: no tokenizer embedded (no sentencepiece.bpe.model beside the source, "
                    "no --tokenizer): the model will accept token ids only\n");
+    for (const std::string& n : r.notes) std::fprintf(stderr, "xlmr-convert: warning: %s\n", n.c_str());
     if (!quiet) {
       const auto& m = r.config["model"];
       std::fprintf(stderr, "xlmr-convert: %s (%s naming) -> %s\n", r.source_format.c_str(), r.naming.c_str(),
@@ -62,6 +63,8 @@ int main(int argc, char** argv) {
                    m["has_pooler"].get<bool>() ? ", pooler" : "", m["dtype"].get<std::string>().c_str());
       std::fprintf(stderr, "  %zu tensors, %.1f MB; tokenizer: %s\n", r.n_tensors, double(r.bytes) / 1e6,
                    r.tokenizer.empty() ? "none" : r.tokenizer.c_str());
+      std::fprintf(stderr, "  default pooling: %s%s\n", m["pooling"].get<std::string>().c_str(),
+                   m["normalize"].get<bool>() ? ", L2-normalised" : "");
       if (!r.ignored.empty()) {
         std::fprintf(stderr, "  left out %zu tensor(s) the encoder does not use:", r.ignored.size());
         for (size_t k = 0; k < r.ignored.size() && k < 6; ++k) std::fprintf(stderr, " %s", r.ignored[k].c_str());
