@@ -40,4 +40,19 @@ TEST_CASE("an outside CMake project builds against the installed package", "[pac
     CHECK(bad.status == 1);
     CHECK(test::lines(bad.err).size() == 1);
   }
+
+  // pkg-config against the same install, at a prefix other than the one the
+  // build was configured with: the .pc file finds it from where it lies.
+  const std::string pc = "PKG_CONFIG_PATH=\"$(dirname \"$(find '" + prefix +
+                         "' -name xlmr-engine.pc | head -1)\")\" pkg-config";
+  const std::string c_prog = test::scratch("package") + "/embed_c_pc";
+  auto cc = test::run("gcc -c '" + test::source_path("examples/embed.c") + "' -o '" + c_prog + ".o' $(" + pc +
+                      " --cflags xlmr-engine) && g++ '" + c_prog + ".o' -o '" + c_prog + "' $(" + pc +
+                      " --static --libs xlmr-engine)");
+  INFO("pkg-config build: " << cc.out << cc.err);
+  REQUIRE(cc.status == 0);
+  auto r = test::run("'" + c_prog + "' '" + demo + "' 'Hello world' 'Bonjour'");
+  INFO(r.out << r.err);
+  REQUIRE(r.status == 0);
+  CHECK(test::lines(r.out).at(0) == line);
 }
