@@ -98,15 +98,19 @@ def build_torchtext_model(dims, vocab, seed):
                               padding_idx=PAD, max_seq_len=MAX_POSITIONS,
                               num_attention_heads=dims["H"], num_encoder_layers=dims["L"])
     model = RobertaModel(conf, head=RobertaClassificationHead(num_classes=2, input_dim=dims["E"]))
-    # A fresh model has LayerNorm gains of 1 and several biases at 0, which
-    # would let a wrong gain or a dropped bias pass the output check: move
-    # every vector parameter a little away from its init.
-    g = torch.Generator().manual_seed(seed + 1)
+    perturb_vectors(model, seed + 1)
+    return model.eval()
+
+
+def perturb_vectors(model, seed):
+    """A fresh model has LayerNorm gains of 1 and several biases at 0, which
+    would let a wrong gain or a dropped bias pass an output check: move every
+    vector parameter a little away from its init."""
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() == 1:
                 p.add_(torch.randn(p.shape, generator=g) * 0.1)
-    return model.eval()
 
 
 def encoder_stack(model):

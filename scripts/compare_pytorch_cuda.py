@@ -74,13 +74,7 @@ def build_hf(dims, vocab, seed, attn):
         cp.note(f"attention '{attn}' not available in this transformers/torch ({str(e).splitlines()[0]}): eager")
         cfg._attn_implementation = "eager"
         model = XLMRobertaModel(cfg, add_pooling_layer=False)
-    # Move every vector parameter off its init (gains of 1, zero biases) so
-    # that a dropped bias or gain cannot pass the output check.
-    g = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    cp.perturb_vectors(model, seed + 1)
     return model.eval()
 
 
