@@ -483,7 +483,7 @@ Checkpoint read_torch_zip(const std::string& path) {
 
   StorageTable table;
   std::unordered_map<int64_t, zip_int64_t> storage_entry;  // storage id -> zip index
-  pickle::Unpickler up(pkl.data(), pkl.size(), path + ": " + pkl_name);
+  pickle::Unpickler up(pkl.data(), pkl.size(), path + ": " + detail::printable(pkl_name));  // prefixes its messages
   up.set_persistent_load([&](pickle::Unpickler& u, Value* pid) -> Value* {
     SrcDType dtype;
     int64_t numel;
