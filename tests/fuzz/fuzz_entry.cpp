@@ -32,6 +32,11 @@ namespace {
 
 [[noreturn]] void violation(const std::string& msg) { throw Violation(msg); }
 
+std::string temp_dir() {
+  const char* tmp = std::getenv("TMPDIR");
+  return tmp && *tmp ? tmp : "/tmp";
+}
+
 // The readers take paths: the input goes into one anonymous in-memory file per
 // process (a temporary file where memfd is unavailable), named through /proc.
 class ScratchFile {
@@ -42,8 +47,7 @@ class ScratchFile {
       path_ = "/proc/self/fd/" + std::to_string(fd_);
       return;
     }
-    const char* tmp = std::getenv("TMPDIR");
-    std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/xlmr-fuzz-XXXXXX";
+    std::string templ = temp_dir() + "/xlmr-fuzz-XXXXXX";
     fd_ = ::mkstemp(templ.data());
     if (fd_ < 0) violation("cannot create a scratch file: " + std::string(std::strerror(errno)));
     path_ = templ;
@@ -413,15 +417,15 @@ std::string make_xlmr_seed(bool f16, const std::string& spm) {
     }
     ts.push_back(std::move(t));
   }
-  char templ[] = "/tmp/xlmr-seed-XXXXXX";
-  const int fd = ::mkstemp(templ);
-  if (fd < 0) violation("cannot create a temporary file");
+  std::string templ = temp_dir() + "/xlmr-seed-XXXXXX";
+  const int fd = ::mkstemp(templ.data());
+  if (fd < 0) violation("cannot create a temporary file in " + temp_dir());
   ::close(fd);
   write_xlmr_file(templ, c.to_json(), ts, spm);
   std::ifstream in(templ, std::ios::binary);
   std::ostringstream ss;
   ss << in.rdbuf();
-  ::unlink(templ);
+  ::unlink(templ.c_str());
   return ss.str();
 }
 
