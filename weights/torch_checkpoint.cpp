@@ -354,9 +354,11 @@ Checkpoint finish(const std::string& path, const char* format, const Value* root
     const int64_t id = nt.second->tensor->storage->storage->id;
     if (id >= 0 && static_cast<size_t>(id) < table.entries.size()) table.entries[static_cast<size_t>(id)].uses += 1;
   }
-  uint64_t stored = 0;  // declared storage bytes, each checked against the data at registration
+  // Declared storage bytes, each checked against the data at registration;
+  // capped well below where the product with kMaxSharedCopies would wrap.
+  uint64_t stored = 0;
   for (const StorageEntry& e : table.entries) {
-    stored = std::min<uint64_t>(stored + static_cast<uint64_t>(e.numel) * dtype_size(e.dtype), uint64_t(1) << 62);
+    stored = std::min<uint64_t>(stored + static_cast<uint64_t>(e.numel) * dtype_size(e.dtype), uint64_t(1) << 60);
   }
   uint64_t budget = stored * kMaxSharedCopies + kMaxViewExpansionBytes;
   ck.tensors.reserve(fl.tensors.size());
