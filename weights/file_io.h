@@ -22,14 +22,15 @@ inline uint64_t load_le64(const uint8_t* p) {
   return v;
 }
 
-// Bounded, single-line rendering of untrusted text (names, keys) for error
-// messages: control characters, backslashes and quotes become \xNN escapes.
-inline std::string printable(const std::string& s, size_t max_len = 200) {
+// Bounded, single-line rendering of text for error messages: control
+// characters become \xNN escapes, and with escape_quotes also quotes and
+// backslashes (for untrusted names and keys quoted by the message itself).
+inline std::string escaped(const std::string& s, size_t max_len, bool escape_quotes) {
   static const char hex[] = "0123456789abcdef";
   std::string out;
   for (size_t i = 0; i < s.size() && i < max_len; ++i) {
     unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f || c == '\'' || c == '\\') {
+    if (c < 0x20 || c == 0x7f || (escape_quotes && (c == '\'' || c == '\\'))) {
       out += "\\x";
       out += hex[c >> 4];
       out += hex[c & 15];
@@ -41,25 +42,13 @@ inline std::string printable(const std::string& s, size_t max_len = 200) {
   return out;
 }
 
-// Bounded, single-line rendering of a message from a parser or another
-// library that may quote untrusted bytes: only control characters become
-// \xNN escapes, so its own quoting stays readable.
-inline std::string one_line(const std::string& s, size_t max_len = 400) {
-  static const char hex[] = "0123456789abcdef";
-  std::string out;
-  for (size_t i = 0; i < s.size() && i < max_len; ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f) {
-      out += "\\x";
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  if (s.size() > max_len) out += "...";
-  return out;
-}
+// Untrusted text (names, keys) the message puts in quotes.
+inline std::string printable(const std::string& s, size_t max_len = 200) { return escaped(s, max_len, true); }
+
+// A message from a parser or another library that may quote untrusted
+// bytes: only control characters are escaped, so its own quoting stays
+// readable.
+inline std::string one_line(const std::string& s, size_t max_len = 400) { return escaped(s, max_len, false); }
 
 // A regular file opened for binary reading, with its size known up front.
 class InputFile {
