@@ -410,14 +410,19 @@ def infer_logits(infer, model, seqs, path, threads, tmp):
             f.write(" ".join(map(str, s)) + "\n")
     run_tool([infer, "--model", model, "--input-format", "ids", "--threads", str(threads), "--path", path,
               "-o", out_path, ids_path], f"xlmr-infer --path {path}")
-    logits = [None] * len(seqs)
-    with open(out_path) as f:
+    return read_infer_rows(out_path, len(seqs), "logits")
+
+
+def read_infer_rows(path, n, field):
+    """One vector per input line from xlmr-infer's JSON lines, by index."""
+    rows = [None] * n
+    with open(path) as f:
         for line in f:
             r = json.loads(line)
-            logits[r["index"]] = r["logits"]
-    if any(l is None for l in logits):
+            rows[r["index"]] = r[field]
+    if any(r is None for r in rows):
         raise ToolError("xlmr-infer did not answer every input line")
-    return torch.tensor(logits, dtype=torch.float32)
+    return torch.tensor(rows, dtype=torch.float32)
 
 
 # --------------------------------------------------------------------------

@@ -53,10 +53,6 @@ PEAKS = {"H200": 989.4, "H100 SXM": 989.4, "H100 80GB HBM3": 989.4, "H100 NVL": 
 DTYPES = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}
 
 
-class ToolError(cp.ToolError):
-    pass
-
-
 def build_hf(dims, vocab, seed, attn):
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
@@ -299,14 +295,7 @@ def run(args, systems, build_dir, tmp):
     out_path = os.path.join(tmp, "infer.jsonl")
     cp.run_tool([infer, "--model", xlmr, "--device", dev, "--dtype", engine_dtype, "--input-format", "ids",
                  "--pooling", "cls", "-o", out_path, ids_path], "xlmr-infer")
-    rows = [None] * sum(w["n_seqs"] for w in workloads)
-    with open(out_path) as f:
-        for line in f:
-            r = json.loads(line)
-            rows[r["index"]] = r["embedding"]
-    if any(r is None for r in rows):
-        raise ToolError("xlmr-infer did not answer every input line")
-    eng = torch.tensor(rows, dtype=torch.float32)
+    eng = cp.read_infer_rows(out_path, sum(w["n_seqs"] for w in workloads), "embedding")
     c = cosines(eng, torch.cat([ref[w["name"]].cpu() for w in workloads])).min().item()
     accuracy["engine"] = c
     cp.log(f"  {'xlmr-infer':28s} {c:.6f}")
