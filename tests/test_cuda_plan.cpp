@@ -1,11 +1,14 @@
 // The CUDA backend's host-side logic, which needs no GPU: workspace sizing,
-// the packed per-batch upload, and the graph cache's keys and policy.
+// the packed per-batch upload, the graph cache's keys and policy, and the row
+// buckets the cuBLASLt GEMMs are planned for.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <vector>
 
 #include "engine/cuda_plan.h"
 #include "engine/error.h"
+#include "kernels/cuda/gemm_buckets.h"
 
 using xlmr::cuda_plan::GraphCache;
 using xlmr::cuda_plan::GraphKey;
@@ -164,4 +167,57 @@ TEST_CASE("CUDA graph cache: the sighting history is bounded", "[cuda-plan]") {
   CHECK(cache.lookup(key(3, 1, 3), &g) == GraphCache::Action::direct);  // forgets shape 1
   CHECK(cache.lookup(key(1, 1, 1), &g) == GraphCache::Action::direct);  // a first sighting again
   CHECK(cache.lookup(key(1, 1, 1), &g) == GraphCache::Action::capture);
+}
+
+TEST_CASE("CUDA GEMM row buckets: 1..16, then geometric steps ending at max rows", "[cuda-plan]") {
+  for (const int max_rows : {1, 7, 16, 17, 24, 25, 100, 513, 4096, 8192, 16383, 16384, 100000}) {
+    INFO("max rows " << max_rows);
+    const std::vector<int> b = xlmr::cuda::gemm_row_buckets(max_rows);
+    REQUIRE(!b.empty());
+    CHECK(b.back() == max_rows);
+    for (int i = 0; i < std::min(16, max_rows); ++i) CHECK(b[size_t(i)] == i + 1);
+    for (size_t i = 1; i < b.size(); ++i) {
+      INFO("bucket " << i << ": " << b[i - 1] << " -> " << b[i]);
+      CHECK(b[i] > b[i - 1]);
+      if (b[i] > 16 && b[i] != max_rows) CHECK(b[i] % 8 == 0);
+      // No bucket spans more than a fifth of its upper end, or 8 rows.
+      CHECK((b[i] - b[i - 1] <= 8 || 5 * (b[i] - b[i - 1]) <= b[i]));
+    }
+  }
+  // A few dozen plans per GEMM for a 16k-token budget.
+  const std::vector<int> b = xlmr::cuda::gemm_row_buckets(16384);
+  CHECK(b.size() <= 64);
+  const std::vector<int> want = {1,    2,    3,    4,    5,    6,    7,    8,    9,    10,    11,    12,   13,   14,
+                                 15,   16,   24,   32,   40,   48,   56,   64,   80,   96,    112,   128,  160,  184,
+                                 216,  256,  312,  368,  432,  512,  616,  728,  864,  1024,  1224,  1456, 1728, 2048,
+                                 2440, 2904, 3448, 4096, 4872, 5800, 6896, 8192, 9744, 11592, 13784, 16384};
+  CHECK(b == want);
+  CHECK(xlmr::cuda::gemm_row_buckets(513).back() == 513);
+  CHECK(xlmr::cuda::gemm_row_buckets(1) == std::vector<int>{1});
+  CHECK(xlmr::cuda::gemm_row_buckets(2147483647).back() == 2147483647);
+  CHECK(xlmr::cuda::gemm_row_buckets(2147483647).size() <= 128);
+}
+
+TEST_CASE("CUDA GEMM row buckets: a row count takes the smallest bucket that holds it", "[cuda-plan]") {
+  for (const int max_rows : {1, 7, 16, 17, 513, 16384}) {
+    INFO("max rows " << max_rows);
+    const std::vector<int> b = xlmr::cuda::gemm_row_buckets(max_rows);
+    for (int M = 1; M <= max_rows; ++M) {
+      const int i = xlmr::cuda::gemm_bucket_index(b, M);
+      REQUIRE(i >= 0);
+      REQUIRE(size_t(i) < b.size());
+      REQUIRE(b[size_t(i)] >= M);
+      if (i > 0) REQUIRE(b[size_t(i) - 1] < M);
+    }
+    CHECK(xlmr::cuda::gemm_bucket_index(b, max_rows) == int(b.size()) - 1);
+    CHECK_THROWS_AS(xlmr::cuda::gemm_bucket_index(b, 0), xlmr::Error);
+    CHECK_THROWS_AS(xlmr::cuda::gemm_bucket_index(b, max_rows + 1), xlmr::Error);
+  }
+  CHECK(xlmr::cuda::gemm_bucket_index(xlmr::cuda::gemm_row_buckets(16384), 17) == 16);  // bucket 24
+  CHECK_THROWS_AS(xlmr::cuda::gemm_bucket_index(std::vector<int>{}, 1), xlmr::Error);
+}
+
+TEST_CASE("CUDA GEMM row buckets: max rows must be at least 1", "[cuda-plan]") {
+  CHECK_THROWS_AS(xlmr::cuda::gemm_row_buckets(0), xlmr::Error);
+  CHECK_THROWS_AS(xlmr::cuda::gemm_row_buckets(-5), xlmr::Error);
 }

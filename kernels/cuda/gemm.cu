@@ -17,19 +17,40 @@
 // Dc - the output features o - and is broadcast over the M columns: exactly
 // the Linear bias. Only the column count of Ac and Dc depends on M.
 //
-// Algorithms come from cublasLtMatmulAlgoGetHeuristic, once per distinct
-// (M, pointer alignments) and cached; a later call with the same key does no
-// host allocation. If cuBLASLt offers no fused-epilogue algorithm for a key
-// (an fp32 bias with a 16-bit output is not promised by every version), that
-// key runs the plain GEMM followed by a small bias (+ exact GELU) kernel.
+// Algorithms. A ragged batch's row count M changes from batch to batch, so
+// plans are made per row bucket (kernels/cuda/gemm_buckets.h), not per M.
+// init() asks cublasLtMatmulAlgoGetHeuristic once per bucket, with the
+// layouts set to the bucket's upper row count and 256-byte pointer alignment,
+// and checks with cublasLtMatmulAlgoCheck that the algorithm also accepts the
+// bucket's smallest M (else it takes the heuristic's next candidate that does,
+// and if none does, the first). run() sets the layouts to the real M and
+// takes its bucket's algorithm: no heuristic query and no host allocation.
+// cublasLtMatmul validates the algorithm against the problem it is given; if
+// it refuses the bucket's algorithm for this M (CUBLAS_STATUS_NOT_SUPPORTED
+// or INVALID_VALUE), run() queries the heuristic for the exact M, retries
+// once, and only then throws.
+//
+// That fallback runs the heuristic inside the forward pass - host work, and
+// whatever cuBLASLt allocates for it - in three cases: an M whose bucket
+// algorithm cuBLASLt refuses (once per M while its plan stays cached),
+// pointers that are not all 256-byte aligned (no caller in
+// engine/cuda_backend.cpp passes one), and every call of a GEMM with a bias
+// epilogue made without a workspace (nothing stands in for the bias pointer
+// at init). Its plans go to a cache of at most kExactPlans (M, alignments)
+// entries, reserved at init and overwritten round-robin when full, so memory
+// stays bounded however many distinct M a long run sees.
+//
+// If cuBLASLt offers no fused-epilogue algorithm for a bucket or an exact M
+// (an fp32 bias with a 16-bit output is not promised by every version), it
+// runs the plain GEMM followed by a small bias (+ exact GELU) kernel.
 //
 // Note: cuBLASLt's GELU epilogue is the tanh approximation of GELU; XLM-R
 // uses the erf form. They differ by at most about 5e-4 in absolute value,
 // below the fp16/bf16 rounding of the activations.
 //
 // Thread safety: an LtGemm keeps per-call state (the M of its layouts, the
-// bias pointer, its plan cache), and every GEMM of one LtContext shares its
-// workspace; use a context and its GEMMs from one thread and one stream.
+// bias pointer, its fallback cache), and every GEMM of one LtContext shares
+// its workspace; use a context and its GEMMs from one thread and one stream.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -39,10 +60,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <unordered_map>
+#include <vector>
 
 #include "engine/error.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/gemm_buckets.h"
 #include "kernels/cuda/half_bits.cuh"
 
 namespace xlmr::cuda {
@@ -51,6 +73,22 @@ namespace {
 
 using detail::Bf16Bits;
 using detail::F16Bits;
+
+// The pointer alignment (bytes) the bucket plans are made for, matrices and
+// bias alike. Every caller in engine/cuda_backend.cpp passes the start of its
+// own cudaMalloc allocation (activations, weights, biases), and cudaMalloc
+// returns 256-byte aligned memory; the GPU tests do the same. A second set of
+// bucket plans for a smaller alignment would double the planning at load for
+// pointers nobody passes, so any other alignment (an offset into a buffer)
+// goes through the bounded exact-M cache instead.
+constexpr uint32_t kPlannedAlign = 256;
+
+// Capacity of the exact-M fallback cache of each GEMM.
+constexpr size_t kExactPlans = 64;
+
+uint64_t exact_key(int M, uint32_t matrix_align, uint32_t bias_align) {
+  return (uint64_t(M) << 32) | (uint64_t(matrix_align) << 16) | uint64_t(bias_align);
+}
 
 // The unfused epilogue: d[m, o] = act(d[m, o] + bias[o]) over total = M * O
 // elements, grid-stride. GELU in its exact erf form, as ref::gelu.
@@ -130,11 +168,18 @@ class LtGemm {
     cublasLtMatmulAlgo_t algo;
     bool separate_epilogue;  // plain GEMM + bias_act_kernel instead of the fused epilogue
   };
+  struct ExactPlan {
+    uint64_t key;  // M, matrix alignment, bias alignment
+    Plan plan;
+  };
 
   void set_rows(int M);
-  const Plan& plan(int M, uint32_t matrix_align, uint32_t bias_align);
-  bool find_algo(cublasLtMatmulDesc_t desc, uint32_t matrix_align, cublasLtMatmulAlgo_t* algo,
+  Plan choose(int lowest_rows, uint32_t matrix_align);
+  bool find_algo(cublasLtMatmulDesc_t desc, uint32_t matrix_align, int lowest_rows, cublasLtMatmulAlgo_t* algo,
                  cublasStatus_t* status);
+  bool cached_exact(uint64_t key, Plan* p) const;
+  Plan exact_plan(int M, uint32_t matrix_align, uint64_t key);
+  cublasStatus_t matmul(const Plan& p, void* d, const void* a, const void* w, cudaStream_t stream);
   std::string describe(int M) const;
 
   LtContext* ctx_;
@@ -147,8 +192,12 @@ class LtGemm {
   cublasLtMatmulDesc_t fused_ = nullptr;  // with the bias (+GELU) epilogue; null for LtEpilogue::none
   cublasLtMatrixLayout_t w_layout_ = nullptr, a_layout_ = nullptr, d_layout_ = nullptr;
   cublasLtMatmulPreference_t pref_ = nullptr;
-  int layout_rows_ = -1;  // the M that a_layout_ and d_layout_ describe now
-  std::unordered_map<uint64_t, Plan> plans_;
+  int layout_rows_ = -1;              // the M that a_layout_ and d_layout_ describe now
+  std::vector<int> buckets_;          // gemm_row_buckets(max_rows_)
+  std::vector<Plan> bucket_plans_;    // [bucket], kPlannedAlign pointers; empty if not planned at init
+  std::vector<char> bucket_refused_;  // [bucket]: cublasLtMatmul refused its algorithm for some M
+  std::vector<ExactPlan> exact_;      // the fallback cache, capacity kExactPlans reserved at init
+  size_t next_victim_ = 0;            // the entry of a full exact_ to overwrite next
 };
 
 LtGemm::~LtGemm() {
@@ -199,16 +248,23 @@ void LtGemm::init() {
   lt_check(cublasLtMatmulPreferenceSetAttribute(pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)),
            "cublasLtMatmulPreferenceSetAttribute(MAX_WORKSPACE_BYTES)");
 
-  // Plan the largest M now, so that a GEMM cuBLASLt cannot run fails here
-  // rather than in the first batch. The heuristic reads the bias pointer only
-  // for its alignment; the workspace (a 256-byte aligned device allocation)
-  // stands in for it.
-  if (ep_ == LtEpilogue::none) {
-    plan(max_rows_, 256, 256);
-  } else if (ctx_->workspace) {
+  buckets_ = gemm_row_buckets(max_rows_);
+  bucket_refused_.assign(buckets_.size(), 0);
+  exact_.reserve(kExactPlans);
+
+  // Plan every bucket now: the forward pass then runs no heuristic, and a
+  // GEMM cuBLASLt cannot run fails here rather than in the first batch. The
+  // heuristic reads the bias pointer only for its alignment; the workspace
+  // (a 256-byte aligned device allocation) stands in for it.
+  if (ep_ != LtEpilogue::none) {
+    if (!ctx_->workspace) return;  // every call goes through the exact-M cache
     set_desc(fused_, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(ctx_->workspace),
              "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
-    plan(max_rows_, 256, 256);
+  }
+  bucket_plans_.reserve(buckets_.size());
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    set_rows(buckets_[i]);
+    bucket_plans_.push_back(choose(i == 0 ? 1 : buckets_[i - 1] + 1, kPlannedAlign));
   }
 }
 
@@ -222,7 +278,11 @@ void LtGemm::set_rows(int M) {
   layout_rows_ = M;
 }
 
-bool LtGemm::find_algo(cublasLtMatmulDesc_t desc, uint32_t matrix_align, cublasLtMatmulAlgo_t* algo,
+// The layouts describe the M to plan for; lowest_rows (<= that M) is the
+// smallest M the algorithm will be asked to run. Of the heuristic's
+// candidates that fit the workspace, the first that cublasLtMatmulAlgoCheck
+// also accepts for lowest_rows, else the first.
+bool LtGemm::find_algo(cublasLtMatmulDesc_t desc, uint32_t matrix_align, int lowest_rows, cublasLtMatmulAlgo_t* algo,
                        cublasStatus_t* status) {
   for (const auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                           CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES})
@@ -237,35 +297,81 @@ bool LtGemm::find_algo(cublasLtMatmulDesc_t desc, uint32_t matrix_align, cublasL
     cudaGetLastError();
     return false;
   }
+  const int rows = layout_rows_;
+  int usable = -1;  // the first candidate that runs `rows`
   for (int i = 0; i < found; ++i) {
-    if (results[i].state == CUBLAS_STATUS_SUCCESS && results[i].workspaceSize <= ctx_->workspace_bytes) {
+    if (results[i].state != CUBLAS_STATUS_SUCCESS || results[i].workspaceSize > ctx_->workspace_bytes) continue;
+    if (lowest_rows == rows) {
       *algo = results[i].algo;
       return true;
     }
+    if (usable < 0) usable = i;
+    cublasLtMatmulHeuristicResult_t check = {};
+    set_rows(lowest_rows);
+    const cublasStatus_t st = cublasLtMatmulAlgoCheck(ctx_->handle, desc, w_layout_, a_layout_, d_layout_, d_layout_,
+                                                      &results[i].algo, &check);
+    set_rows(rows);
+    if (st == CUBLAS_STATUS_SUCCESS && check.workspaceSize <= ctx_->workspace_bytes) {
+      *algo = results[i].algo;
+      return true;
+    }
+    cudaGetLastError();
+  }
+  if (usable >= 0) {  // run() falls back to an exact-M plan for any M cuBLASLt refuses it
+    *algo = results[usable].algo;
+    return true;
   }
   *status = CUBLAS_STATUS_NOT_SUPPORTED;
   return false;
 }
 
-// The layouts must already describe M, and the fused descriptor hold the
-// bias pointer of this call.
-const LtGemm::Plan& LtGemm::plan(int M, uint32_t matrix_align, uint32_t bias_align) {
-  const uint64_t key = (uint64_t(M) << 32) | (uint64_t(matrix_align) << 16) | uint64_t(bias_align);
-  const auto it = plans_.find(key);
-  if (it != plans_.end()) return it->second;
-
+// The layouts must already describe the M to plan for (lowest_rows up to
+// it), and the fused descriptor hold the bias pointer of this call.
+LtGemm::Plan LtGemm::choose(int lowest_rows, uint32_t matrix_align) {
   Plan p{};
   cublasStatus_t fused_status = CUBLAS_STATUS_SUCCESS, plain_status = CUBLAS_STATUS_SUCCESS;
-  if (fused_ && find_algo(fused_, matrix_align, &p.algo, &fused_status)) {
+  if (fused_ && find_algo(fused_, matrix_align, lowest_rows, &p.algo, &fused_status)) {
     p.separate_epilogue = false;
-  } else if (find_algo(plain_, matrix_align, &p.algo, &plain_status)) {
+  } else if (find_algo(plain_, matrix_align, lowest_rows, &p.algo, &plain_status)) {
     p.separate_epilogue = fused_ != nullptr;
   } else {
-    XLMR_THROW("cuBLASLt has no algorithm for the " + describe(M) + " (pointer alignment " +
+    XLMR_THROW("cuBLASLt has no algorithm for the " + describe(layout_rows_) + " (pointer alignment " +
                std::to_string(matrix_align) + " bytes): " + status_text(plain_status) +
                (fused_ ? "; with the fused epilogue: " + status_text(fused_status) : std::string()));
   }
-  return plans_.emplace(key, p).first->second;
+  return p;
+}
+
+bool LtGemm::cached_exact(uint64_t key, Plan* p) const {
+  for (const ExactPlan& e : exact_) {
+    if (e.key == key) {
+      *p = e.plan;
+      return true;
+    }
+  }
+  return false;
+}
+
+// The plan for exactly M (the layouts must describe M), from the cache or the
+// heuristic. The cache never grows past its reserved capacity.
+LtGemm::Plan LtGemm::exact_plan(int M, uint32_t matrix_align, uint64_t key) {
+  Plan p{};
+  if (cached_exact(key, &p)) return p;
+  p = choose(M, matrix_align);
+  if (exact_.size() < kExactPlans) {
+    exact_.push_back({key, p});
+  } else {
+    exact_[next_victim_] = {key, p};
+    next_victim_ = (next_victim_ + 1) % kExactPlans;
+  }
+  return p;
+}
+
+cublasStatus_t LtGemm::matmul(const Plan& p, void* d, const void* a, const void* w, cudaStream_t stream) {
+  const cublasLtMatmulDesc_t desc = (fused_ && !p.separate_epilogue) ? fused_ : plain_;
+  const float one = 1.f, zero = 0.f;
+  return cublasLtMatmul(ctx_->handle, desc, &one, w, w_layout_, a, a_layout_, &zero, d, d_layout_, d, d_layout_,
+                        &p.algo, ctx_->workspace, ctx_->workspace_bytes, stream);
 }
 
 void LtGemm::run(void* d, const void* a, const void* w, const float* bias, int M, cudaStream_t stream) {
@@ -282,18 +388,34 @@ void LtGemm::run(void* d, const void* a, const void* w, const float* bias, int M
     set_desc(fused_, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(bias),
              "cublasLtMatmulDescSetAttribute(BIAS_POINTER)");
   const uint32_t matrix_align = std::min({alignment_of(d), alignment_of(a), alignment_of(w)});
-  const Plan& p = plan(M, matrix_align, alignment_of(bias));
+  const uint32_t bias_align = alignment_of(bias);
+  const uint64_t key = exact_key(M, matrix_align, bias_align);
 
-  const cublasLtMatmulDesc_t desc = (with_bias && !p.separate_epilogue) ? fused_ : plain_;
-  const float one = 1.f, zero = 0.f;
-  const cublasStatus_t st = cublasLtMatmul(ctx_->handle, desc, &one, w, w_layout_, a, a_layout_, &zero, d, d_layout_,
-                                           d, d_layout_, &p.algo, ctx_->workspace, ctx_->workspace_bytes, stream);
+  // The bucket's plan when there is one for these pointers; the exact-M cache
+  // first only in a bucket where cuBLASLt has refused the algorithm before.
+  Plan exact{};
+  const Plan* p = &exact;
+  int bucket = -1;
+  if (!bucket_plans_.empty() && matrix_align == kPlannedAlign && bias_align == kPlannedAlign) {
+    bucket = gemm_bucket_index(buckets_, M);
+    if (!bucket_refused_[size_t(bucket)] || !cached_exact(key, &exact)) p = &bucket_plans_[size_t(bucket)];
+  } else {
+    exact = exact_plan(M, matrix_align, key);
+  }
+  cublasStatus_t st = matmul(*p, d, a, w, stream);
+  if (p != &exact && (st == CUBLAS_STATUS_NOT_SUPPORTED || st == CUBLAS_STATUS_INVALID_VALUE)) {
+    cudaGetLastError();
+    bucket_refused_[size_t(bucket)] = 1;
+    exact = exact_plan(M, matrix_align, key);
+    p = &exact;
+    st = matmul(*p, d, a, w, stream);
+  }
   if (st != CUBLAS_STATUS_SUCCESS) {
     cudaGetLastError();
     XLMR_THROW("cublasLtMatmul failed for the " + describe(M) + ": " + status_text(st));
   }
 
-  if (p.separate_epilogue) {
+  if (p->separate_epilogue) {
     const size_t total = size_t(M) * size_t(out_);
     constexpr int kBlock = 256;
     const unsigned blocks = unsigned(std::min<size_t>((total + kBlock - 1) / kBlock, size_t(1) << 16));
