@@ -25,6 +25,8 @@
 
 #include "engine/error.h"
 #include "kernels/cuda/cuda_kernels.h"
+#include "kernels/cuda/launch.cuh"
+#include "kernels/cuda/ptx.cuh"
 
 // mma.m16n8k16 and cp.async need sm_80. Device code compiled for an older
 // target (CMAKE_CUDA_ARCHITECTURES below 80) keeps the head_dim-64 entry point
@@ -56,11 +58,7 @@ struct Elem<__half> {
   // d += a * b for one m16n8k16 tile (row-major A, column-major B).
   static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
 #ifndef XLMR_ATTENTION_NO_MMA
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    ptx::mma_m16n8k16_f16(d, a, b0, b1);
 #endif
   }
 };
@@ -79,30 +77,15 @@ struct Elem<__nv_bfloat16> {
   }
   static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
 #ifndef XLMR_ATTENTION_NO_MMA
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    ptx::mma_m16n8k16_bf16(d, a, b0, b1);
 #endif
   }
 };
 
-// ---- cp.async --------------------------------------------------------------
-// 16-byte global -> shared copy; when !valid nothing is read and the 16 bytes
-// are zero-filled (src-size 0). src must still be a valid address.
 #ifndef XLMR_ATTENTION_NO_MMA
-__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
-  const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(src_bytes) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-// Waits until at most `pending` of this thread's committed groups are in flight.
-template <int pending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(pending) : "memory");
-}
+using ptx::cp_async_16;
+using ptx::cp_async_commit;
+using ptx::cp_async_wait;
 
 __device__ __forceinline__ uint32_t lds32(const uint16_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 #endif
@@ -235,11 +218,9 @@ __device__ __forceinline__ void load_tile(uint16_t* dst, const uint16_t* src, in
 #endif
 
 // grid (ceil(max_seqlen / 64), H, S), block 128.
-// Fragment layout of mma.m16n8k16 (g = lane / 4, t = lane % 4):
-//   A (16x16, 4 regs of 2 elements): reg0 (row g, k 2t..2t+1), reg1 (row g+8, k 2t..),
-//                                    reg2 (row g, k 2t+8..), reg3 (row g+8, k 2t+8..)
-//   B (16x8, 2 regs): b0 (k 2t..2t+1, col g), b1 (k 2t+8..2t+9, col g)
-//   C (16x8 fp32): c0, c1 (row g, cols 2t, 2t+1), c2, c3 (row g+8, cols 2t, 2t+1)
+// Fragments of mma.m16n8k16 as in kernels/cuda/ptx.cuh (g = lane / 4,
+// t = lane % 4): A regs (row g | g+8, k 2t.. | 2t+8..), B regs (k 2t.. |
+// 2t+8.., col g), C (row g | g+8, cols 2t, 2t+1).
 // Three CTAs per SM: the register budget (<= 170) then holds Q fragments,
 // scores and the output accumulator without spilling.
 template <typename T>
@@ -454,11 +435,12 @@ void launch(void* out, const void* qkv, const int32_t* cu_seqlens, int n_seqs, i
   if (head_dim == kD) {
     const float scale_log2 = float(1.4426950408889634 / std::sqrt(double(kD)));  // log2(e) / sqrt(D)
     const dim3 grid(unsigned((max_seqlen + kBlockM - 1) / kBlockM), unsigned(heads), unsigned(n_seqs));
-    attention_hd64_kernel<T><<<grid, kThreads, 0, stream>>>(o, in, cu_seqlens, heads, scale_log2);
+    XLMR_LAUNCH(grid, kThreads, 0, stream, attention_hd64_kernel<T>)(o, in, cu_seqlens, heads, scale_log2);
   } else {
     const float scale = float(1.0 / std::sqrt(double(head_dim)));
     const dim3 grid(unsigned((max_seqlen + kFbWarps - 1) / kFbWarps), unsigned(heads), unsigned(n_seqs));
-    attention_generic_kernel<T><<<grid, kFbWarps * 32, 0, stream>>>(o, in, cu_seqlens, heads, head_dim, scale);
+    XLMR_LAUNCH(grid, kFbWarps * 32, 0, stream, attention_generic_kernel<T>)(o, in, cu_seqlens, heads, head_dim,
+                                                                            scale);
   }
 }
 

@@ -22,6 +22,7 @@
 #include "engine/error.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/half_bits.cuh"
+#include "kernels/cuda/launch.cuh"
 
 namespace xlmr::cuda {
 namespace {
@@ -207,7 +208,7 @@ template <typename Bits, int W, typename Rows>
 __global__ void __launch_bounds__(kBlockThreads)
     layernorm_block_kernel(uint16_t* out, Rows rows, const float* __restrict__ gamma, const float* __restrict__ beta,
                            int E, float eps) {
-  extern __shared__ float row_s[];  // [E]
+  float* row_s = detail::dynamic_shared<float>();  // [E]
   __shared__ float red[32];
   const int row = blockIdx.x;
   const int n_chunks = E / W;
@@ -246,10 +247,12 @@ void launch_width(uint16_t* out, const Rows& rows, const float* gamma, const flo
                   cudaStream_t stream) {
   if (E <= kWarpMaxHidden) {
     const unsigned blocks = unsigned((N + kRowsPerBlock - 1) / kRowsPerBlock);
-    layernorm_warp_kernel<Bits, W, Rows><<<blocks, kRowsPerBlock * 32, 0, stream>>>(out, rows, gamma, beta, N, E, eps);
+    XLMR_LAUNCH(blocks, kRowsPerBlock * 32, 0, stream, layernorm_warp_kernel<Bits, W, Rows>)(out, rows, gamma, beta, N,
+                                                                                           E, eps);
   } else {
     const size_t smem = size_t(E) * sizeof(float);
-    layernorm_block_kernel<Bits, W, Rows><<<unsigned(N), kBlockThreads, smem, stream>>>(out, rows, gamma, beta, E, eps);
+    XLMR_LAUNCH(unsigned(N), kBlockThreads, smem, stream, layernorm_block_kernel<Bits, W, Rows>)(out, rows, gamma, beta,
+                                                                                               E, eps);
   }
 }
 

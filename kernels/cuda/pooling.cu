@@ -16,6 +16,7 @@
 #include "engine/error.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/half_bits.cuh"
+#include "kernels/cuda/launch.cuh"
 
 namespace xlmr::cuda {
 namespace {
@@ -80,7 +81,7 @@ void check_sizes(const char* what, int n_seqs, int hidden) {
 void gather_first(Half16, void* out, const void* x, const int32_t* cu_seqlens, int n_seqs, int hidden, Stream s) {
   check_sizes("gather_first", n_seqs, hidden);
   if (n_seqs == 0) return;
-  gather_first_kernel<<<unsigned(n_seqs), kThreads, 0, static_cast<cudaStream_t>(s)>>>(
+  XLMR_LAUNCH(unsigned(n_seqs), kThreads, 0, static_cast<cudaStream_t>(s), gather_first_kernel)(
       static_cast<uint16_t*>(out), static_cast<const uint16_t*>(x), cu_seqlens, hidden);
   check_launch("gather_first");
 }
@@ -92,9 +93,9 @@ void mean_pool(Half16 t, float* out, const void* x, const int32_t* cu_seqlens, i
   const auto stream = static_cast<cudaStream_t>(s);
   const auto* in = static_cast<const uint16_t*>(x);
   if (t == Half16::f16)
-    mean_pool_kernel<F16Bits><<<grid, kThreads, 0, stream>>>(out, in, cu_seqlens, hidden);
+    XLMR_LAUNCH(grid, kThreads, 0, stream, mean_pool_kernel<F16Bits>)(out, in, cu_seqlens, hidden);
   else
-    mean_pool_kernel<Bf16Bits><<<grid, kThreads, 0, stream>>>(out, in, cu_seqlens, hidden);
+    XLMR_LAUNCH(grid, kThreads, 0, stream, mean_pool_kernel<Bf16Bits>)(out, in, cu_seqlens, hidden);
   check_launch("mean_pool");
 }
 
@@ -106,14 +107,14 @@ void activation(Half16 t, void* x, size_t n, bool tanh_not_relu, Stream s) {
   auto* p = static_cast<uint16_t*>(x);
   if (t == Half16::f16) {
     if (tanh_not_relu)
-      activation_kernel<F16Bits, true><<<blocks, kBlock, 0, stream>>>(p, n);
+      XLMR_LAUNCH(blocks, kBlock, 0, stream, activation_kernel<F16Bits, true>)(p, n);
     else
-      activation_kernel<F16Bits, false><<<blocks, kBlock, 0, stream>>>(p, n);
+      XLMR_LAUNCH(blocks, kBlock, 0, stream, activation_kernel<F16Bits, false>)(p, n);
   } else {
     if (tanh_not_relu)
-      activation_kernel<Bf16Bits, true><<<blocks, kBlock, 0, stream>>>(p, n);
+      XLMR_LAUNCH(blocks, kBlock, 0, stream, activation_kernel<Bf16Bits, true>)(p, n);
     else
-      activation_kernel<Bf16Bits, false><<<blocks, kBlock, 0, stream>>>(p, n);
+      XLMR_LAUNCH(blocks, kBlock, 0, stream, activation_kernel<Bf16Bits, false>)(p, n);
   }
   check_launch("activation");
 }
