@@ -27,6 +27,24 @@ inline bool available(const char* what) {
   return false;
 }
 
+// True when the kernels run on the CPU emulator (tests/emulation) rather
+// than a GPU: thousands of times slower, so the tests shrink their largest
+// shapes there (each case says what it cut).
+#ifdef XLMR_CUDA_EMULATION
+constexpr bool kEmulated = true;
+#else
+constexpr bool kEmulated = false;
+#endif
+
+// available(), for tests of cuBLASLt, which the emulator does not run.
+inline bool cublas_available(const char* what) {
+  if (kEmulated) {
+    WARN("CPU emulator: cuBLASLt is not emulated - " << what << " skipped");
+    return false;
+  }
+  return available(what);
+}
+
 inline const char* type_name(xlmr::cuda::Half16 t) { return t == xlmr::cuda::Half16::f16 ? "f16" : "bf16"; }
 
 class DeviceBuffer {

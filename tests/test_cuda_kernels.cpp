@@ -11,6 +11,9 @@
 // written past the output (guard elements keep a NaN pattern). Max abs errors
 // are reported.
 //
+// The [cuda] cases also run on the CPU emulator (tests/emulation,
+// xlmr-emulated-tests), where the cuBLASLt ones skip with a note.
+//
 // Without a GPU each case says so and passes, except the [cuda-errors] one,
 // which checks that the runtime helpers then fail with xlmr::Error rather
 // than crash (with a GPU: that an impossible allocation is reported as out of
@@ -458,7 +461,7 @@ TEST_CASE("CUDA gather_first mean_pool and activation match the reference", "[cu
 }
 
 TEST_CASE("CUDA cuBLASLt GEMMs match ref::linear at XLM-R base shapes", "[cuda]") {
-  if (!have_gpu("GEMM test")) return;
+  if (!test::gpu::cublas_available("GEMM test")) return;
   struct Shape {
     int in, out;
     cu::LtEpilogue ep;
@@ -479,7 +482,7 @@ TEST_CASE("CUDA cuBLASLt GEMMs match ref::linear at XLM-R base shapes", "[cuda]"
 }
 
 TEST_CASE("CUDA cuBLASLt GEMMs match ref::linear at small and odd shapes", "[cuda]") {
-  if (!have_gpu("GEMM test")) return;
+  if (!test::gpu::cublas_available("GEMM test")) return;
   struct Shape {
     int in, out;
     cu::LtEpilogue ep;
@@ -500,7 +503,7 @@ TEST_CASE("CUDA cuBLASLt GEMMs match ref::linear at small and odd shapes", "[cud
 }
 
 TEST_CASE("CUDA cuBLASLt GEMM refuses calls outside its plan", "[cuda]") {
-  if (!have_gpu("GEMM argument test")) return;
+  if (!test::gpu::cublas_available("GEMM argument test")) return;
   StreamHolder stream;
   const cu::Stream s = stream.get();
   ContextPtr ctx(cu::lt_create(size_t(1) << 20));

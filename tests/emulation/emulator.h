@@ -1,0 +1,194 @@
+// A CPU emulator for the handwritten CUDA kernels of kernels/cuda, so that
+// the GPU tests (tests/test_cuda_attention.cpp, tests/test_cuda_kernels.cpp)
+// also run - slowly - on machines without a GPU, CI among them, against the
+// very kernel source that nvcc compiles.
+//
+// How: each kernel file is compiled a second time as plain C++ by
+// tests/emulation/kernels_*.cpp, which include this header first. Every CUDA
+// thread of a block becomes a fiber with its own stack; the
+// fibers of one block run on the calling thread, one block after another,
+// and switch only where threads of a real GPU wait for each other:
+//   __syncthreads()              every live thread of the block must arrive
+//   __syncwarp, __shfl*_sync,    every lane of the warp must arrive at the
+//   mma.sync                     same kind of operation, then all go on
+// so a missing barrier, a barrier in divergent code or a shuffle with lanes
+// missing is reported (as a launch failure), not silently tolerated.
+// __shared__ variables become function statics (one block runs at a time).
+// cp.async copies are deferred until the cp.async.wait_group that covers
+// them, so reading a tile before waiting for it reads stale data, as on the
+// device. mma.sync m16n8k16 gathers the warp's fragments and multiplies them
+// in fp32 following the PTX ISA's fragment layout. Fresh device memory and
+// shared memory are filled with 0xff bytes (NaN in fp16, bf16 and fp32).
+//
+// Not emulated: cuBLASLt (the GEMM tests skip), CUDA graphs, events,
+// timing, anything about speed. Launch errors the emulator detects (bad
+// grid or block, too much dynamic shared memory, a deadlock, misaligned
+// cp.async) surface through cudaGetLastError() as on the device.
+#pragma once
+
+#ifndef XLMR_CUDA_EMULATION
+#define XLMR_CUDA_EMULATION 1
+#endif
+
+// The host parts of the CUDA headers first: types (dim3, uint4, __half) and
+// the fp16/bf16 conversions, which are host functions too.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+namespace xlmr::emulation {
+
+// Where the calling emulated thread is.
+struct Place {
+  uint3 thread_idx;
+  uint3 block_idx;
+  dim3 block_dim;
+  dim3 grid_dim;
+};
+const Place& place();
+int lane_id();
+
+// Block and warp rendezvous; the warp one names its operation so that lanes
+// meeting at different operations are reported.
+void sync_block();
+void sync_warp(const char* op, unsigned mask);
+
+constexpr int kExchangeWords = 16;
+
+// Publishes n (<= kExchangeWords) words of this lane and waits for the warp; returns the
+// warp's words as [32 lanes][kExchangeWords], valid until this lane's next warp operation.
+const uint32_t* warp_exchange(const char* op, unsigned mask, const uint32_t* mine, int n);
+
+void* dynamic_shared_memory();
+
+// cp.async (sm_80): a deferred 16-byte copy, group commit and wait.
+void cp_async(void* smem, const void* gmem, bool valid);
+void cp_async_commit();
+void cp_async_wait(int pending);
+
+// d += A B for one mma.m16n8k16 with fp32 accumulators.
+void mma_m16n8k16(bool bf16, float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+
+// Runs body(ctx) as every thread of every block of the grid.
+void run_grid(dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void*), void* ctx);
+
+// The launch's outcome, read (and cleared) by cudaGetLastError().
+cudaError_t take_error();
+const char* error_string(cudaError_t err);
+
+// XLMR_LAUNCH(...)(args...): the kernel's parameters are copied once per
+// launch, and every emulated thread calls the kernel with them.
+template <typename... P>
+class Launch {
+ public:
+  Launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem)
+      : kernel_(kernel), grid_(grid), block_(block), smem_(smem) {}
+
+  template <typename... A>
+  void operator()(A&&... args) const {
+    struct Call {
+      void (*kernel)(P...);
+      std::tuple<std::decay_t<P>...> params;
+    } call{kernel_, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
+    run_grid(
+        grid_, block_, smem_, [](void* c) {
+          auto* k = static_cast<Call*>(c);
+          std::apply(k->kernel, k->params);
+        },
+        &call);
+  }
+
+ private:
+  void (*kernel_)(P...);
+  dim3 grid_, block_;
+  size_t smem_;
+};
+
+template <typename... P>
+Launch<P...> launch(dim3 grid, dim3 block, size_t smem, void (*kernel)(P...)) {
+  return Launch<P...>(kernel, grid, block, smem);
+}
+
+template <typename T>
+T bits_to(uint32_t u) {
+  static_assert(sizeof(T) == 4, "32-bit shuffles only");
+  T v;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+template <typename T>
+uint32_t to_bits(T v) {
+  static_assert(sizeof(T) == 4, "32-bit shuffles only");
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  return u;
+}
+
+}  // namespace xlmr::emulation
+
+// ---- the CUDA C++ spellings the kernels use ---------------------------------
+#undef __shared__
+#define __shared__ static
+#define __launch_bounds__(...)
+#define threadIdx (::xlmr::emulation::place().thread_idx)
+#define blockIdx (::xlmr::emulation::place().block_idx)
+#define blockDim (::xlmr::emulation::place().block_dim)
+#define gridDim (::xlmr::emulation::place().grid_dim)
+#define cudaGetLastError() ::xlmr::emulation::take_error()
+#define cudaGetErrorString(err) ::xlmr::emulation::error_string(err)
+#define XLMR_LAUNCH(grid, block, smem, stream, ...) \
+  (static_cast<void>(stream), ::xlmr::emulation::launch((grid), (block), (smem), &__VA_ARGS__))
+
+inline void __syncthreads() { ::xlmr::emulation::sync_block(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { ::xlmr::emulation::sync_warp("__syncwarp", mask); }
+
+template <typename T>
+T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
+  using namespace ::xlmr::emulation;
+  const uint32_t mine = to_bits(v);
+  const uint32_t* all = warp_exchange("__shfl_xor_sync", mask, &mine, 1);
+  return bits_to<T>(all[((lane_id() ^ lane_mask) & 31) * kExchangeWords]);
+}
+
+template <typename T>
+T __shfl_sync(unsigned mask, T v, int src_lane) {
+  using namespace ::xlmr::emulation;
+  const uint32_t mine = to_bits(v);
+  const uint32_t* all = warp_exchange("__shfl_sync", mask, &mine, 1);
+  return bits_to<T>(all[(src_lane & 31) * kExchangeWords]);
+}
+
+inline float __uint_as_float(unsigned u) { return ::xlmr::emulation::bits_to<float>(u); }
+inline unsigned __float_as_uint(float f) { return ::xlmr::emulation::to_bits(f); }
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+
+namespace xlmr::cuda::ptx {
+inline void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  ::xlmr::emulation::mma_m16n8k16(false, d, a, b0, b1);
+}
+inline void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  ::xlmr::emulation::mma_m16n8k16(true, d, a, b0, b1);
+}
+inline void cp_async_16(void* smem, const void* gmem, bool valid) { ::xlmr::emulation::cp_async(smem, gmem, valid); }
+inline void cp_async_commit() { ::xlmr::emulation::cp_async_commit(); }
+template <int pending>
+void cp_async_wait() {
+  ::xlmr::emulation::cp_async_wait(pending);
+}
+}  // namespace xlmr::cuda::ptx
+
+namespace xlmr::cuda::detail {
+template <typename T>
+T* dynamic_shared() {
+  return static_cast<T*>(::xlmr::emulation::dynamic_shared_memory());
+}
+}  // namespace xlmr::cuda::detail
