@@ -2,7 +2,9 @@
 // with head size 64 (the tensor-core attention) and one with head size 32 (the
 // fallback), fp16 and bf16, per-token cosine >= 0.999, max abs error reported.
 // Without a GPU every case says so and passes; the error for --device cuda on
-// such a machine is tested in test_kernels.cpp.
+// such a machine is tested in test_kernels.cpp. The same cases run on the CPU
+// emulator (tests/emulation: emulated kernels, streams and graphs, a plain
+// GEMM standing in for cuBLASLt), the graphs case with 20 sequences, not 40.
 #include <catch2/catch.hpp>
 
 #include <random>
@@ -62,7 +64,15 @@ void compare_to_reference(const std::string& model, xlmr::Precision precision) {
     INFO(e->describe() << " sequence " << i << " (" << want[i].n_tokens << " tokens): min cosine " << worst
                        << ", max abs error " << max_err);
     CHECK(worst >= 0.999);
-    CHECK(test::cosine(want[i].logits, got[i].logits) >= 0.999);
+    // This random model's two logits are of order 1e-3, where the cosine of
+    // a 2-vector measures rounding, not agreement: compare them absolutely,
+    // within four roundings of the head's 16-bit inputs (|x| ~ 1).
+    const double logit_tol = precision == xlmr::Precision::f16 ? 4.0 / 2048 : 4.0 / 256;
+    REQUIRE(want[i].logits.size() == got[i].logits.size());
+    for (size_t k = 0; k < want[i].logits.size(); ++k) {
+      INFO("logit " << k << ": reference " << want[i].logits[k] << ", CUDA " << got[i].logits[k]);
+      CHECK(std::abs(want[i].logits[k] - got[i].logits[k]) <= logit_tol);
+    }
     CHECK(test::cosine(want[i].embedding, got[i].embedding) >= 0.999);
   }
 }
@@ -117,7 +127,7 @@ TEST_CASE("CUDA graphs and overlapped uploads give the results of plain launches
   const std::string m = gpu_model(128, 2, "graphs");
   // A small token budget: each call runs several batches, each next one
   // uploaded while the current one computes.
-  const auto seqs = random_seqs(40, 200, 21);
+  const auto seqs = random_seqs(test::gpu::kEmulated ? 20 : 40, 200, 21);
   xlmr::EncodeOptions enc;
   enc.hidden = true;
   xlmr::EngineOptions plain;

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/error.h"
 #include "kernels/cuda/half_bits.cuh"
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -469,6 +470,56 @@ void run_grid(dim3 grid_dim, dim3 block_dim, size_t dynamic_smem, void (*body)(v
   t_grid = nullptr;
   if (!g.error.empty()) set_error(cudaErrorLaunchFailure, "emulated kernel failed: " + g.error);
 }
+
+// ---- streams and graphs -------------------------------------------------------
+struct Stream {
+  bool capturing = false;
+  std::vector<std::function<void()>> recorded;
+};
+struct Graph {
+  std::vector<std::function<void()>> work;
+};
+
+Stream* stream_new() { return new Stream; }
+void stream_delete(Stream* s) noexcept { delete s; }
+
+void submit(void* stream, std::function<void()> work) {
+  auto* s = static_cast<Stream*>(stream);
+  if (s && s->capturing)
+    s->recorded.push_back(std::move(work));
+  else
+    work();
+}
+
+void capture_start(void* stream) {
+  auto* s = static_cast<Stream*>(stream);
+  XLMR_CHECK(s && !s->capturing, "cudaStreamBeginCapture (emulated): no stream, or one already capturing");
+  s->capturing = true;
+  s->recorded.clear();
+}
+
+Graph* capture_stop(void* stream) {
+  auto* s = static_cast<Stream*>(stream);
+  XLMR_CHECK(s && s->capturing, "cudaStreamEndCapture (emulated): the stream is not capturing");
+  auto* g = new Graph{std::move(s->recorded)};
+  s->recorded.clear();
+  s->capturing = false;
+  return g;
+}
+
+void capture_drop(void* stream) noexcept {
+  auto* s = static_cast<Stream*>(stream);
+  if (!s) return;
+  s->capturing = false;
+  s->recorded.clear();
+}
+
+void graph_run(Graph* g, void* stream) {
+  XLMR_CHECK(g != nullptr, "cudaGraphLaunch (emulated): no graph");
+  for (const auto& w : g->work) submit(stream, w);
+}
+
+void graph_delete(Graph* g) noexcept { delete g; }
 
 cudaError_t take_error() {
   const cudaError_t e = t_error;

@@ -20,9 +20,13 @@
 // in fp32 following the PTX ISA's fragment layout. Fresh device memory and
 // shared memory are filled with 0xff bytes (NaN in fp16, bf16 and fp32).
 //
-// Not emulated: cuBLASLt (the GEMM tests skip), CUDA graphs, events,
-// timing, anything about speed. Launch errors the emulator detects (bad
-// grid or block, too much dynamic shared memory, a deadlock, misaligned
+// Streams are synchronous; a stream capturing a graph records its work, and
+// launching the graph runs the recording (tests/emulation/runtime.cpp builds
+// the runtime of kernels/cuda/cuda_kernels.h on this, with a plain fp32 GEMM
+// standing in for cuBLASLt so that the CUDA backend runs end to end).
+// Not emulated: cuBLASLt itself (its tests skip), timing, concurrency
+// between streams, anything about speed. Launch errors the emulator detects
+// (bad grid or block, too much dynamic shared memory, a deadlock, misaligned
 // cp.async) surface through cudaGetLastError() as on the device.
 #pragma once
 
@@ -40,6 +44,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -80,41 +86,62 @@ void mma_m16n8k16(bool bf16, float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
 // Runs body(ctx) as every thread of every block of the grid.
 void run_grid(dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void*), void* ctx);
 
+// Streams. Work submitted to a stream runs at once (every stream is
+// synchronous here) unless the stream is capturing a graph: then it is
+// recorded, to run when the graph is launched. A null stream never captures.
+struct Stream;
+struct Graph;
+Stream* stream_new();
+void stream_delete(Stream* s) noexcept;
+void submit(void* stream, std::function<void()> work);
+void capture_start(void* stream);   // throws xlmr::Error if already capturing
+Graph* capture_stop(void* stream);  // throws if not capturing
+void capture_drop(void* stream) noexcept;
+void graph_run(Graph* g, void* stream);
+void graph_delete(Graph* g) noexcept;
+
 // The launch's outcome, read (and cleared) by cudaGetLastError().
 cudaError_t take_error();
 const char* error_string(cudaError_t err);
 
 // XLMR_LAUNCH(...)(args...): the kernel's parameters are copied once per
-// launch, and every emulated thread calls the kernel with them.
+// launch (and kept by a graph that records it), and every emulated thread
+// calls the kernel with them.
 template <typename... P>
 class Launch {
  public:
-  Launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem)
-      : kernel_(kernel), grid_(grid), block_(block), smem_(smem) {}
+  Launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, void* stream)
+      : kernel_(kernel), grid_(grid), block_(block), smem_(smem), stream_(stream) {}
 
   template <typename... A>
   void operator()(A&&... args) const {
     struct Call {
       void (*kernel)(P...);
       std::tuple<std::decay_t<P>...> params;
-    } call{kernel_, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)};
-    run_grid(
-        grid_, block_, smem_, [](void* c) {
-          auto* k = static_cast<Call*>(c);
-          std::apply(k->kernel, k->params);
-        },
-        &call);
+    };
+    auto call = std::make_shared<Call>(Call{kernel_, std::tuple<std::decay_t<P>...>(std::forward<A>(args)...)});
+    const dim3 grid = grid_, block = block_;
+    const size_t smem = smem_;
+    submit(stream_, [call, grid, block, smem] {
+      run_grid(
+          grid, block, smem, [](void* c) {
+            auto* k = static_cast<Call*>(c);
+            std::apply(k->kernel, k->params);
+          },
+          call.get());
+    });
   }
 
  private:
   void (*kernel_)(P...);
   dim3 grid_, block_;
   size_t smem_;
+  void* stream_;
 };
 
 template <typename... P>
-Launch<P...> launch(dim3 grid, dim3 block, size_t smem, void (*kernel)(P...)) {
-  return Launch<P...>(kernel, grid, block, smem);
+Launch<P...> launch(dim3 grid, dim3 block, size_t smem, void* stream, void (*kernel)(P...)) {
+  return Launch<P...>(kernel, grid, block, smem, stream);
 }
 
 template <typename T>
@@ -145,7 +172,7 @@ uint32_t to_bits(T v) {
 #define cudaGetLastError() ::xlmr::emulation::take_error()
 #define cudaGetErrorString(err) ::xlmr::emulation::error_string(err)
 #define XLMR_LAUNCH(grid, block, smem, stream, ...) \
-  (static_cast<void>(stream), ::xlmr::emulation::launch((grid), (block), (smem), &__VA_ARGS__))
+  ::xlmr::emulation::launch((grid), (block), (smem), static_cast<void*>(stream), &__VA_ARGS__)
 
 inline void __syncthreads() { ::xlmr::emulation::sync_block(); }
 inline void __syncwarp(unsigned mask = 0xffffffffu) { ::xlmr::emulation::sync_warp("__syncwarp", mask); }
