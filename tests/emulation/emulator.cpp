@@ -335,8 +335,8 @@ template <typename Bits>
 void widen(const uint32_t (&a)[4], uint32_t b0, uint32_t b1, uint32_t (&out)[12]) {
   const uint32_t regs[6] = {a[0], a[1], a[2], a[3], b0, b1};
   for (int r = 0; r < 6; ++r) {
-    out[2 * r] = to_bits(Bits::to_float(uint16_t(regs[r] & 0xffffu)));
-    out[2 * r + 1] = to_bits(Bits::to_float(uint16_t(regs[r] >> 16)));
+    out[2 * r] = bit_cast32<uint32_t>(Bits::to_float(uint16_t(regs[r] & 0xffffu)));
+    out[2 * r + 1] = bit_cast32<uint32_t>(Bits::to_float(uint16_t(regs[r] >> 16)));
   }
 }
 
@@ -353,17 +353,17 @@ void mma_impl(float (&d)[4], const uint32_t* all, int lane) {
   for (int q = 0; q < 4; ++q) {  // k = 2q, 2q + 1, 2q + 8, 2q + 9 sit in lane 4 * (row or column) + q
     const uint32_t* a_lane = all + size_t(4 * g + q) * kExchangeWords;
     for (int h = 0; h < 2; ++h) {  // h: row g + 8h
-      A[h][2 * q] = bits_to<float>(a_lane[2 * h]);
-      A[h][2 * q + 1] = bits_to<float>(a_lane[2 * h + 1]);
-      A[h][2 * q + 8] = bits_to<float>(a_lane[2 * h + 4]);
-      A[h][2 * q + 9] = bits_to<float>(a_lane[2 * h + 5]);
+      A[h][2 * q] = bit_cast32<float>(a_lane[2 * h]);
+      A[h][2 * q + 1] = bit_cast32<float>(a_lane[2 * h + 1]);
+      A[h][2 * q + 8] = bit_cast32<float>(a_lane[2 * h + 4]);
+      A[h][2 * q + 9] = bit_cast32<float>(a_lane[2 * h + 5]);
     }
     for (int c = 0; c < 2; ++c) {  // column 2t + c
       const uint32_t* b_lane = all + size_t(4 * (2 * t + c) + q) * kExchangeWords;
-      B[c][2 * q] = bits_to<float>(b_lane[8]);
-      B[c][2 * q + 1] = bits_to<float>(b_lane[9]);
-      B[c][2 * q + 8] = bits_to<float>(b_lane[10]);
-      B[c][2 * q + 9] = bits_to<float>(b_lane[11]);
+      B[c][2 * q] = bit_cast32<float>(b_lane[8]);
+      B[c][2 * q + 1] = bit_cast32<float>(b_lane[9]);
+      B[c][2 * q + 8] = bit_cast32<float>(b_lane[10]);
+      B[c][2 * q + 9] = bit_cast32<float>(b_lane[11]);
     }
   }
   for (int i = 0; i < 4; ++i) {  // C element i: row g + 8 (i / 2), column 2t + (i % 2)

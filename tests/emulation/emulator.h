@@ -144,19 +144,21 @@ Launch<P...> launch(dim3 grid, dim3 block, size_t smem, void* stream, void (*ker
   return Launch<P...>(kernel, grid, block, smem, stream);
 }
 
-template <typename T>
-T bits_to(uint32_t u) {
-  static_assert(sizeof(T) == 4, "32-bit shuffles only");
-  T v;
-  std::memcpy(&v, &u, 4);
-  return v;
+// std::bit_cast (C++20) for the 32-bit values shuffles move.
+template <typename To, typename From>
+To bit_cast32(From v) {
+  static_assert(sizeof(To) == 4 && sizeof(From) == 4, "32-bit values only");
+  To t;
+  std::memcpy(&t, &v, 4);
+  return t;
 }
+
+// v as held by lane src (mod 32) of the calling warp.
 template <typename T>
-uint32_t to_bits(T v) {
-  static_assert(sizeof(T) == 4, "32-bit shuffles only");
-  uint32_t u;
-  std::memcpy(&u, &v, 4);
-  return u;
+T shuffle(const char* op, unsigned mask, T v, int src) {
+  const uint32_t mine = bit_cast32<uint32_t>(v);
+  const uint32_t* all = warp_exchange(op, mask, &mine, 1);
+  return bit_cast32<T>(all[(src & 31) * kExchangeWords]);
 }
 
 }  // namespace xlmr::emulation
@@ -179,22 +181,16 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) { ::xlmr::emulation::sync_wa
 
 template <typename T>
 T __shfl_xor_sync(unsigned mask, T v, int lane_mask) {
-  using namespace ::xlmr::emulation;
-  const uint32_t mine = to_bits(v);
-  const uint32_t* all = warp_exchange("__shfl_xor_sync", mask, &mine, 1);
-  return bits_to<T>(all[((lane_id() ^ lane_mask) & 31) * kExchangeWords]);
+  return ::xlmr::emulation::shuffle("__shfl_xor_sync", mask, v, ::xlmr::emulation::lane_id() ^ lane_mask);
 }
 
 template <typename T>
 T __shfl_sync(unsigned mask, T v, int src_lane) {
-  using namespace ::xlmr::emulation;
-  const uint32_t mine = to_bits(v);
-  const uint32_t* all = warp_exchange("__shfl_sync", mask, &mine, 1);
-  return bits_to<T>(all[(src_lane & 31) * kExchangeWords]);
+  return ::xlmr::emulation::shuffle("__shfl_sync", mask, v, src_lane);
 }
 
-inline float __uint_as_float(unsigned u) { return ::xlmr::emulation::bits_to<float>(u); }
-inline unsigned __float_as_uint(float f) { return ::xlmr::emulation::to_bits(f); }
+inline float __uint_as_float(unsigned u) { return ::xlmr::emulation::bit_cast32<float>(u); }
+inline unsigned __float_as_uint(float f) { return ::xlmr::emulation::bit_cast32<uint32_t>(f); }
 inline int min(int a, int b) { return a < b ? a : b; }
 inline int max(int a, int b) { return a > b ? a : b; }
 
