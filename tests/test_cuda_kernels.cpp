@@ -3,6 +3,7 @@
 //                                                    ref::add_bias_residual_layernorm
 //   gather_first, mean_pool, activation             vs row copies, ref::mean_rows,
 //                                                    tanh / ReLU
+//   bias_activation (the unfused GEMM epilogue)     vs bias + ref::gelu
 //   lt_gemm_run (cuBLASLt)                          vs ref::linear (none / GELU)
 // in fp16 and bf16. The reference runs on the 16-bit inputs read back from the
 // device, so the error measured is the kernel's alone. Held: cosine >= 0.999
@@ -458,6 +459,39 @@ TEST_CASE("CUDA gather_first mean_pool and activation match the reference", "[cu
   }
   WARN("pooling and activation, " << sum.runs << " runs: min row cosine " << sum.min_cosine << ", max abs error "
                                   << sum.max_abs_error);
+}
+
+TEST_CASE("CUDA bias_activation (the unfused GEMM epilogue) matches ref::gelu", "[cuda]") {
+  if (!have_gpu("bias_activation test")) return;
+  Summary sum;
+  uint32_t seed = 350;
+  for (Half16 t : kTypes)
+    for (const auto& shape : std::vector<std::pair<int, int>>{{1, 2}, {7, 40}, {300, 768}, {33, 3072}})
+      for (bool gelu : {false, true}) {
+        const int rows = shape.first, cols = shape.second;
+        StreamHolder stream;
+        const cu::Stream s = stream.get();
+        const size_t n = size_t(rows) * cols;
+        const std::vector<float> bias = random_normal(size_t(cols), seed += 10, 0.5f);
+        const auto d_bias = upload_raw(bias, s);
+        const auto d = guarded_output(n, s);
+        const Device16 x = upload16(t, random_normal(n, seed + 1, 2.f), s);
+        cu::upload_f32_as(t, d->get(), x.rounded.data(), n, s);  // exact: already 16-bit values
+        cu::bias_activation(t, d->get(), d_bias->as<float>(), rows, cols, gelu, s);
+        cu::sync(s);
+        const std::vector<float> got = read16(t, d->get(), n, s);
+        std::vector<float> want(n);
+        for (size_t i = 0; i < n; ++i) {
+          const float v = x.rounded[i] + bias[i % size_t(cols)];
+          want[i] = gelu ? xlmr::ref::gelu(v) : v;
+        }
+        // One rounding to the 16-bit type, from fp32 math.
+        judge(std::string(type_name(t)) + " " + std::to_string(rows) + " x " + std::to_string(cols) +
+                  (gelu ? " bias+GELU" : " bias"),
+              compare(want, got, rows, cols, 1e-6, rtol_of(t)), untouched(*d, n, kGuard, s), sum);
+      }
+  WARN("bias_activation, " << sum.runs << " runs: min row cosine " << sum.min_cosine << ", max abs error "
+                           << sum.max_abs_error);
 }
 
 TEST_CASE("CUDA cuBLASLt GEMMs match ref::linear at XLM-R base shapes", "[cuda]") {

@@ -73,6 +73,10 @@ void gather_first(Half16 t, void* out, const void* x, const int32_t* cu_seqlens,
 void mean_pool(Half16 t, float* out, const void* x, const int32_t* cu_seqlens, int n_seqs, int hidden, Stream s);
 // In place: x = tanh(x) or relu(x), 16-bit, n elements.
 void activation(Half16 t, void* x, size_t n, bool tanh_not_relu, Stream s);
+// In place on d [rows, cols] (16-bit): d = act(d + bias[col]), act the exact
+// erf GELU or none; bias fp32 [cols]. The GEMMs' epilogue when cuBLASLt has
+// no fused one.
+void bias_activation(Half16 t, void* d, const float* bias, int rows, int cols, bool gelu, Stream s);
 
 // ---- GEMMs (cuBLASLt) --------------------------------------------------------
 // D[M, O] = epilogue(A[M, I] W^T + bias), row-major, W stored [O, I] like the

@@ -42,7 +42,7 @@
 //
 // If cuBLASLt offers no fused-epilogue algorithm for a bucket or an exact M
 // (an fp32 bias with a 16-bit output is not promised by every version), it
-// runs the plain GEMM followed by a small bias (+ exact GELU) kernel.
+// runs the plain GEMM followed by bias_activation (elementwise.cu).
 //
 // Note: cuBLASLt's GELU epilogue is the tanh approximation of GELU; XLM-R
 // uses the erf form. They differ by at most about 5e-4 in absolute value,
@@ -65,14 +65,10 @@
 #include "engine/error.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/gemm_buckets.h"
-#include "kernels/cuda/half_bits.cuh"
 
 namespace xlmr::cuda {
 
 namespace {
-
-using detail::Bf16Bits;
-using detail::F16Bits;
 
 // The pointer alignment (bytes) the bucket plans are made for, matrices and
 // bias alike. Every caller in engine/cuda_backend.cpp passes the start of its
@@ -88,18 +84,6 @@ constexpr size_t kExactPlans = 64;
 
 uint64_t exact_key(int M, uint32_t matrix_align, uint32_t bias_align) {
   return (uint64_t(M) << 32) | (uint64_t(matrix_align) << 16) | uint64_t(bias_align);
-}
-
-// The unfused epilogue: d[m, o] = act(d[m, o] + bias[o]) over total = M * O
-// elements, grid-stride. GELU in its exact erf form, as ref::gelu.
-template <typename Bits, bool kGelu>
-__global__ void bias_act_kernel(uint16_t* __restrict__ d, const float* __restrict__ bias, size_t total, int O) {
-  const size_t stride = size_t(gridDim.x) * blockDim.x;
-  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
-    float v = Bits::to_float(d[i]) + bias[i % size_t(O)];
-    if (kGelu) v = 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
-    d[i] = Bits::from_float(v);
-  }
 }
 
 std::string status_text(cublasStatus_t st) {
@@ -166,7 +150,7 @@ class LtGemm {
  private:
   struct Plan {
     cublasLtMatmulAlgo_t algo;
-    bool separate_epilogue;  // plain GEMM + bias_act_kernel instead of the fused epilogue
+    bool separate_epilogue;  // plain GEMM + bias_activation (elementwise.cu) instead of the fused epilogue
   };
   struct ExactPlan {
     uint64_t key;  // M, matrix alignment, bias alignment
@@ -415,27 +399,7 @@ void LtGemm::run(void* d, const void* a, const void* w, const float* bias, int M
     XLMR_THROW("cublasLtMatmul failed for the " + describe(M) + ": " + status_text(st));
   }
 
-  if (p->separate_epilogue) {
-    const size_t total = size_t(M) * size_t(out_);
-    constexpr int kBlock = 256;
-    const unsigned blocks = unsigned(std::min<size_t>((total + kBlock - 1) / kBlock, size_t(1) << 16));
-    auto* dd = static_cast<uint16_t*>(d);
-    const bool gelu = ep_ == LtEpilogue::bias_gelu;
-    if (t_ == Half16::f16) {
-      if (gelu)
-        bias_act_kernel<F16Bits, true><<<blocks, kBlock, 0, stream>>>(dd, bias, total, out_);
-      else
-        bias_act_kernel<F16Bits, false><<<blocks, kBlock, 0, stream>>>(dd, bias, total, out_);
-    } else {
-      if (gelu)
-        bias_act_kernel<Bf16Bits, true><<<blocks, kBlock, 0, stream>>>(dd, bias, total, out_);
-      else
-        bias_act_kernel<Bf16Bits, false><<<blocks, kBlock, 0, stream>>>(dd, bias, total, out_);
-    }
-    const cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess)
-      XLMR_THROW(std::string("GEMM bias epilogue: kernel launch failed: ") + cudaGetErrorString(err));
-  }
+  if (p->separate_epilogue) bias_activation(t_, d, bias, M, out_, ep_ == LtEpilogue::bias_gelu, stream);
 }
 
 LtContext* lt_create(size_t workspace_bytes) {

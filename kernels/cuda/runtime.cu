@@ -1,5 +1,6 @@
-// Runtime helpers of the CUDA backend: allocation, copies, streams, and the
-// conversions between fp32 and the 16-bit storage types.
+// Runtime helpers of the CUDA backend: allocation, copies, streams, graphs,
+// and the upload of fp32 host data as 16-bit (the device-side conversion back
+// is in elementwise.cu).
 //
 // Every CUDA call is checked. A failure throws xlmr::Error naming the call and
 // the CUDA message, after clearing the runtime's last-error slot: otherwise a
@@ -53,18 +54,9 @@ std::string free_memory_note() {
 }
 
 template <typename Bits>
-__global__ void to_f32_kernel(float* __restrict__ out, const uint16_t* __restrict__ in, size_t n) {
-  const size_t stride = size_t(gridDim.x) * blockDim.x;
-  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = Bits::to_float(in[i]);
-}
-
-template <typename Bits>
 void to_16bit_host(uint16_t* out, const float* in, size_t n) {
   for (size_t i = 0; i < n; ++i) out[i] = Bits::from_float(in[i]);
 }
-
-constexpr int kThreads = 256;
-constexpr size_t kMaxBlocks = size_t(1) << 16;  // the grid-stride loop covers the rest
 
 }  // namespace
 
@@ -207,18 +199,6 @@ void upload_f32_as(Half16 t, void* dst, const float* src, size_t n, Stream s) {
     if (err != cudaSuccess) fail("cudaMemcpyAsync (weight upload, " + std::to_string(len * 2) + " bytes)", err);
     check(cudaStreamSynchronize(stream), "cudaStreamSynchronize (weight upload)");
   }
-}
-
-void convert_to_f32(Half16 t, float* dst, const void* src, size_t n, Stream s) {
-  if (n == 0) return;
-  const unsigned blocks = unsigned(std::min((n + kThreads - 1) / kThreads, kMaxBlocks));
-  const auto stream = static_cast<cudaStream_t>(s);
-  const auto* in = static_cast<const uint16_t*>(src);
-  if (t == Half16::f16)
-    to_f32_kernel<F16Bits><<<blocks, kThreads, 0, stream>>>(dst, in, n);
-  else
-    to_f32_kernel<Bf16Bits><<<blocks, kThreads, 0, stream>>>(dst, in, n);
-  check(cudaGetLastError(), "convert_to_f32 kernel launch");
 }
 
 }  // namespace xlmr::cuda

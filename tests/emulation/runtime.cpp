@@ -4,8 +4,9 @@
 //     aligned like cudaMalloc's, filled with 0xff bytes (a NaN pattern, so
 //     reading what nobody wrote shows; under ASan reading past it is caught);
 //   - streams are the emulator's (tests/emulation/emulator.h): synchronous,
-//     recording instead of running while a graph is captured; copies and
-//     conversions are stream work like kernels, so graphs record them too;
+//     recording instead of running while a graph is captured; copies are
+//     stream work like kernels, so graphs record them too (the 16-bit -> fp32
+//     conversion is elementwise.cu's kernel, emulated);
 //   - events order nothing (every stream is synchronous) but exist;
 //   - the GEMMs are a plain fp32 loop standing in for cuBLASLt, with the
 //     same contract (D[M, O] = epilogue(A W^T + bias), 16-bit in and out,
@@ -37,7 +38,8 @@ bool device_available(std::string* why, std::string* device_name) {
 void* device_malloc(size_t bytes) {
   void* p = nullptr;
   if (posix_memalign(&p, 256, bytes ? bytes : 1) != 0) p = nullptr;
-  XLMR_CHECK(p != nullptr, "cudaMalloc (emulated): out of host memory for " + std::to_string(bytes) + " bytes");
+  XLMR_CHECK(p != nullptr,
+             "cudaMalloc (emulated): out of GPU memory (host memory) for " + std::to_string(bytes) + " bytes");
   std::memset(p, 0xff, bytes);
   return p;
 }
@@ -84,13 +86,6 @@ void upload_f32_as(Half16 t, void* dst, const float* src, size_t n, Stream s) {
   });
 }
 
-void convert_to_f32(Half16 t, float* dst, const void* src, size_t n, Stream s) {
-  const auto* p = static_cast<const uint16_t*>(src);
-  emu::submit(s, [=] {
-    for (size_t i = 0; i < n; ++i) dst[i] = to_f32(t, p[i]);
-  });
-}
-
 // ---- the cuBLASLt stand-in ------------------------------------------------------
 struct LtContext {
   size_t workspace_bytes = 0;
@@ -98,14 +93,16 @@ struct LtContext {
 
 class LtGemm {
  public:
-  LtGemm(Half16 t, int in, int out, LtEpilogue ep, int max_rows) : t_(t), in_(in), out_(out), ep_(ep), max_rows_(max_rows) {}
+  LtGemm(Half16 t, int in, int out, LtEpilogue ep, int max_rows)
+      : t_(t), in_(in), out_(out), ep_(ep), max_rows_(max_rows) {}
 
   void run(void* d, const void* a, const void* w, const float* bias, int M, Stream s) const {
-    XLMR_CHECK(M >= 0 && M <= max_rows_, "lt_gemm_run (emulated): " + std::to_string(M) + " rows, planned for at most " +
-                                             std::to_string(max_rows_));
+    XLMR_CHECK(M >= 0 && M <= max_rows_, "lt_gemm_run (emulated): " + std::to_string(M) +
+                                             " rows, planned for at most " + std::to_string(max_rows_));
     if (M == 0) return;
     XLMR_CHECK(d && a && w, "lt_gemm_run (emulated): null device pointer");
-    XLMR_CHECK((ep_ != LtEpilogue::none) == (bias != nullptr), "lt_gemm_run (emulated): bias does not match the epilogue");
+    XLMR_CHECK((ep_ != LtEpilogue::none) == (bias != nullptr),
+               "lt_gemm_run (emulated): bias does not match the epilogue");
     const Half16 t = t_;
     const int I = in_, O = out_;
     const LtEpilogue ep = ep_;
