@@ -9,17 +9,17 @@
 // XLMR_LAUNCH(grid, block, smem, stream, kernel)(args...) is
 // kernel<<<grid, block, smem, stream>>>(args...). The kernel comes last so
 // that a template with several arguments needs no extra parentheses.
-#define XLMR_LAUNCH(grid, block, smem, stream, ...)                            \
-  __VA_ARGS__<<<(grid), (block), (smem), (stream)>>>
+#define XLMR_LAUNCH(grid, block, smem, stream, ...) __VA_ARGS__<<<(grid), (block), (smem), (stream)>>>
 
 namespace xlmr::cuda::detail {
 
 // The block's dynamic shared memory (the launch's `smem` bytes) as T*.
-template <typename T> __device__ __forceinline__ T *dynamic_shared() {
+template <typename T>
+__device__ __forceinline__ T* dynamic_shared() {
   extern __shared__ __align__(16) unsigned char xlmr_dynamic_smem[];
-  return reinterpret_cast<T *>(xlmr_dynamic_smem);
+  return reinterpret_cast<T*>(xlmr_dynamic_smem);
 }
 
-} // namespace xlmr::cuda::detail
+}  // namespace xlmr::cuda::detail
 
-#endif // XLMR_CUDA_EMULATION
+#endif  // XLMR_CUDA_EMULATION

@@ -15,15 +15,12 @@
 
 #include <cstdint>
 
-#if !defined(XLMR_CUDA_EMULATION) &&                                           \
-    (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800)
+#if !defined(XLMR_CUDA_EMULATION) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800)
 
 namespace xlmr::cuda::ptx {
 
 // d += a * b, fp16 inputs.
-__device__ __forceinline__ void mma_m16n8k16_f16(float (&d)[4],
-                                                 const uint32_t (&a)[4],
-                                                 uint32_t b0, uint32_t b1) {
+__device__ __forceinline__ void mma_m16n8k16_f16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
       "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
@@ -32,9 +29,7 @@ __device__ __forceinline__ void mma_m16n8k16_f16(float (&d)[4],
 }
 
 // d += a * b, bf16 inputs.
-__device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4],
-                                                  const uint32_t (&a)[4],
-                                                  uint32_t b0, uint32_t b1) {
+__device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
       "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
@@ -45,26 +40,22 @@ __device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4],
 // 16-byte global -> shared copy into this thread's current group; when
 // !valid nothing is read and the 16 bytes are zero-filled (src-size 0), but
 // gmem must still be a valid address. Both addresses 16-byte aligned.
-__device__ __forceinline__ void cp_async_16(void *smem, const void *gmem,
-                                            bool valid) {
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
   const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   const int src_bytes = valid ? 16 : 0;
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst),
-               "l"(gmem), "r"(src_bytes)
-               : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(src_bytes) : "memory");
 }
 
 // Closes this thread's current group of copies.
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 
 // Waits until at most `pending` of this thread's committed groups are still
 // in flight (the newest ones). Other threads' copies need a barrier after.
-template <int pending> __device__ __forceinline__ void cp_async_wait() {
+template <int pending>
+__device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(pending) : "memory");
 }
 
-} // namespace xlmr::cuda::ptx
+}  // namespace xlmr::cuda::ptx
 
 #endif

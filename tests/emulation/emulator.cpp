@@ -14,7 +14,6 @@
 // every lane has passed the rendezvous in between - after all reads of it.
 #include "tests/emulation/emulator.h"
 
-
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
@@ -123,7 +122,7 @@ struct Fiber {
   const char* op = nullptr;  // the warp operation waited at
   unsigned ops = 0;          // warp operations so far: picks the exchange buffer
   Place where{};
-  int linear = 0;            // thread index within the block
+  int linear = 0;  // thread index within the block
   char* stack = nullptr;
   std::vector<Copy> copies;  // cp.async not yet performed
   int committed = 0;         // cp.async groups committed
@@ -254,8 +253,8 @@ bool release(Grid& g) {
     for (int i = w0; i < w1; ++i) {
       const Fiber& f = g.fibers[size_t(i)];
       if (std::strcmp(f.op, first.op) != 0) {
-        fail(block_name(f.where) + ", warp " + std::to_string(w0 / kWarp) + ": lanes meet at different warp operations (" +
-             first.op + " and " + f.op + ")");
+        fail(block_name(f.where) + ", warp " + std::to_string(w0 / kWarp) +
+             ": lanes meet at different warp operations (" + first.op + " and " + f.op + ")");
         return false;
       }
     }
@@ -349,7 +348,7 @@ void widen(const uint32_t (&a)[4], uint32_t b0, uint32_t b1, uint32_t (&out)[12]
 // of lane 4 col + (k % 8) / 2.
 void mma_impl(float (&d)[4], const uint32_t* all, int lane) {
   const int g = lane / 4, t = lane % 4;
-  float A[2][16], B[2][16];  // rows g and g + 8 of A; columns 2t and 2t + 1 of B
+  float A[2][16], B[2][16];      // rows g and g + 8 of A; columns 2t and 2t + 1 of B
   for (int q = 0; q < 4; ++q) {  // k = 2q, 2q + 1, 2q + 8, 2q + 9 sit in lane 4 * (row or column) + q
     const uint32_t* a_lane = all + size_t(4 * g + q) * kExchangeWords;
     for (int h = 0; h < 2; ++h) {  // h: row g + 8h

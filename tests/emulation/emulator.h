@@ -124,7 +124,8 @@ class Launch {
     const size_t smem = smem_;
     submit(stream_, [call, grid, block, smem] {
       run_grid(
-          grid, block, smem, [](void* c) {
+          grid, block, smem,
+          [](void* c) {
             auto* k = static_cast<Call*>(c);
             std::apply(k->kernel, k->params);
           },

@@ -6,7 +6,6 @@
 // (The emulator's spellings of the CUDA keywords must come first.)
 
 #include <catch2/catch.hpp>
-
 #include <string>
 #include <vector>
 
