@@ -345,8 +345,20 @@ def find_tool(build_dir, name, required=True):
     return None
 
 
+def tool_env(tool):
+    """The environment for one of the engine's programs. A carried build
+    (scripts/gpu-check.sh --pack) keeps the shared libraries it needs in
+    BUILD/lib; they are made visible to the program alone, not to Python."""
+    lib = os.path.join(os.path.dirname(os.path.abspath(tool)), "lib")
+    if not os.path.isdir(lib):
+        return None
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = lib + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+    return env
+
+
 def run_tool(cmd, what, log_path=None):
-    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tool_env(cmd[0]))
     if log_path:
         with open(log_path, "a") as f:
             f.write("$ " + " ".join(cmd) + "\n" + res.stdout + res.stderr + "\n")

@@ -5,10 +5,19 @@
 # card, and leave logs and JSON in OUT.
 #
 #   scripts/gpu-check.sh [OUT]          OUT defaults to $OUT, else ./gpu-check-out
-#   scripts/gpu-check.sh --pack         (on a build machine) build build-gpu/ and copy
-#                                       the non-system shared libraries it needs into
-#                                       build-gpu/lib, for a GPU machine without the
-#                                       -dev packages
+#   scripts/gpu-check.sh --pack         (on a build machine) build build-gpu/, strip its
+#                                       four programs and copy the shared libraries they
+#                                       need from Debian's packages into build-gpu/lib,
+#                                       for a GPU machine without those packages (the
+#                                       CUDA 13 libraries are taken from the GPU machine)
+#
+# A GPU machine without the -dev packages gets the carried programs: carry
+#   build-gpu/xlmr-tests build-gpu/xlmr-bench build-gpu/xlmr-infer
+#   build-gpu/xlmr-convert build-gpu/lib
+# (about 54 MiB; --pack prints the total; the working tree adds ~4 MiB of the
+# 64 MiB a device call may carry). Only the programs see build-gpu/lib
+# (LD_LIBRARY_PATH is set for them alone), so Python and PyTorch keep their own
+# libraries.
 #
 # Everything is bounded so the whole run fits in about 8 minutes.
 set -uo pipefail
@@ -18,19 +27,27 @@ build=build-gpu
 
 configure_and_build() {
   cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DXLMR_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-    -DXLMR_TESTS=ON -DXLMR_BENCHMARKS=ON >/dev/null &&
+    -DXLMR_TESTS=ON -DXLMR_BENCHMARKS=ON -DXLMR_EMULATED_TESTS=OFF >/dev/null &&
     cmake --build "$build" -j "$(nproc)"
 }
 
 if [[ "${1:-}" == "--pack" ]]; then
   configure_and_build || exit 1
+  rm -rf "$build/lib"
   mkdir -p "$build/lib"
-  for bin in "$build"/xlmr-tests "$build"/xlmr-bench "$build"/xlmr-infer "$build"/xlmr-convert; do
-    [[ -x $bin ]] || continue
-    ldd "$bin" | awk '/=>/ {print $3}' | grep -E 'dnnl|sentencepiece|libzip|xxhash|protobuf|cublas|cudart|gomp' |
+  programs=("$build"/xlmr-tests "$build"/xlmr-bench "$build"/xlmr-infer "$build"/xlmr-convert)
+  for bin in "${programs[@]}"; do
+    [[ -x $bin ]] || { echo "gpu-check: $bin was not built" >&2; exit 1; }
+    strip --strip-unneeded "$bin"
+    # Debian's libraries and what they pull in (oneDNN needs the OpenCL
+    # loader; libzip needs bz2, zlib and libcrypto), and GCC 12's C++
+    # runtime; not glibc, and not CUDA's (the GPU machine has CUDA 13).
+    ldd "$bin" | awk '/=>/ {print $3}' |
+      grep -E 'dnnl|sentencepiece|protobuf|libzip|xxhash|gomp|OpenCL|libbz2|libz\.|libcrypto|libstdc\+\+|libgcc_s' |
       while read -r lib; do cp -Lu "$lib" "$build/lib/"; done
   done
-  du -sh "$build/lib"
+  ls -la "$build/lib"
+  echo "carry: ${programs[*]} $build/lib ($(du -cb "${programs[@]}" "$build/lib" | tail -1 | awk '{printf "%.1f MiB", $1 / 1048576}'))"
   exit 0
 fi
 
@@ -50,26 +67,36 @@ if pkg-config --exists sentencepiece libzip libxxhash 2>/dev/null && [[ -e /usr/
   fi
 elif [[ -x $build/xlmr-tests ]]; then
   log "no -dev packages here: using the carried $build (libraries in $build/lib)"
-  export LD_LIBRARY_PATH="$root/$build/lib:${LD_LIBRARY_PATH:-}"
+  libs="$root/$build/lib"
 else
   log "cannot build (missing -dev packages) and no carried $build/: run scripts/gpu-check.sh --pack first"; exit 1
 fi
 bin=$root/$build
+# The programs run under `env LD_LIBRARY_PATH="$libpath"`: the carried
+# libraries (if any) are visible to them alone.
+libpath="${libs:+$libs:}${LD_LIBRARY_PATH:-}"
+if [[ -n ${libs:-} ]]; then  # carried programs: CUDA 13's libraries from this machine
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/lib; do [[ -d $d ]] && libpath="$libpath:$d"; done
+fi
+# Test models are written here, not into a build tree that may not exist on
+# this machine (carried programs keep the build machine's paths).
+XLMR_TEST_SCRATCH=$(mktemp -d)
+export XLMR_TEST_SCRATCH
 
 # 2. GPU tests, then the whole suite (CPU tests too), then compute-sanitizer.
 log "GPU tests"
-timeout 120 "$bin/xlmr-tests" "[cuda]" --durations yes >"$out/tests-cuda.txt" 2>&1 || { status=1; log "GPU TESTS FAILED"; }
+timeout 120 env LD_LIBRARY_PATH="$libpath" "$bin/xlmr-tests" "[cuda]" --durations yes >"$out/tests-cuda.txt" 2>&1 || { status=1; log "GPU TESTS FAILED"; }
 tail -3 "$out/tests-cuda.txt" | tee -a "$out/summary.txt"
 log "GPU error paths (out of memory etc.)"
-timeout 60 "$bin/xlmr-tests" "[cuda-errors]" >"$out/tests-cuda-errors.txt" 2>&1 || { status=1; log "GPU ERROR-PATH TESTS FAILED"; }
+timeout 60 env LD_LIBRARY_PATH="$libpath" "$bin/xlmr-tests" "[cuda-errors]" >"$out/tests-cuda-errors.txt" 2>&1 || { status=1; log "GPU ERROR-PATH TESTS FAILED"; }
 tail -3 "$out/tests-cuda-errors.txt" | tee -a "$out/summary.txt"
 log "GPU end-to-end tests"
-timeout 120 "$bin/xlmr-tests" "[cuda-e2e]" >"$out/tests-cuda-e2e.txt" 2>&1 || { status=1; log "GPU E2E TESTS FAILED"; }
+timeout 120 env LD_LIBRARY_PATH="$libpath" "$bin/xlmr-tests" "[cuda-e2e]" >"$out/tests-cuda-e2e.txt" 2>&1 || { status=1; log "GPU E2E TESTS FAILED"; }
 tail -3 "$out/tests-cuda-e2e.txt" | tee -a "$out/summary.txt"
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [[ -x $sanitizer ]]; then
   log "compute-sanitizer (memcheck) on the GPU kernel tests"
-  timeout 150 "$sanitizer" --tool memcheck --error-exitcode 9 "$bin/xlmr-tests" "[cuda]" >"$out/sanitizer.txt" 2>&1 ||
+  timeout 150 env LD_LIBRARY_PATH="$libpath" "$sanitizer" --tool memcheck --error-exitcode 9 "$bin/xlmr-tests" "[cuda]" >"$out/sanitizer.txt" 2>&1 ||
     { status=1; log "COMPUTE-SANITIZER REPORTED ERRORS"; }
   grep -E "ERROR SUMMARY|passed|failed" "$out/sanitizer.txt" | tail -3 | tee -a "$out/summary.txt"
 else
@@ -79,11 +106,11 @@ fi
 # 3. Benchmarks: XLM-R large on CUDA, bf16: the 16k-token ragged batch of
 # lengths 16..512, batch 1 x 128 tokens (graphs on, then off), lognormal.
 log "xlmr-bench on CUDA"
-timeout 150 "$bin/xlmr-bench" --synthetic large --device cuda --dtype bf16 --path fused --layout ragged --vocab 250002 \
+timeout 150 env LD_LIBRARY_PATH="$libpath" "$bin/xlmr-bench" --synthetic large --device cuda --dtype bf16 --path fused --layout ragged --vocab 250002 \
   --workload range:16-512:16384 --workload uniform:128x1 --workload lognormal:64 --iters 20 --min-time 1 \
   --json "$out/bench-cuda.json" >"$out/bench-cuda.txt" 2>&1 || { status=1; log "CUDA BENCH FAILED"; }
 grep -E "^summary|^== " "$out/bench-cuda.txt" | tee -a "$out/summary.txt"
-timeout 60 "$bin/xlmr-bench" --synthetic large --device cuda --dtype bf16 --path fused --layout ragged --vocab 250002 \
+timeout 60 env LD_LIBRARY_PATH="$libpath" "$bin/xlmr-bench" --synthetic large --device cuda --dtype bf16 --path fused --layout ragged --vocab 250002 \
   --workload uniform:128x1 --iters 50 --min-time 1 --cuda-graphs off \
   --json "$out/bench-cuda-nographs.json" >"$out/bench-cuda-nographs.txt" 2>&1 || { status=1; log "CUDA BENCH (no graphs) FAILED"; }
 grep -E "^summary" "$out/bench-cuda-nographs.txt" | sed 's/^/graphs off: /' | tee -a "$out/summary.txt"

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -20,9 +21,12 @@ inline std::string fixture(const std::string& rel) { return std::string(XLMR_FIX
 inline std::string source_path(const std::string& rel) { return std::string(XLMR_SOURCE_DIR) + "/" + rel; }
 inline std::string binary_path(const std::string& rel) { return std::string(XLMR_BINARY_DIR) + "/" + rel; }
 
-// A per-test scratch folder under the build tree, created on demand.
+// A per-test scratch folder, created on demand: under the build tree, or
+// under $XLMR_TEST_SCRATCH (programs carried to another machine, where the
+// build tree's path does not exist: scripts/gpu-check.sh).
 inline std::string scratch(const std::string& name) {
-  const std::string root = binary_path("test-scratch");
+  const char* env = std::getenv("XLMR_TEST_SCRATCH");
+  const std::string root = env && *env ? std::string(env) : binary_path("test-scratch");
   ::mkdir(root.c_str(), 0755);
   const std::string dir = root + "/" + name;
   ::mkdir(dir.c_str(), 0755);
