@@ -250,4 +250,23 @@ TEST_CASE("CUDA varlen attention gives finite outputs for 16-bit inputs with pea
   }
 }
 
+#ifdef XLMR_CUDA_EMULATION
+namespace xlmr::emulation {
+void set_schedule_seed(uint64_t seed);  // tests/emulation/emulator.h
+}
+
+// Emulator only: warps drifting apart and cp.async copies landing early or
+// late at random, so that a missing barrier or a K/V buffer refilled while
+// another warp still reads it would change the result.
+TEST_CASE("CUDA varlen attention under shuffled warp schedules", "[cuda]") {
+  for (uint64_t seed : {1, 2, 3}) {
+    INFO("schedule seed " << seed);
+    xlmr::emulation::set_schedule_seed(seed);
+    check_against_reference({{1, 17, 64, 65, 200, 300}, 2, 64}, 1.f, uint32_t(40 + seed));
+    check_against_reference({{1, 17, 65, 130}, 1, 32}, 1.f, uint32_t(50 + seed));
+  }
+  xlmr::emulation::set_schedule_seed(0);
+}
+#endif
+
 #endif  // XLMR_HAVE_CUDA

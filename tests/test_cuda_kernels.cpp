@@ -399,6 +399,24 @@ TEST_CASE("CUDA add_bias_residual_layernorm matches ref::add_bias_residual_layer
                                        << ", max abs error " << sum.max_abs_error);
 }
 
+#ifdef XLMR_CUDA_EMULATION
+namespace xlmr::emulation {
+void set_schedule_seed(uint64_t seed);  // tests/emulation/emulator.h
+}
+
+// Emulator only: the LayerNorm kernels with warps drifting apart, so that a
+// block reduction reusing its shared buffer without a barrier would show.
+TEST_CASE("CUDA LayerNorm kernels under shuffled warp schedules", "[cuda]") {
+  Summary sum;
+  for (uint64_t seed : {1, 2, 3}) {
+    xlmr::emulation::set_schedule_seed(seed);
+    for (int E : {768, 2048, 1030}) check_residual(Half16::bf16, 9, E, uint32_t(600 + seed), sum);
+    check_embed(Half16::f16, 9, 2048, true, uint32_t(610 + seed), sum);
+  }
+  xlmr::emulation::set_schedule_seed(0);
+}
+#endif
+
 TEST_CASE("CUDA gather_first mean_pool and activation match the reference", "[cuda]") {
   if (!have_gpu("pooling test")) return;
   // Ragged, with an empty sequence (a zero row from both kernels).

@@ -107,7 +107,8 @@ void context_switch(Context& from, Context& to) { swapcontext(&from.uc, &to.uc);
 #endif
 
 // ---- fibers and grids --------------------------------------------------------
-enum class State { ready, at_barrier, at_warp_op, done };
+// held: released from a rendezvous, waiting for its turn (shuffled schedules only).
+enum class State { ready, held, at_barrier, at_warp_op, done };
 
 struct Copy {
   void* dst;
@@ -145,14 +146,27 @@ struct Grid {
   Context scheduler;
   Fiber* current = nullptr;
   std::string error;  // the first problem found; ends the launch
+  uint64_t rng = 0;   // shuffled schedule when non-zero (set_schedule_seed)
+  std::vector<int> warp_slowness;  // shuffled: a held warp goes on with odds 1 in 2^slowness, per block
 #ifdef XLMR_EMU_ASAN
   const void* sched_bottom = nullptr;
   size_t sched_size = 0;
 #endif
 };
 
-// The launch running on this host thread, and the last launch's outcome.
+// xorshift64: the shuffled schedule's coin.
+uint64_t next_random(uint64_t& x) {
+  x ^= x << 13;
+  x ^= x >> 7;
+  x ^= x << 17;
+  return x;
+}
+
+// The launch running on this host thread, the last launch's outcome, and the
+// schedule asked for (0: lockstep) with a count that varies it per launch.
 thread_local Grid* t_grid = nullptr;
+thread_local uint64_t t_seed = 0;
+thread_local uint64_t t_launches = 0;
 thread_local cudaError_t t_error = cudaSuccess;
 thread_local std::string t_error_text;
 
@@ -224,6 +238,7 @@ void resume(Grid& g, Fiber& f) {
 const char* state_name(State s) {
   switch (s) {
     case State::ready: return "running";
+    case State::held: return "released";
     case State::at_barrier: return "__syncthreads";
     case State::at_warp_op: return "a warp operation";
     case State::done: return "exited";
@@ -232,9 +247,23 @@ const char* state_name(State s) {
 }
 
 // Releases what can go on; false when nothing can (the block is stuck).
+// Released fibers become ready at once in lockstep mode. In a shuffled
+// schedule they are held instead, and each round every warp with held lanes
+// goes on with odds set by its pace for the block (at least one warp does):
+// warps drift apart and leave a barrier at different times, as they may on a
+// GPU, so what one warp does between two of its rendezvous can overtake
+// another's.
+void release_warp(Grid& g, int w0) {
+  const int w1 = std::min(int(g.fibers.size()), w0 + kWarp);
+  for (int i = w0; i < w1; ++i) {
+    Fiber& f = g.fibers[size_t(i)];
+    if (f.state == State::at_warp_op || f.state == State::at_barrier) f.state = g.rng ? State::held : State::ready;
+  }
+}
+
 bool release(Grid& g) {
   const int n = int(g.fibers.size());
-  bool released = false;
+  // Warps whose lanes all wait at the same warp operation go on.
   for (int w0 = 0; w0 < n; w0 += kWarp) {
     const int w1 = std::min(n, w0 + kWarp);
     int waiting = 0, exited = 0;
@@ -258,18 +287,36 @@ bool release(Grid& g) {
         return false;
       }
     }
-    for (int i = w0; i < w1; ++i) g.fibers[size_t(i)].state = State::ready;
-    released = true;
+    release_warp(g, w0);
   }
-  if (released) return true;
-
-  bool all_at_barrier = true;
-  for (const Fiber& f : g.fibers) all_at_barrier &= f.state == State::at_barrier || f.state == State::done;
-  if (all_at_barrier) {
-    for (Fiber& f : g.fibers)
-      if (f.state == State::at_barrier) f.state = State::ready;
+  // The block goes on when every live thread waits at __syncthreads.
+  if (std::all_of(g.fibers.begin(), g.fibers.end(),
+                  [](const Fiber& f) { return f.state == State::at_barrier || f.state == State::done; }) &&
+      std::any_of(g.fibers.begin(), g.fibers.end(), [](const Fiber& f) { return f.state == State::at_barrier; })) {
+    for (int w0 = 0; w0 < n; w0 += kWarp) release_warp(g, w0);
+  }
+  if (g.rng) {
+    int held[1024 / kWarp], n_held = 0;  // first thread of each warp with held lanes
+    for (int w0 = 0; w0 < n; w0 += kWarp)
+      if (std::any_of(g.fibers.begin() + w0, g.fibers.begin() + std::min(n, w0 + kWarp),
+                      [](const Fiber& f) { return f.state == State::held; }))
+        held[n_held++] = w0;
+    bool any = false;
+    for (int k = 0; k < n_held; ++k) {
+      const uint64_t odds = uint64_t(1) << g.warp_slowness[size_t(held[k] / kWarp)];
+      if (next_random(g.rng) % odds != 0) continue;
+      any = true;
+      for (int i = held[k]; i < std::min(n, held[k] + kWarp); ++i)
+        if (g.fibers[size_t(i)].state == State::held) g.fibers[size_t(i)].state = State::ready;
+    }
+    if (!any && n_held > 0) {
+      const int w0 = held[next_random(g.rng) % uint64_t(n_held)];
+      for (int i = w0; i < std::min(n, w0 + kWarp); ++i)
+        if (g.fibers[size_t(i)].state == State::held) g.fibers[size_t(i)].state = State::ready;
+    }
+  }
+  if (std::any_of(g.fibers.begin(), g.fibers.end(), [](const Fiber& f) { return f.state == State::ready; }))
     return true;
-  }
 
   std::ostringstream os;
   os << block_name(g.fibers.front().where) << " is stuck (a hang on the device):";
@@ -292,6 +339,11 @@ bool release(Grid& g) {
 void run_block(Grid& g, const uint3& block_idx, const dim3& grid_dim, const dim3& block_dim) {
   const int n = int(g.fibers.size());
   std::fill(g.smem.begin(), g.smem.end(), static_cast<unsigned char>(0xff));
+  // Shuffled: every warp of the block gets its own pace, from always going on
+  // when released (0) to 1 round in 16 (4), so some warps fall far behind.
+  g.warp_slowness.assign((size_t(n) + kWarp - 1) / kWarp, 0);
+  if (g.rng)
+    for (int& w : g.warp_slowness) w = int(next_random(g.rng) % 5);
   for (int i = 0; i < n; ++i) {
     Fiber& f = g.fibers[size_t(i)];
     f.state = State::ready;
@@ -404,6 +456,17 @@ void cp_async(void* smem, const void* gmem, bool valid) {
     fail(block_name(f.where) + ": cp.async with an address that is not 16-byte aligned");
     return;
   }
+  // A copy may land any time between its issue and the wait that covers it:
+  // at the wait in lockstep mode (a read before the wait sees stale data), at
+  // either end at random in a shuffled schedule (a write into a buffer other
+  // warps still read shows too).
+  if (grid().rng && next_random(grid().rng) % 2 == 0) {
+    if (valid)
+      std::memcpy(smem, gmem, 16);
+    else
+      std::memset(smem, 0, 16);
+    return;
+  }
   f.copies.push_back({smem, gmem, valid, f.committed});
 }
 
@@ -455,6 +518,12 @@ void run_grid(dim3 grid_dim, dim3 block_dim, size_t dynamic_smem, void (*body)(v
   }
 
   Grid g;
+  if (t_seed) {  // splitmix64 of (seed, launch): a different schedule per launch, never 0
+    uint64_t z = t_seed + 0x9e3779b97f4a7c15ull * ++t_launches;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    g.rng = (z ^ (z >> 31)) | 1;
+  }
   g.body = body;
   g.ctx = ctx;
   g.fibers.resize(size_t(threads));
@@ -519,6 +588,11 @@ void graph_run(Graph* g, void* stream) {
 }
 
 void graph_delete(Graph* g) noexcept { delete g; }
+
+void set_schedule_seed(uint64_t seed) {
+  t_seed = seed;
+  t_launches = 0;
+}
 
 cudaError_t take_error() {
   const cudaError_t e = t_error;

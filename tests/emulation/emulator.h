@@ -83,6 +83,14 @@ void cp_async_wait(int pending);
 // d += A B for one mma.m16n8k16 with fp32 accumulators.
 void mma_m16n8k16(bool bf16, float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
 
+// The schedule of this host thread's later launches. 0 (the default):
+// lockstep - released warps all go on, cp.async copies land at their wait.
+// Otherwise a seed: each warp of a block gets a random pace and goes on from
+// a rendezvous (a barrier included) only when its turn comes up, so warps
+// drift apart, and each cp.async lands at its issue or at its wait at random
+// - a missing barrier or a too-early buffer reuse then tends to show.
+void set_schedule_seed(uint64_t seed);
+
 // Runs body(ctx) as every thread of every block of the grid.
 void run_grid(dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void*), void* ctx);
 

@@ -73,6 +73,22 @@ __global__ void mixed_warp_ops_kernel(float* out) {
     __syncwarp();
 }
 
+// A race: warp 1 writes s, warp 0 reads it two warp operations later, with
+// no block barrier between - right only if warp 1 happens to be on time.
+__global__ void racy_kernel(int* out) {
+  __shared__ int s;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (threadIdx.x == 0) s = 0;
+  __syncthreads();
+  __syncwarp();
+  if (warp == 1) {
+    if (lane == 0) s = 1;
+    return;
+  }
+  __syncwarp();
+  out[lane] = s;
+}
+
 // One m16n8k16 product: fragments loaded from row-major A [16][16] and
 // B [16][8] by the PTX ISA's formulas, D [16][8] stored the same way.
 template <bool kBf16>
@@ -200,4 +216,22 @@ TEST_CASE("emulator: cp.async copies land at the wait that covers them", "[emula
   CHECK(seen[1] == 1.f);
   CHECK(seen[2] == -1.f);
   CHECK(seen[3] == 0.f);  // the zero-filled chunk
+}
+
+TEST_CASE("emulator: a shuffled schedule shows races that lockstep hides", "[emulator]") {
+  std::vector<int> out(32, -1);
+  XLMR_LAUNCH(1, 64, 0, nullptr, racy_kernel)(out.data());
+  REQUIRE(launch_outcome() == "ok");
+  CHECK(out[0] == 1);  // lockstep: warp 1 is always on time
+  int late = 0;
+  for (uint64_t seed = 1; seed <= 32; ++seed) {
+    xlmr::emulation::set_schedule_seed(seed);
+    XLMR_LAUNCH(1, 64, 0, nullptr, racy_kernel)(out.data());
+    REQUIRE(launch_outcome() == "ok");
+    late += out[0] == 0;
+  }
+  xlmr::emulation::set_schedule_seed(0);
+  INFO(late << " of 32 shuffled runs read s before warp 1 wrote it");
+  CHECK(late > 0);
+  CHECK(late < 32);
 }
