@@ -4,9 +4,10 @@
 // round-robin on the calling thread: each runs until it reaches a rendezvous
 // (block barrier or warp operation) or returns. When no fiber can run, the
 // scheduler releases the warps whose live lanes all wait at the same warp
-// operation, or else the block if every live thread waits at __syncthreads;
-// if neither, the block is stuck (a real GPU would hang or misbehave) and the
-// launch fails with a message that says where the threads wait.
+// operation, and the block if every live thread waits at __syncthreads (in a
+// shuffled schedule released warps then go on at their own random pace); if
+// nothing can go on, the block is stuck (a real GPU would hang or misbehave)
+// and the launch fails with a message that says where the threads wait.
 //
 // Warp exchanges use two buffers per warp, alternating per operation: a lane
 // writes its words into one, waits for the warp, reads; its next operation
