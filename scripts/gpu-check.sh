@@ -34,19 +34,23 @@ configure_and_build() {
 if [[ "${1:-}" == "--pack" ]]; then
   configure_and_build || exit 1
   rm -rf "$build/lib"
-  mkdir -p "$build/lib"
+  mkdir -p "$build/lib/cxx"
   programs=("$build"/xlmr-tests "$build"/xlmr-bench "$build"/xlmr-infer "$build"/xlmr-convert)
   for bin in "${programs[@]}"; do
     [[ -x $bin ]] || { echo "gpu-check: $bin was not built" >&2; exit 1; }
     strip --strip-unneeded "$bin"
     # Debian's libraries and what they pull in (oneDNN needs the OpenCL
-    # loader; libzip needs bz2, zlib and libcrypto), and GCC 12's C++
-    # runtime; not glibc, and not CUDA's (the GPU machine has CUDA 13).
+    # loader; libzip needs bz2, zlib and libcrypto); not glibc, and not
+    # CUDA's (the GPU machine has CUDA 13). GCC 12's C++ runtime goes to
+    # lib/cxx, used there only if the machine's own is too old: it needs
+    # glibc 2.36, which an older machine lacks.
     ldd "$bin" | awk '/=>/ {print $3}' |
-      grep -E 'dnnl|sentencepiece|protobuf|libzip|xxhash|gomp|OpenCL|libbz2|libz\.|libcrypto|libstdc\+\+|libgcc_s' |
+      grep -E 'dnnl|sentencepiece|protobuf|libzip|xxhash|gomp|OpenCL|libbz2|libz\.|libcrypto' |
       while read -r lib; do cp -Lu "$lib" "$build/lib/"; done
+    ldd "$bin" | awk '/=>/ {print $3}' | grep -E 'libstdc\+\+|libgcc_s' |
+      while read -r lib; do cp -Lu "$lib" "$build/lib/cxx/"; done
   done
-  ls -la "$build/lib"
+  ls -la "$build/lib" "$build/lib/cxx"
   echo "carry: ${programs[*]} $build/lib ($(du -cb "${programs[@]}" "$build/lib" | tail -1 | awk '{printf "%.1f MiB", $1 / 1048576}'))"
   exit 0
 fi
@@ -77,6 +81,15 @@ bin=$root/$build
 libpath="${libs:+$libs:}${LD_LIBRARY_PATH:-}"
 if [[ -n ${libs:-} ]]; then  # carried programs: CUDA 13's libraries from this machine
   for d in /usr/local/cuda/lib64 /usr/local/cuda/lib; do [[ -d $d ]] && libpath="$libpath:$d"; done
+  if ! env LD_LIBRARY_PATH="$libpath" "$bin/xlmr-tests" --list-test-names-only >/dev/null 2>&1; then
+    libpath="$libs/cxx:$libpath"  # this machine's C++ runtime is older than GCC 12's
+    log "the programs do not load with this machine's C++ runtime: using the carried one"
+  fi
+  if ! env LD_LIBRARY_PATH="$libpath" "$bin/xlmr-tests" --list-test-names-only >/dev/null 2>&1; then
+    log "the carried programs do not load here:"
+    env LD_LIBRARY_PATH="$libpath" ldd "$bin/xlmr-tests" 2>&1 | grep -E "not found|GLIBC" | tee -a "$out/summary.txt"
+    exit 1
+  fi
 fi
 # Test models are written here, not into a build tree that may not exist on
 # this machine (carried programs keep the build machine's paths).
