@@ -91,10 +91,11 @@ if [[ -n ${libs:-} ]]; then  # carried programs: CUDA 13's libraries from this m
     exit 1
   fi
 fi
-# Test models are written here, not into a build tree that may not exist on
-# this machine (carried programs keep the build machine's paths).
+# Test models are written here and fixtures read from this checkout, not from
+# build-machine paths that may not exist here (carried programs keep them).
 XLMR_TEST_SCRATCH=$(mktemp -d)
-export XLMR_TEST_SCRATCH
+XLMR_TEST_FIXTURES=$root/tests/fixtures
+export XLMR_TEST_SCRATCH XLMR_TEST_FIXTURES
 
 # 2. GPU tests, then the whole suite (CPU tests too), then compute-sanitizer.
 log "GPU tests"

@@ -17,7 +17,12 @@
 
 namespace test {
 
-inline std::string fixture(const std::string& rel) { return std::string(XLMR_FIXTURES_DIR) + "/" + rel; }
+// tests/fixtures, or $XLMR_TEST_FIXTURES for programs carried to another
+// machine (scripts/gpu-check.sh).
+inline std::string fixture(const std::string& rel) {
+  const char* env = std::getenv("XLMR_TEST_FIXTURES");
+  return (env && *env ? std::string(env) : std::string(XLMR_FIXTURES_DIR)) + "/" + rel;
+}
 inline std::string source_path(const std::string& rel) { return std::string(XLMR_SOURCE_DIR) + "/" + rel; }
 inline std::string binary_path(const std::string& rel) { return std::string(XLMR_BINARY_DIR) + "/" + rel; }
 
