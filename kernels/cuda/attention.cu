@@ -463,8 +463,7 @@ void varlen_attention(Half16 t, void* out, const void* qkv, const int32_t* cu_se
     launch<__half>(out, qkv, cu_seqlens, n_seqs, max_seqlen, heads, head_dim, stream);
   else
     launch<__nv_bfloat16>(out, qkv, cu_seqlens, n_seqs, max_seqlen, heads, head_dim, stream);
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) XLMR_THROW(std::string("varlen_attention: kernel launch failed: ") + cudaGetErrorString(err));
+  detail::check_launch("varlen_attention");
 }
 
 }  // namespace xlmr::cuda

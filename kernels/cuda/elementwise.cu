@@ -44,11 +44,6 @@ __global__ void to_f32_kernel(float* __restrict__ out, const uint16_t* __restric
   for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = Bits::to_float(in[i]);
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) XLMR_THROW(std::string(what) + ": kernel launch failed: " + cudaGetErrorString(err));
-}
-
 }  // namespace
 
 void bias_activation(Half16 t, void* d, const float* bias, int rows, int cols, bool gelu, Stream s) {
@@ -71,7 +66,7 @@ void bias_activation(Half16 t, void* d, const float* bias, int rows, int cols, b
     else
       XLMR_LAUNCH(blocks, kThreads, 0, stream, bias_act_kernel<Bf16Bits, false>)(p, bias, total, cols);
   }
-  check_launch("bias_activation");
+  detail::check_launch("bias_activation");
 }
 
 void convert_to_f32(Half16 t, float* dst, const void* src, size_t n, Stream s) {
@@ -82,7 +77,7 @@ void convert_to_f32(Half16 t, float* dst, const void* src, size_t n, Stream s) {
     XLMR_LAUNCH(blocks_for(n), kThreads, 0, stream, to_f32_kernel<F16Bits>)(dst, in, n);
   else
     XLMR_LAUNCH(blocks_for(n), kThreads, 0, stream, to_f32_kernel<Bf16Bits>)(dst, in, n);
-  check_launch("convert_to_f32");
+  detail::check_launch("convert_to_f32");
 }
 
 }  // namespace xlmr::cuda

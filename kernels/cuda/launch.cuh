@@ -1,8 +1,24 @@
-// Kernel launches and dynamic shared memory, spelled so that the kernel
-// sources also compile as plain C++ under the CPU emulator of
+// Kernel launches, their error check and dynamic shared memory, spelled so
+// that the kernel sources also compile as plain C++ under the CPU emulator of
 // tests/emulation, which defines XLMR_CUDA_EMULATION and supplies its own
-// XLMR_LAUNCH and dynamic_shared.
+// XLMR_LAUNCH, dynamic_shared and cudaGetLastError.
 #pragma once
+
+#include <cuda_runtime.h>
+
+#include <string>
+
+#include "engine/error.h"
+
+namespace xlmr::cuda::detail {
+
+// After a launch: throws "WHAT: kernel launch failed: ..." if it failed.
+inline void check_launch(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) XLMR_THROW(std::string(what) + ": kernel launch failed: " + cudaGetErrorString(err));
+}
+
+}  // namespace xlmr::cuda::detail
 
 #ifndef XLMR_CUDA_EMULATION
 

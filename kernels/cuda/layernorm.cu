@@ -274,11 +274,6 @@ void check_sizes(const char* what, int n_tokens, int hidden) {
                                                           std::to_string(kBlockMaxHidden));
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) XLMR_THROW(std::string(what) + ": kernel launch failed: " + cudaGetErrorString(err));
-}
-
 }  // namespace
 
 void embed_layernorm(Half16 t, void* out, const int32_t* ids, const int32_t* positions, const void* word,
@@ -300,7 +295,7 @@ void embed_layernorm(Half16 t, void* out, const int32_t* ids, const int32_t* pos
   else
     launch<Bf16Bits>(o, EmbedRows<Bf16Bits>{ids, positions, w, p, t0, hidden}, gamma, beta, n_tokens, hidden, eps,
                      vec, stream);
-  check_launch("embed_layernorm");
+  detail::check_launch("embed_layernorm");
 }
 
 void add_bias_residual_layernorm(Half16 t, void* x, const void* y, const float* bias, const float* gamma,
@@ -318,7 +313,7 @@ void add_bias_residual_layernorm(Half16 t, void* x, const void* y, const float* 
   else
     launch<Bf16Bits>(xo, ResidualRows<Bf16Bits>{xo, yi, bias, hidden}, gamma, beta, n_tokens, hidden, eps, vec,
                      stream);
-  check_launch("add_bias_residual_layernorm");
+  detail::check_launch("add_bias_residual_layernorm");
 }
 
 }  // namespace xlmr::cuda

@@ -66,11 +66,6 @@ __global__ void activation_kernel(uint16_t* x, size_t n) {
   }
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) XLMR_THROW(std::string(what) + ": kernel launch failed: " + cudaGetErrorString(err));
-}
-
 void check_sizes(const char* what, int n_seqs, int hidden) {
   XLMR_CHECK(n_seqs >= 0 && hidden > 0, std::string(what) + ": bad sizes (" + std::to_string(n_seqs) +
                                             " sequences, hidden " + std::to_string(hidden) + ")");
@@ -83,7 +78,7 @@ void gather_first(Half16, void* out, const void* x, const int32_t* cu_seqlens, i
   if (n_seqs == 0) return;
   XLMR_LAUNCH(unsigned(n_seqs), kThreads, 0, static_cast<cudaStream_t>(s), gather_first_kernel)(
       static_cast<uint16_t*>(out), static_cast<const uint16_t*>(x), cu_seqlens, hidden);
-  check_launch("gather_first");
+  detail::check_launch("gather_first");
 }
 
 void mean_pool(Half16 t, float* out, const void* x, const int32_t* cu_seqlens, int n_seqs, int hidden, Stream s) {
@@ -96,7 +91,7 @@ void mean_pool(Half16 t, float* out, const void* x, const int32_t* cu_seqlens, i
     XLMR_LAUNCH(grid, kThreads, 0, stream, mean_pool_kernel<F16Bits>)(out, in, cu_seqlens, hidden);
   else
     XLMR_LAUNCH(grid, kThreads, 0, stream, mean_pool_kernel<Bf16Bits>)(out, in, cu_seqlens, hidden);
-  check_launch("mean_pool");
+  detail::check_launch("mean_pool");
 }
 
 void activation(Half16 t, void* x, size_t n, bool tanh_not_relu, Stream s) {
@@ -116,7 +111,7 @@ void activation(Half16 t, void* x, size_t n, bool tanh_not_relu, Stream s) {
     else
       XLMR_LAUNCH(blocks, kBlock, 0, stream, activation_kernel<Bf16Bits, false>)(p, n);
   }
-  check_launch("activation");
+  detail::check_launch("activation");
 }
 
 }  // namespace xlmr::cuda
