@@ -130,7 +130,7 @@ class CpuBackend final : public Backend {
     first_.resize(S * E);
     head_tmp_.resize(S * E);
     logits_.resize(S * size_t(C));
-    attn_ws_.reserve(max_tokens, c_.heads, c_.head_dim(), threads_);
+    attn_ws_.reserve(max_tokens, c_.heads, c_.head_dim(), threads_, max_seqlen);
   }
 
   void forward(const RaggedBatch& b, const ForwardOptions& opts, const BatchOutputs& out) override {

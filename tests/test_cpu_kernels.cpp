@@ -717,6 +717,31 @@ TEST_CASE("cpu varlen_attention accepts empty batches", "[cpu][kernels]") {
   }
 }
 
+TEST_CASE("cpu varlen_attention: a workspace reserved for shorter sequences refuses longer ones", "[cpu][kernels]") {
+  // Reserved for 64 rows in sequences of at most 32 keys: a 40-row sequence,
+  // or a padded layout whose kv_lens exceed 32, is an error, not an overrun
+  // of the packed key and value scratch; 32 keys still run.
+  std::mt19937 rng(13);
+  const int H = 2, D = 64;
+  xlmr::cpu::AttentionWorkspace ws;
+  ws.reserve(64, H, D, 2, 32);
+  const AttnBatch ok({32, 20}, H, D, rng), too_long({40}, H, D, rng);
+  const int32_t cu_padded[3] = {0, 32, 64}, kv_over[2] = {32, 33};
+  const std::vector<float> padded = normal_vector(size_t(64) * 3 * H * D, rng);
+  for (Isa isa : isas_under_test()) {
+    INFO("ISA " << xlmr::cpu::to_string(isa));
+    const auto want = reference_attention(ok, rng);
+    const auto r = run_attention(isa, ok.qkv.data(), ok.cu.data(), nullptr, ok.n_seqs(), ok.rows(), H, D, false,
+                                 ws, 2);
+    check_close(r.out.data(), want.data(), want.size(), 2e-5, 0.0);
+    CHECK_THROWS_WITH(run_attention(isa, too_long.qkv.data(), too_long.cu.data(), nullptr, 1, too_long.rows(), H, D,
+                                    false, ws, 2),
+                      Catch::Contains("sequence longer than the reserved workspace"));
+    CHECK_THROWS_WITH(run_attention(isa, padded.data(), cu_padded, kv_over, 2, 64, H, D, false, ws, 2),
+                      Catch::Contains("sequence longer than the reserved workspace"));
+  }
+}
+
 // ---- ISA choice -------------------------------------------------------------
 
 TEST_CASE("cpu ISA choice", "[cpu]") {

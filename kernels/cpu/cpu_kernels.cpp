@@ -85,19 +85,22 @@ void cast_to_bf16(Isa isa, uint16_t* out, const float* in, size_t n, int threads
   });
 }
 
-void AttentionWorkspace::reserve(int max_rows, int n_heads, int d, int n_threads) {
+void AttentionWorkspace::reserve(int max_rows, int n_heads, int d, int n_threads, int max_seqlen) {
   XLMR_CHECK(max_rows >= 0 && n_heads >= 1 && d >= 1 && n_threads >= 1, "attention workspace: bad sizes");
+  if (max_seqlen < 0) max_seqlen = max_rows;
   // Worst case: every sequence one row, so one item per (row, head).
   items.reserve(size_t(max_rows) * size_t(n_heads) + 1);
   const size_t dp = size_t(d + 15) / 16 * 16;
   const size_t R = kAttentionRowBlock, B = kAttentionKeyBlock;
-  // Qt [D][R], Pt [B][R], O [R][Dp], Kp and Vp [B][Dp], m, l, c [R]
-  // (kernels/cpu/simd_kernels.inc); Dp here is rounded up to 16 lanes.
-  size_t floats = dp * R + B * R + R * dp + 2 * B * dp + 3 * R;
+  // Qt [D][R], Pt [B][R], O [R][Dp], m, l, c [R], then the packed keys and
+  // values [max_seqlen][Dp] each (kernels/cpu/simd_kernels.inc); Dp here is
+  // rounded up to 16 lanes, the most either ISA needs.
+  size_t floats = dp * R + B * R + R * dp + 3 * R + 2 * size_t(max_seqlen) * dp;
   per_thread = (floats + 15) / 16 * 16;  // keep each slice 64-byte aligned
   scratch.assign(per_thread * size_t(n_threads) + 16, 0.0f);
   threads = n_threads;
   head_dim = d;
+  max_kv = max_seqlen;
 }
 
 void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace& ws, int threads) {
@@ -106,20 +109,29 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
   XLMR_CHECK(a.hidden / H == ws.head_dim, "attention: workspace reserved for another head size");
   const int T = std::min(team_size(threads), ws.threads);
 
-  // Work items: (sequence, head, block of rows), costed by rows x keys, the
-  // largest first so that dynamic scheduling ends with small pieces.
-  ws.items.clear();
-  size_t needed = 0;
-  for (int s = 0; s < a.n_seqs; ++s) {
-    const int rows = a.cu_seqlens[s + 1] - a.cu_seqlens[s];
-    needed += size_t((rows + kAttentionRowBlock - 1) / kAttentionRowBlock) * size_t(H);
-  }
-  XLMR_CHECK(needed <= ws.items.capacity(), "attention: batch larger than the reserved workspace");
+  // Row blocks per item: one when the batch has few, so that every thread
+  // gets work; more when it has plenty (about 8 items per thread), so that
+  // packing a head's keys and values is shared by more query rows. Which
+  // rows share an item never changes the arithmetic of any row.
+  constexpr int R = kAttentionRowBlock;
+  size_t blocks = 0;
   for (int s = 0; s < a.n_seqs; ++s) {
     const int rows = a.cu_seqlens[s + 1] - a.cu_seqlens[s];
     const int kv = a.kv_lens ? a.kv_lens[s] : rows;
-    for (int r0 = 0; r0 < rows; r0 += kAttentionRowBlock) {
-      const int r1 = std::min(rows, r0 + kAttentionRowBlock);
+    XLMR_CHECK(kv >= 0 && kv <= ws.max_kv, "attention: sequence longer than the reserved workspace");
+    blocks += size_t((rows + R - 1) / R) * size_t(H);
+  }
+  XLMR_CHECK(blocks <= ws.items.capacity(), "attention: batch larger than the reserved workspace");
+  const int group = int(std::max<size_t>(1, blocks / (size_t(8) * size_t(T))));
+
+  // Work items costed by rows x keys, the largest first so that dynamic
+  // scheduling ends with small pieces.
+  ws.items.clear();
+  for (int s = 0; s < a.n_seqs; ++s) {
+    const int rows = a.cu_seqlens[s + 1] - a.cu_seqlens[s];
+    const int kv = a.kv_lens ? a.kv_lens[s] : rows;
+    for (int r0 = 0; r0 < rows; r0 += group * R) {
+      const int r1 = std::min(rows, r0 + group * R);
       for (int h = 0; h < H; ++h) ws.items.push_back({s, h, r0, r1, int64_t(r1 - r0) * std::max(kv, 1)});
     }
   }

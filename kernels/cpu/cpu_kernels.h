@@ -56,7 +56,7 @@ struct VarlenAttentionArgs {
   int heads;                   // H, E = H * D
 };
 
-// Query rows per work item; a work item is (sequence, head, block of rows).
+// Query rows computed together (one SIMD lane per row).
 constexpr int kAttentionRowBlock = 32;
 // Keys per tile.
 constexpr int kAttentionKeyBlock = 64;
@@ -64,10 +64,13 @@ constexpr int kAttentionKeyBlock = 64;
 // Per-thread scratch and the work list; sized once, reused by every call.
 class AttentionWorkspace {
  public:
-  // Enough for batches of up to max_rows rows (any split into sequences),
+  // Enough for batches of up to max_rows rows (any split into sequences) in
+  // which no sequence attends to more than max_seqlen keys (-1: max_rows),
   // head dimension head_dim, `heads` heads, on up to `threads` threads.
-  void reserve(int max_rows, int heads, int head_dim, int threads);
+  void reserve(int max_rows, int heads, int head_dim, int threads, int max_seqlen = -1);
 
+  // A work item: one head of one sequence, query rows [row0, row1) - one or
+  // more row blocks, which share one packed copy of the head's keys and values.
   struct Item {
     int32_t seq, head, row0, row1;
     int64_t cost;
@@ -77,6 +80,7 @@ class AttentionWorkspace {
   size_t per_thread = 0;
   int threads = 0;
   int head_dim = 0;
+  int max_kv = 0;
 };
 
 void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace& ws, int threads);
