@@ -1,5 +1,6 @@
-// The AVX2 build of the row kernels (kernels/cpu/simd_kernels.inc): 8 floats
-// per register, for CPUs without AVX-512.
+// The AVX2 build of the row and attention kernels (kernels/cpu/
+// simd_kernels.inc, simd_attention.inc): 8 floats per register, for CPUs
+// without AVX-512.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -90,9 +91,8 @@ struct V {
   }
 };
 
-#define XLMR_SIMD_WIDTH 8
 #include "kernels/cpu/simd_kernels.inc"
-#undef XLMR_SIMD_WIDTH
+#include "kernels/cpu/simd_attention.inc"
 
 const KernelTable& table() {
   static const KernelTable t{embed_rows, residual_rows, cast_range, attention_item};
