@@ -121,11 +121,18 @@ struct Combo {
   xlmr::Path path = xlmr::Path::fused;
   bool padded = false;
   xlmr::Precision dtype = xlmr::Precision::f32;
+  // Fused CPU path, bf16 GEMMs: attention's products, when --attention names
+  // one (unset: the engine's default).
+  std::optional<xlmr::Precision> attention;
 
   const char* path_name() const { return path == xlmr::Path::fused ? "fused" : "reference"; }
   const char* layout_name() const { return padded ? "padded" : "ragged"; }
   const char* dtype_name() const { return xlmr::to_string(dtype); }
-  std::string label() const { return strf("%s %s %s", path_name(), layout_name(), dtype_name()); }
+  std::string label() const {
+    std::string s = strf("%s %s %s", path_name(), layout_name(), dtype_name());
+    if (attention) s += strf(" attn-%s", xlmr::to_string(*attention));
+    return s;
+  }
 };
 
 struct KernelRow {
@@ -310,10 +317,13 @@ struct Comparison {
   std::string detail;
 };
 
+// The run of `workload` with this path, layout and dtype: with `attention`,
+// the one that forced that attention precision; without, the first.
 const RunResult* find_run(const std::vector<RunResult>& runs, const std::string& workload, xlmr::Path path,
-                          bool padded, xlmr::Precision dtype) {
+                          bool padded, xlmr::Precision dtype, std::optional<xlmr::Precision> attention = {}) {
   for (const RunResult& r : runs)
-    if (r.workload == workload && r.combo.path == path && r.combo.padded == padded && r.combo.dtype == dtype)
+    if (r.workload == workload && r.combo.path == path && r.combo.padded == padded && r.combo.dtype == dtype &&
+        (!attention || r.combo.attention == attention))
       return &r;
   return nullptr;
 }
@@ -351,6 +361,11 @@ std::vector<Comparison> compare(const std::vector<RunResult>& runs, const std::v
       const RunResult* b = find_run(runs, w.name, Path::fused, padded, Precision::bf16);
       const RunResult* f = find_run(runs, w.name, Path::fused, padded, Precision::f32);
       if (b && f) out.push_back({w.name, "bf16/f32", b->combo.label(), f->combo.label(), b->tokens_per_s / f->tokens_per_s, ""});
+      const RunResult* ab = find_run(runs, w.name, Path::fused, padded, Precision::bf16, Precision::bf16);
+      const RunResult* af = find_run(runs, w.name, Path::fused, padded, Precision::bf16, Precision::f32);
+      if (ab && af)
+        out.push_back({w.name, "bf16 attention", ab->combo.label(), af->combo.label(),
+                       ab->tokens_per_s / af->tokens_per_s, "AMX tiles against fp32 FMAs, both with bf16 GEMMs"});
     }
     for (const RunResult& r : runs) {
       if (r.workload != w.name || !r.weight_stream_ms || !weight_bound(r, base)) continue;
@@ -400,6 +415,7 @@ json run_json(const RunResult& r) {
           {"path", r.combo.path_name()},
           {"layout", r.combo.layout_name()},
           {"dtype", r.combo.dtype_name()},
+          {"attention", r.combo.attention ? json(xlmr::to_string(*r.combo.attention)) : json(nullptr)},
           {"device", r.device},
           {"backend", r.backend},
           {"threads", r.threads},
@@ -425,7 +441,7 @@ json run_json(const RunResult& r) {
 // ---- options --------------------------------------------------------------
 
 struct Args {
-  std::string model, synthetic, device = "cpu", path = "both", layout = "both", dtype = "f32";
+  std::string model, synthetic, device = "cpu", path = "both", layout = "both", dtype = "f32", attention = "auto";
   std::vector<std::string> workloads;
   int threads = 0, warmup = 2, iters = 10, vocab = 0;
   double min_time = 1.0;
@@ -450,6 +466,7 @@ std::vector<Combo> plan_combos(const Args& a, std::vector<std::string>* notes) {
   // f16 is the CUDA path's (it is not part of "both", which means f32 and bf16).
   const auto dtypes = a.dtype == "f16" ? std::vector<std::string>{"f16"} : expand(a.dtype, "--dtype", {"f32", "bf16"});
   const bool want_f32 = std::find(dtypes.begin(), dtypes.end(), "f32") != dtypes.end();
+  if (a.attention != "auto") expand(a.attention, "--attention", {"f32", "bf16"});  // a bad value is an error anyway
   std::vector<Combo> combos;
   for (const std::string& p : paths) {
     if (p == "reference") {
@@ -457,17 +474,27 @@ std::vector<Combo> plan_combos(const Args& a, std::vector<std::string>* notes) {
         notes->push_back("the reference path computes in f32 only: no reference run for --dtype bf16");
         continue;
       }
-      combos.push_back({xlmr::Path::reference, true, xlmr::Precision::f32});
+      combos.push_back({xlmr::Path::reference, true, xlmr::Precision::f32, std::nullopt});
       if (layouts.size() > 1 || layouts[0] != "padded" || dtypes.size() > 1)
         notes->push_back("the reference path is f32 and padded by nature: it runs once per workload, labelled "
                          "'reference padded f32'");
       continue;
     }
     for (const std::string& d : dtypes)
-      for (const std::string& l : layouts)
-        combos.push_back({xlmr::Path::fused, l == "padded",
-                          d == "bf16" ? xlmr::Precision::bf16 : d == "f16" ? xlmr::Precision::f16 : xlmr::Precision::f32});
+      for (const std::string& l : layouts) {
+        const xlmr::Precision dt =
+            d == "bf16" ? xlmr::Precision::bf16 : d == "f16" ? xlmr::Precision::f16 : xlmr::Precision::f32;
+        if (a.attention == "auto" || dt != xlmr::Precision::bf16 || a.device != "cpu") {
+          combos.push_back({xlmr::Path::fused, l == "padded", dt, std::nullopt});
+          continue;
+        }
+        for (const std::string& at : expand(a.attention, "--attention", {"f32", "bf16"}))
+          combos.push_back({xlmr::Path::fused, l == "padded", dt,
+                            at == "bf16" ? xlmr::Precision::bf16 : xlmr::Precision::f32});
+      }
   }
+  if (a.attention != "auto" && (a.device != "cpu" || std::find(dtypes.begin(), dtypes.end(), "bf16") == dtypes.end()))
+    notes->push_back("--attention " + a.attention + " applies to the fused CPU path with --dtype bf16: ignored here");
   return combos;
 }
 
@@ -501,6 +528,11 @@ int main(int argc, char** argv) {
   app.add_option("--dtype", a.dtype, "GEMM precision of the fused path: f32, bf16 or both (CPU); f16 or bf16 (CUDA)")
       ->type_name("T")
       ->default_str("f32");
+  app.add_option("--attention", a.attention,
+                 "fused CPU path with --dtype bf16: attention's products in f32 (FMAs), bf16 (AMX tiles), both, "
+                 "or auto (the engine's default: bf16 where the CPU has AMX-BF16)")
+      ->type_name("A")
+      ->default_str("auto");
   app.add_option("--threads,-t", a.threads, "CPU threads (default: OpenMP's default, normally all cores)")->type_name("N");
   app.add_option("--warmup", a.warmup, "untimed calls before timing")->type_name("N")->default_str("2");
   app.add_option("--iters", a.iters, "timed calls, at least")->type_name("N")->default_str("10");
@@ -734,6 +766,7 @@ int main(int argc, char** argv) {
         if (c.path == xlmr::Path::fused) {
           eo.precision = c.dtype;
           eo.padded = c.padded;
+          eo.attention = c.attention;
         }
         progress(strf("[%zu/%zu] %s | %s", index, total, w.name.c_str(), c.label().c_str()));
         std::unique_ptr<xlmr::Engine> engine;

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "engine/config.h"
@@ -71,6 +72,7 @@ struct CpuBackendOptions {
   int threads = 0;        // 0: all cores
   bool padded = false;    // pad every sequence to the batch's longest (for comparison only)
   std::string isa;        // "" or "auto": the best the CPU has; "avx512" or "avx2" to force one
+  std::optional<Precision> attention;  // EngineOptions::attention
 };
 
 // The fused CPU backend (kernels/cpu): oneDNN GEMMs on pre-packed weights,

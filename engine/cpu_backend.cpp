@@ -61,8 +61,22 @@ class CpuBackend final : public Backend {
       XLMR_CHECK(isa_ == cpu::Isa::avx512 && __builtin_cpu_supports("avx512bw"),
                  "bf16 compute needs AVX-512 (this CPU or the chosen --isa has only AVX2); use --dtype f32");
     }
+    // Attention's products: bf16 on AMX by default where they can run so.
+    if (o.attention) {
+      XLMR_CHECK(*o.attention != Precision::f16, "attention precision must be f32 or bf16");
+      XLMR_CHECK(*o.attention == Precision::f32 || bf16_,
+                 "bf16 attention runs with bf16 GEMMs (--dtype bf16); with f32 GEMMs attention is f32");
+      XLMR_CHECK(*o.attention == Precision::f32 || cpu::has_bf16_attention(isa_, c_.head_dim()),
+                 "bf16 attention needs AMX-BF16, which this CPU (or its OS, or --isa) does not offer, and a head "
+                 "dim of 32, 64, 96 or 128 (this model's is " + std::to_string(c_.head_dim()) +
+                     "); use --attention f32");
+      products_ = *o.attention == Precision::bf16 ? cpu::AttentionProducts::bf16 : cpu::AttentionProducts::f32;
+    } else if (bf16_ && cpu::has_bf16_attention(isa_, c_.head_dim())) {
+      products_ = cpu::AttentionProducts::bf16;
+    }
     name_ = std::string("cpu-fused (") + cpu::to_string(isa_) + ", " + to_string(o.precision) + ", " +
-            (o.padded ? "padded" : "ragged") + ", " + std::to_string(threads_) + " threads)";
+            (o.padded ? "padded" : "ragged") + ", " + std::to_string(threads_) + " threads" +
+            (products_ == cpu::AttentionProducts::bf16 ? ", bf16 attention on AMX" : "") + ")";
     env_ = cpu::make_gemm_env();
   }
 
@@ -197,7 +211,7 @@ class CpuBackend final : public Backend {
       {
         ProfileScope ps(profiler_, Kernel::attention, 4.0 * attn_work * E, NE * 4 * 4);
         cpu::VarlenAttentionArgs aa{attn_.get(), bf16_ ? attn16_.get() : nullptr, qkv_.get(), cu_.data(),
-                                    padded ? kv_.data() : nullptr, S, E, H};
+                                    padded ? kv_.data() : nullptr, S, E, H, products_};
         cpu::varlen_attention(isa_, aa, attn_ws_, threads_);
       }
       {
@@ -264,6 +278,7 @@ class CpuBackend final : public Backend {
   cpu::Isa isa_ = cpu::Isa::avx2;
   int threads_ = 1;
   bool bf16_ = false;
+  cpu::AttentionProducts products_ = cpu::AttentionProducts::f32;
   std::string name_;
   int cap_tokens_ = 0, cap_seqlen_ = 0;
   std::shared_ptr<cpu::GemmEnv> env_;

@@ -52,6 +52,9 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
   const bool gpu = opts.device == Device::cuda;
   const Precision precision = opts.precision.value_or(
       c.dtype == DType::bf16 ? Precision::bf16 : (gpu ? Precision::f16 : Precision::f32));
+  XLMR_CHECK(!opts.attention || (!gpu && opts.path == Path::fused),
+             "the attention precision is a choice of the fused CPU path (CUDA attention runs in the GEMMs' "
+             "16-bit type; the reference path in f32)");
   if (gpu) {
     CudaBackendOptions co;
     co.precision = precision;
@@ -70,6 +73,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
     co.threads = opts.threads;
     co.padded = opts.padded;
     co.isa = opts.isa;
+    co.attention = opts.attention;
     e->backend_ = make_cpu_backend(*e->model_, co);
     e->description_ = e->backend_->name();
   }

@@ -51,6 +51,10 @@ struct EngineOptions {
   int max_length = 0;           // tokens per sequence incl. specials; 0: the model's maximum
   bool verify_checksums = true; // per-tensor checksums at load
   bool cuda_graphs = true;      // CUDA: replay repeated batch shapes from captured graphs
+  // Fused CPU path with bf16 GEMMs: precision of attention's two products
+  // (Q.K^T, P.V). Default: bf16 on AMX tiles where the CPU has AMX-BF16 and
+  // the head dim is 32, 64, 96 or 128, else f32. With f32 GEMMs always f32.
+  std::optional<Precision> attention;
 };
 
 struct EncodeOptions {

@@ -76,6 +76,30 @@ TEST_CASE("xlmr-bench --json - writes one JSON document with the documented fiel
   }
 }
 
+TEST_CASE("xlmr-bench --attention both: one bf16 run per attention precision, and their ratio", "[bench][cli]") {
+  if (!have_bench()) return;
+  if (!__builtin_cpu_supports("avx512bw")) {
+    WARN("no AVX-512 on this CPU: no bf16 runs to compare");
+    return;
+  }
+  const auto r = test::run(bench() + " --synthetic small --workload uniform:40x2 --iters 1 --warmup 0 --min-time 0"
+                                     " --path fused --layout ragged --dtype bf16 --attention both --json -");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  const auto doc = nlohmann::json::parse(r.out);
+  REQUIRE(doc["runs"].size() >= 1);
+  CHECK(doc["runs"][0]["attention"] == "f32");
+  CHECK_THAT(r.err, Contains("fused ragged bf16 attn-f32"));
+  if (doc["runs"].size() == 1) {  // no AMX here: the bf16 run is skipped with a warning, not failed
+    CHECK_THAT(r.err, Contains("needs AMX-BF16"));
+    return;
+  }
+  REQUIRE(doc["runs"].size() == 2);
+  CHECK(doc["runs"][1]["attention"] == "bf16");
+  CHECK_THAT(doc["runs"][1]["backend"].get<std::string>(), Contains("bf16 attention on AMX"));
+  CHECK_THAT(r.err, Contains("bf16 attention         fused ragged bf16 attn-bf16 / fused ragged bf16 attn-f32"));
+}
+
 TEST_CASE("xlmr-bench: bad arguments get one error line and exit 1", "[bench][cli][errors]") {
   if (!have_bench()) return;
   struct Case {
@@ -90,6 +114,7 @@ TEST_CASE("xlmr-bench: bad arguments get one error line and exit 1", "[bench][cl
       {"--synthetic huge", "--synthetic must be small, base or large"},
       {"--synthetic small --path slow", "--path must be reference, fused or both"},
       {"--synthetic small --iters 0", "--iters must be >= 1"},
+      {"--synthetic small --attention fp8", "--attention must be f32, bf16 or both"},
       {"--synthetic small --path reference --dtype bf16", "nothing to run"},
       {"--model /nonexistent.xlmr", "cannot open model file"},
       {"--workload tutorial-short", "give a model"},

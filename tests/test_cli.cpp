@@ -68,6 +68,8 @@ TEST_CASE("xlmr-infer: bad input gets one error line and a non-zero exit", "[cli
       {"--model '" + m + "' --device cuda", "0 2\n", "--device cuda"},
       {"--model '" + m + "' --device tpu", "0 2\n", "--device must be cpu or cuda"},
       {"--model '" + m + "' --pooling max", "0 2\n", "--pooling must be"},
+      {"--model '" + m + "' --attention f8", "0 2\n", "--attention must be auto, f32 or bf16"},
+      {"--model '" + m + "' --input-format ids --attention bf16", "0 2\n", "bf16 attention runs with bf16 GEMMs"},
       {"--model '" + m + "' --pooling pooler --input-format ids --max-length 99", "0 2\n", "exceeds the model's limit"},
       {"--model '" + m + "' --input-format ids /nonexistent.txt", "", "cannot open input '/nonexistent.txt'"},
   };
@@ -579,7 +581,7 @@ TEST_CASE("xlmr-infer --help and --version", "[cli]") {
   const auto h = test::run(infer() + " --help");
   CHECK(h.status == 0);
   for (const char* opt :
-       {"--model", "--device", "--path", "--dtype", "--padded", "--isa", "--threads", "--batch-tokens", "--no-verify",
+       {"--model", "--device", "--path", "--dtype", "--attention", "--padded", "--isa", "--threads", "--batch-tokens", "--no-verify",
         "--input-format", "--text-field", "--pair-field", "--prefix", "--pair-prefix", "--max-length", "--long",
         "--stride", "--pooling", "--normalize", "--hidden", "--output", "--output-format", "--npy-values",
         "--progress", "--version", "tsv-pairs", "jsonl"})

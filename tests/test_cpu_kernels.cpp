@@ -742,6 +742,161 @@ TEST_CASE("cpu varlen_attention: a workspace reserved for shorter sequences refu
   }
 }
 
+// ---- varlen_attention with bf16 products (AMX) ---------------------------------
+
+float bf16_round(float f) { return float_from_bits(uint32_t(bf16_rne(f)) << 16); }
+
+// Attention on the operands the AMX kernel multiplies - Q x 1/sqrt(D), K and
+// V each rounded to bf16 - with double sums. What is left between this and
+// the kernel is the rounding of each probability to bf16 (2^-9 relative) and
+// fp32 summation. Also returns max |V| over the batch, which bounds the
+// output error that rounding can cause.
+std::vector<float> reference_on_bf16_operands(const AttnBatch& b, double* max_abs_v) {
+  const int E = b.E, D = b.D;
+  const size_t ld = size_t(3) * E;
+  const float scale = 1.0f / std::sqrt(float(D));
+  std::vector<float> out(size_t(b.rows()) * E);
+  *max_abs_v = 0.0;
+  for (int s = 0; s < b.n_seqs(); ++s) {
+    const int r0 = b.cu[size_t(s)], n = b.lens[size_t(s)];
+    for (int h = 0; h < b.H; ++h)
+      for (int i = 0; i < n; ++i) {
+        const float* q = b.qkv.data() + size_t(r0 + i) * ld + size_t(h) * D;
+        std::vector<double> p(static_cast<size_t>(n));
+        double mx = -INFINITY, sum = 0.0;
+        for (int j = 0; j < n; ++j) {
+          const float* k = b.qkv.data() + size_t(r0 + j) * ld + E + size_t(h) * D;
+          double dot = 0.0;
+          for (int d = 0; d < D; ++d) dot += double(bf16_round(q[d] * scale)) * double(bf16_round(k[d]));
+          mx = std::max(mx, p[size_t(j)] = dot);
+        }
+        for (auto& x : p) sum += (x = std::exp(x - mx));
+        for (int d = 0; d < D; ++d) {
+          double acc = 0.0;
+          for (int j = 0; j < n; ++j) {
+            const double v = bf16_round(b.qkv[size_t(r0 + j) * ld + 2 * E + size_t(h) * D + d]);
+            *max_abs_v = std::max(*max_abs_v, std::fabs(v));
+            acc += p[size_t(j)] * v;
+          }
+          out[size_t(r0 + i) * E + size_t(h) * D + d] = float(acc / sum);
+        }
+      }
+  }
+  return out;
+}
+
+TEST_CASE("cpu varlen_attention with bf16 products (AMX) against the references", "[cpu][kernels]") {
+  using xlmr::cpu::AttentionProducts;
+  if (!xlmr::cpu::has_bf16_attention(Isa::avx512, 64)) {
+    WARN("skipping: this CPU (or its OS) does not run AMX-BF16; attention with bf16 products is untested here");
+    return;
+  }
+  std::mt19937 rng(4242);
+  struct Case {
+    int heads, head_dim;
+    std::vector<int32_t> lens;
+    float qk_scale = 1.0f;
+  };
+  const std::vector<Case> cases = {
+      // one sequence on each side of the 16-row tile, 32-row block and 64-key tile
+      {12, 64, {1}}, {4, 64, {15}}, {4, 64, {16}}, {4, 64, {17}}, {4, 64, {31}}, {4, 64, {32}}, {4, 64, {33}},
+      {4, 64, {63}}, {4, 64, {64}}, {4, 64, {65}}, {2, 64, {127}}, {2, 64, {129}}, {1, 64, {512}},
+      // ragged batches
+      {12, 64, {2, 9, 1, 70, 4, 10, 1, 6}},
+      {2, 64, {3, 1, 7, 10, 2, 300, 5, 1, 9, 4, 6, 8, 2, 10, 1, 3}},
+      // the other head dims it takes: 32 (one A tile of Q), 96 (a partial group of O tiles), 128
+      {4, 32, {1, 33, 65, 5, 100, 32}}, {2, 96, {1, 40, 70}}, {2, 128, {1, 33, 90}},
+      // a peaky softmax: the running max moves between key tiles
+      {2, 64, {200, 7, 70}, 2.0f},
+  };
+  for (const auto& c : cases) {
+    const AttnBatch b(c.lens, c.heads, c.head_dim, rng, c.qk_scale);
+    const size_t n = size_t(b.rows()) * b.E;
+    double max_v = 0.0;
+    const auto want_bf16 = reference_on_bf16_operands(b, &max_v);
+    const auto want_f32 = reference_attention(b, rng);
+    xlmr::cpu::AttentionWorkspace ws;
+    ws.reserve(b.rows(), b.H, b.D, 3, b.max_len());
+    std::vector<float> first;
+    for (int threads : kThreads) {
+      INFO("bf16 products: " << describe(b) << ", threads " << threads);
+      const size_t nn = n;
+      AttnRun r{float_buffer(nn), bf16_buffer(nn)};
+      xlmr::cpu::VarlenAttentionArgs a;
+      a.out = r.out.data();
+      a.out_bf16 = r.out16.data();
+      a.qkv = b.qkv.data();
+      a.cu_seqlens = b.cu.data();
+      a.kv_lens = nullptr;
+      a.n_seqs = b.n_seqs();
+      a.hidden = b.E;
+      a.heads = b.H;
+      a.products = AttentionProducts::bf16;
+      xlmr::cpu::varlen_attention(Isa::avx512, a, ws, threads);
+      CHECK(float_guard_intact(r.out, n));
+      CHECK(bf16_guard_intact(r.out16, n));
+      check_bf16_of(r.out16.data(), r.out.data(), n);
+      // Probabilities rounded to bf16 move each output by at most about
+      // 2^-9 x max|V|; the worst seen over these cases is a third of that.
+      check_close(r.out.data(), want_bf16.data(), n, max_v / 512.0, 0.0);
+      // Against the fp32 reference the rounding of Q, K and V adds to it:
+      // worst seen 0.035 (the peaky case), max|V| / 64 is about 0.06.
+      check_close(r.out.data(), want_f32.data(), n, max_v / 64.0, 0.0);
+      if (first.empty())
+        first = r.out;
+      else
+        check_same_bits(r.out, first, n);
+    }
+  }
+}
+
+TEST_CASE("cpu varlen_attention with bf16 products: padded layout and refusals", "[cpu][kernels]") {
+  using xlmr::cpu::AttentionProducts;
+  std::mt19937 rng(99);
+  // Head dims it does not take are refused, on any CPU.
+  for (int D : {16, 24, 48, 80, 160, 256}) CHECK_FALSE(xlmr::cpu::has_bf16_attention(Isa::avx512, D));
+  CHECK_FALSE(xlmr::cpu::has_bf16_attention(Isa::avx2, 64));
+  {
+    const AttnBatch b({5, 9}, 2, 48, rng);
+    xlmr::cpu::AttentionWorkspace ws;
+    ws.reserve(b.rows(), b.H, b.D, 2);
+    std::vector<float> out(size_t(b.rows()) * b.E);
+    xlmr::cpu::VarlenAttentionArgs a{out.data(), nullptr, b.qkv.data(), b.cu.data(), nullptr, b.n_seqs(), b.E, b.H};
+    a.products = AttentionProducts::bf16;
+    CHECK_THROWS_WITH(xlmr::cpu::varlen_attention(Isa::avx512, a, ws, 2), Catch::Contains("bf16 products need AMX"));
+  }
+  if (!xlmr::cpu::has_bf16_attention(Isa::avx512, 64)) {
+    WARN("skipping the padded case: this CPU (or its OS) does not run AMX-BF16");
+    return;
+  }
+  // Padded: sequence s owns rows [s*L, (s+1)*L) and attends to its first
+  // kv_lens[s]; its real rows must equal the ragged result bit for bit.
+  const int H = 4, D = 64, L = 70;
+  const AttnBatch b({5, 33, 1, 64, 17, 70}, H, D, rng);
+  const int S = b.n_seqs(), E = b.E;
+  std::vector<float> padded = normal_vector(size_t(S) * L * 3 * E, rng);
+  std::vector<int32_t> cu(size_t(S) + 1);
+  for (int s = 0; s <= S; ++s) cu[size_t(s)] = s * L;
+  for (int s = 0; s < S; ++s)
+    std::copy(b.qkv.begin() + size_t(b.cu[s]) * 3 * E, b.qkv.begin() + size_t(b.cu[s + 1]) * 3 * E,
+              padded.begin() + size_t(s) * L * 3 * E);
+  xlmr::cpu::AttentionWorkspace ws;
+  ws.reserve(S * L, H, D, 3, L);
+  std::vector<float> ragged(size_t(b.rows()) * E), pout(size_t(S) * L * E);
+  xlmr::cpu::VarlenAttentionArgs a{ragged.data(), nullptr, b.qkv.data(), b.cu.data(), nullptr, S, E, H};
+  a.products = AttentionProducts::bf16;
+  xlmr::cpu::varlen_attention(Isa::avx512, a, ws, 2);
+  xlmr::cpu::VarlenAttentionArgs ap{pout.data(), nullptr, padded.data(), cu.data(), b.lens.data(), S, E, H};
+  ap.products = AttentionProducts::bf16;
+  xlmr::cpu::varlen_attention(Isa::avx512, ap, ws, 3);
+  std::vector<float> real(size_t(b.rows()) * E);
+  for (int s = 0; s < S; ++s)
+    std::copy(pout.begin() + size_t(s) * L * E, pout.begin() + (size_t(s) * L + b.lens[size_t(s)]) * E,
+              real.begin() + size_t(b.cu[s]) * E);
+  check_same_bits(real, ragged, real.size());
+  for (float v : pout) REQUIRE(std::isfinite(v));
+}
+
 // ---- ISA choice -------------------------------------------------------------
 
 TEST_CASE("cpu ISA choice", "[cpu]") {

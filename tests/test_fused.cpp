@@ -30,6 +30,22 @@ std::string mid_model(float stddev = 0.4f) {
   return p;
 }
 
+// hidden 64 in 2 heads of 32: a head dim the AMX attention takes.
+std::string amx_shaped_model() {
+  const std::string p = test::scratch("fused") + "/d32.xlmr";
+  xlmr::ModelConfig c = test::tiny_config();
+  c.vocab_size = 60;
+  c.hidden = 64;
+  c.ffn = 96;
+  c.heads = 2;
+  c.layers = 2;
+  c.max_positions = 302;
+  c.max_length = 300;
+  c.num_labels = 2;
+  xlmr::write_xlmr_file(p, c.to_json(), test::tiny_tensors(c, 12, 0.05f), "");
+  return p;
+}
+
 std::vector<std::vector<int32_t>> mixed_batch() {
   std::mt19937 rng(3);
   std::vector<std::vector<int32_t>> seqs;
@@ -139,6 +155,59 @@ TEST_CASE("bf16 GEMMs stay within cosine 0.999 of fp32", "[fused][bf16]") {
     }
     // bf16 really ran: the outputs are close but not identical.
     CHECK(max_diff(a[i].hidden, b[i].hidden) > 0);
+  }
+}
+
+TEST_CASE("bf16 attention: on AMX by default where it runs, within cosine 0.999 of f32 attention", "[fused][bf16]") {
+  const std::string m = amx_shaped_model();
+  xlmr::EngineOptions o;
+  // Asked for where it cannot run: one clear error each.
+  o.attention = xlmr::Precision::bf16;
+  CHECK_THROWS_WITH(xlmr::Engine::load(m, o), Contains("bf16 attention runs with bf16 GEMMs"));
+  o.path = xlmr::Path::reference;
+  CHECK_THROWS_WITH(xlmr::Engine::load(m, o), Contains("attention precision is a choice of the fused CPU path"));
+  o.path = xlmr::Path::fused;
+  o.device = xlmr::Device::cuda;  // refused for that reason with a GPU; without one, for want of it
+  CHECK_THROWS_AS(xlmr::Engine::load(m, o), xlmr::Error);
+  if (!__builtin_cpu_supports("avx512bw")) {
+    WARN("no AVX-512 on this CPU: bf16 not run");
+    return;
+  }
+  o = {};
+  o.precision = xlmr::Precision::bf16;
+  o.attention = xlmr::Precision::bf16;
+  CHECK_THROWS_WITH(xlmr::Engine::load(mid_model(), o), Contains("head dim of 32, 64, 96 or 128 (this model's is 18)"));
+  o.attention = xlmr::Precision::f16;
+  CHECK_THROWS_WITH(xlmr::Engine::load(m, o), Contains("attention precision must be f32 or bf16"));
+
+  xlmr::EngineOptions by_default, fp32_attention;
+  by_default.precision = fp32_attention.precision = xlmr::Precision::bf16;
+  fp32_attention.attention = xlmr::Precision::f32;
+  CHECK_THAT(xlmr::Engine::load(m, fp32_attention)->describe(), !Contains("AMX"));
+  o.attention = xlmr::Precision::bf16;
+  bool amx = true;
+  try {
+    xlmr::Engine::load(m, o);
+  } catch (const xlmr::Error& e) {
+    amx = false;
+    CHECK_THAT(e.what(), Contains("needs AMX-BF16"));
+    WARN("this CPU (or its OS) has no AMX-BF16: bf16 attention not run (" << e.what() << ")");
+  }
+  CHECK((xlmr::Engine::load(m, by_default)->describe().find("bf16 attention on AMX") != std::string::npos) == amx);
+  if (!amx) return;
+  const auto a = run(m, fp32_attention, xlmr::Pooling::cls);
+  const auto b = run(m, by_default, xlmr::Pooling::cls);
+  for (size_t i = 0; i < a.size(); ++i) {
+    INFO("sequence " << i << " (" << a[i].n_tokens << " tokens)");
+    const size_t E = 64;
+    double worst = 1.0;
+    for (int t = 0; t < a[i].n_tokens; ++t) {
+      std::vector<float> x(a[i].hidden.begin() + t * E, a[i].hidden.begin() + (t + 1) * E);
+      std::vector<float> y(b[i].hidden.begin() + t * E, b[i].hidden.begin() + (t + 1) * E);
+      worst = std::min(worst, test::cosine(x, y));
+    }
+    CHECK(worst >= 0.999);
+    if (a[i].n_tokens > 1) CHECK(max_diff(a[i].hidden, b[i].hidden) > 0);  // the AMX kernel really ran
   }
 }
 

@@ -2,7 +2,8 @@
 // save_pretrained (tests/fixtures/smoke, made by scripts/make_smoke_fixtures.py
 // with the real torchtext and Hugging Face model code) are converted, run on
 // every execution mode (reference, fused ragged/padded, thread counts, AVX2,
-// bf16), and compared on real (non-pad) positions.
+// bf16 with attention on AMX and in f32), and compared on real (non-pad)
+// positions.
 #include <catch2/catch.hpp>
 
 #include "engine/engine.h"
@@ -31,8 +32,14 @@ std::vector<Mode> all_modes() {
   add("fused 1 thread", [](xlmr::EngineOptions& o) { o.threads = 1; });
   add("fused 3 threads", [](xlmr::EngineOptions& o) { o.threads = 3; });
   add("fused avx2", [](xlmr::EngineOptions& o) { o.isa = "avx2"; });
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) {
+    // attention's products in bf16 on AMX where the CPU has it (the default), then in f32
     add("fused bf16", [](xlmr::EngineOptions& o) { o.precision = xlmr::Precision::bf16; }, true);
+    add("fused bf16, f32 attention", [](xlmr::EngineOptions& o) {
+      o.precision = xlmr::Precision::bf16;
+      o.attention = xlmr::Precision::f32;
+    }, true);
+  }
   return m;
 }
 

@@ -190,7 +190,7 @@ int main(int argc, char** argv) {
       "xlmr-infer"};
   app.get_formatter()->column_width(34);
   std::string model_path, device = "cpu", input_format = "text", pooling_name, output_path, path_name = "fused",
-                          dtype_name, isa = "auto", text_field = "text", pair_field, prefix, pair_prefix,
+                          dtype_name, attention_name = "auto", isa = "auto", text_field = "text", pair_field, prefix, pair_prefix,
                           long_mode = "truncate", output_format, npy_values = "embedding", progress_mode = "auto";
   std::vector<std::string> inputs;
   bool normalize = false, hidden = false, no_verify = false, padded = false;
@@ -211,6 +211,12 @@ int main(int argc, char** argv) {
   app.add_option("--dtype", dtype_name,
                  "GEMM precision of the fused path: f32 or bf16 (needs AVX-512) on CPU, f16 or bf16 on "
                  "CUDA; default: bf16 for a bf16 .xlmr, else f32 on CPU and f16 on CUDA")
+      ->group(g_model)
+      ->type_name("TYPE");
+  app.add_option("--attention", attention_name,
+                 "fused CPU path with --dtype bf16: attention's products in bf16 on AMX tiles, or f32; auto: "
+                 "bf16 where the CPU has AMX-BF16 and the head dim is 32, 64, 96 or 128")
+      ->default_str("auto")
       ->group(g_model)
       ->type_name("TYPE");
   app.add_flag("--padded", padded, "fused path: pad every batch to its longest input (for comparison only)")
@@ -327,6 +333,9 @@ int main(int argc, char** argv) {
     else if (dtype_name == "bf16") eo.precision = xlmr::Precision::bf16;
     else if (dtype_name == "f16") eo.precision = xlmr::Precision::f16;
     else XLMR_CHECK(dtype_name.empty(), "--dtype must be f32, bf16 or f16, not '" + dtype_name + "'");
+    if (attention_name == "f32") eo.attention = xlmr::Precision::f32;
+    else if (attention_name == "bf16") eo.attention = xlmr::Precision::bf16;
+    else XLMR_CHECK(attention_name == "auto", "--attention must be auto, f32 or bf16, not '" + attention_name + "'");
     eo.padded = padded;
     eo.isa = isa == "auto" ? "" : isa;
     XLMR_CHECK(threads >= 0, "--threads must be >= 0");

@@ -3,7 +3,10 @@
 // OpenMP threads - the same pool oneDNN runs its GEMMs on.
 #include "kernels/cpu/cpu_kernels.h"
 
+#include <cpuid.h>
 #include <omp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 
@@ -45,6 +48,22 @@ void parallel_rows(int n, int threads, int min_rows_per_thread, F&& f) {
 }  // namespace
 
 const char* to_string(Isa isa) { return isa == Isa::avx512 ? "avx512" : "avx2"; }
+
+const char* to_string(AttentionProducts p) { return p == AttentionProducts::bf16 ? "bf16" : "f32"; }
+
+bool has_bf16_attention(Isa isa, int head_dim) {
+  if (isa != Isa::avx512 || !has_avx512() || head_dim < 32 || head_dim > 128 || head_dim % 32 != 0) return false;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  const bool amx_bf16 = (d >> 22) & 1u, amx_tile = (d >> 24) & 1u;
+  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+  const bool avx512_bf16 = (a >> 5) & 1u;
+  if (!amx_bf16 || !amx_tile || !avx512_bf16) return false;
+  // Linux enables the 8 KiB tile register state per process, on request;
+  // asking again once granted is harmless.
+  constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
+}
 
 Isa detect_isa() {
   if (has_avx512()) return Isa::avx512;
@@ -93,9 +112,11 @@ void AttentionWorkspace::reserve(int max_rows, int n_heads, int d, int n_threads
   const size_t dp = size_t(d + 15) / 16 * 16;
   const size_t R = kAttentionRowBlock, B = kAttentionKeyBlock;
   // Qt [D][R], Pt [B][R], O [R][Dp], m, l, c [R], then the packed keys and
-  // values [max_seqlen][Dp] each (kernels/cpu/simd_kernels.inc); Dp here is
-  // rounded up to 16 lanes, the most either ISA needs.
-  size_t floats = dp * R + B * R + R * dp + 3 * R + 2 * size_t(max_seqlen) * dp;
+  // values, [max_seqlen][Dp] each (kernels/cpu/simd_attention.inc); Dp here
+  // is rounded up to 16 lanes, the most either ISA needs. The AMX kernel
+  // (attention_amx.cpp) needs less in each part, plus bf16 probabilities
+  // [R][B] and key padding to a whole tile: B/2 x R and B x Dp more.
+  size_t floats = dp * R + B * R + R * dp + 3 * R + 2 * size_t(max_seqlen) * dp + B / 2 * R + B * dp;
   per_thread = (floats + 15) / 16 * 16;  // keep each slice 64-byte aligned
   scratch.assign(per_thread * size_t(n_threads) + 16, 0.0f);
   threads = n_threads;
@@ -107,6 +128,8 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
   const int H = a.heads;
   XLMR_CHECK(H >= 1 && a.hidden % H == 0, "attention: hidden size not divisible by the heads");
   XLMR_CHECK(a.hidden / H == ws.head_dim, "attention: workspace reserved for another head size");
+  XLMR_CHECK(a.products == AttentionProducts::f32 || has_bf16_attention(isa, ws.head_dim),
+             "attention: bf16 products need AMX-BF16 and a head dim that is a multiple of 32, at most 128");
   const int T = std::min(team_size(threads), ws.threads);
 
   // Row blocks per item: one when the batch has few, so that every thread
@@ -145,7 +168,7 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
     return x.head < y.head;
   });
 
-  const KernelTable& k = table(isa);
+  const auto item = a.products == AttentionProducts::bf16 ? amx::attention_item : table(isa).attention_item;
   const int n_items = int(ws.items.size());
   float* base = ws.scratch.data();
   base += (16 - (reinterpret_cast<uintptr_t>(base) / sizeof(float)) % 16) % 16;
@@ -154,7 +177,7 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
   {
     float* mine = base + ws.per_thread * size_t(omp_get_thread_num());
 #pragma omp for schedule(dynamic, 1)
-    for (int i = 0; i < n_items; ++i) k.attention_item(a, ws.items[size_t(i)], mine);
+    for (int i = 0; i < n_items; ++i) item(a, ws.items[size_t(i)], mine);
   }
 }
 

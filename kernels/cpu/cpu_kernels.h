@@ -39,6 +39,20 @@ void add_bias_residual_layernorm(Isa isa, const ResidualLayerNormArgs& a, uint16
 // n floats -> bf16 (round to nearest even).
 void cast_to_bf16(Isa isa, uint16_t* out, const float* in, size_t n, int threads);
 
+// How attention computes its two matrix products, Q.K^T and P.V:
+//   f32:  fp32 FMAs (every ISA);
+//   bf16: AMX tiles - operands rounded to bf16 (Q already scaled by
+//         1/sqrt(D), and the probabilities P), products summed in fp32; for
+//         CPUs with AMX-BF16 and head dims that are multiples of 32 up to
+//         128. The softmax and the output stay fp32 either way.
+enum class AttentionProducts { f32, bf16 };
+const char* to_string(AttentionProducts p);
+// Whether AttentionProducts::bf16 runs here with `isa` and head dim D. The
+// first call with a supporting CPU asks Linux for the AMX register state
+// (arch_prctl ARCH_REQ_XCOMP_PERM, once per process; oneDNN asks the same
+// for its own AMX kernels).
+bool has_bf16_attention(Isa isa, int head_dim);
+
 // Variable-length multi-head attention over packed QKV, flash style: keys and
 // values are visited in tiles with an online softmax, so no [S, S] score
 // matrix ever exists. Sequence s owns rows [cu_seqlens[s], cu_seqlens[s+1]);
@@ -54,6 +68,7 @@ struct VarlenAttentionArgs {
   int n_seqs;                  // S
   int hidden;                  // E
   int heads;                   // H, E = H * D
+  AttentionProducts products = AttentionProducts::f32;
 };
 
 // Query rows computed together (one SIMD lane per row).

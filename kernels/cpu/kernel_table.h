@@ -20,6 +20,10 @@ struct KernelTable {
 
 namespace avx512 { const KernelTable& table(); }
 namespace avx2 { const KernelTable& table(); }
+// Attention with bf16 products on AMX (attention_amx.cpp).
+namespace amx {
+void attention_item(const VarlenAttentionArgs& a, const AttentionWorkspace::Item& item, float* scratch);
+}
 
 }  // namespace cpu
 }  // namespace xlmr
