@@ -10,7 +10,7 @@
 // Per item (sequence, head, query rows [row0, row1)), after packing (bf16,
 // zero padding):
 //   Kt [D/2][Np] the keys as B tiles of Q.K^T: element (p, j) is the pair
-//                (K[j][2p], K[j][2p+1]); Np = keys rounded up to a tile of B
+//                (K[j][2p], K[j][2p+1]); Np = keys rounded up to 32
 //   Vb [Np/2][D] the values as B tiles of P.V: element (q, d) is the pair
 //                (V[2q][d], V[2q+1][d])
 // per block of R = 32 query rows, as two halves of 16 (tile rows):
@@ -19,7 +19,9 @@
 //   P  [R][B]    probabilities, bf16 (the A tiles of P.V)
 //   O  [R][D]    running, unnormalised outputs, fp32
 // Tile registers: 0-3 accumulators (4 key groups of 16 for S, 4 head-dim
-// groups of 16 for O), 4 the A operand, 5 the B operand.
+// groups of 16 for O), 4 the A operand, 5 the B operand. A key tile shorter
+// than B (the last of a sequence) computes only the key groups it has, and
+// P.V only the 32-key halves it has: short sequences do not pay for 64.
 // GCC 12 reports its own _mm512_undefined_* helpers as uninitialised.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
@@ -65,16 +67,27 @@ struct alignas(64) TileConfig {
 static_assert(sizeof(TileConfig) == 64, "AMX tile configuration is 64 bytes");
 
 // Tiles 0-5: 16 rows of 64 bytes (16 fp32 or 32 bf16).
-inline void configure_tiles() {
-  TileConfig c;
-  std::memset(&c, 0, sizeof c);
+constexpr TileConfig tile_config() {
+  TileConfig c{};
   c.palette = 1;
   for (int i = 0; i < 6; ++i) {
     c.colsb[i] = 64;
     c.rows[i] = T;
   }
-  _tile_loadconfig(&c);
+  return c;
 }
+// A constant in memory: GCC's _tile_loadconfig tells the compiler that it
+// reads 8 bytes of its argument, so stores to a local configuration may be
+// dropped as dead.
+alignas(64) constexpr TileConfig kTileConfig = tile_config();
+
+}  // namespace
+
+void begin_tiles() { _tile_loadconfig(&kTileConfig); }
+
+void end_tiles() { _tile_release(); }
+
+namespace {
 
 // 32 bf16 (round to nearest even): lo's 16 values, then hi's.
 inline __m512i to_bf16(__m512 lo, __m512 hi) { return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); }
@@ -94,7 +107,7 @@ inline __m512 load_or(const float* p, int n, float fill) {
 }
 
 // Kt and Vb from the head's strided key and value rows; Np is n_kv rounded up
-// to B, and the padding is zero so that it adds nothing to any product.
+// to 32, and the padding is zero so that it adds nothing to any product.
 void pack_kv(const float* kbase, const float* vbase, size_t ld, int n_kv, int Np, int D, uint32_t* Kt, uint32_t* Vb) {
   const __m512i rows16 = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                             _mm512_set1_epi32(Np));
@@ -122,34 +135,41 @@ void pack_kv(const float* kbase, const float* vbase, size_t ld, int n_kv, int Np
   }
 }
 
-// S[half rows][0, 64) = Qb[half rows] . Kt[:, j0 .. j0 + 64), D/32 steps.
-inline void score_half(const uint16_t* Qh, const uint32_t* Kt, int Np, int j0, int D, float* Sh) {
+// S[half rows][0, 16 ng) = Qb[half rows] . Kt[:, j0 .. j0 + 16 ng), in D/32
+// steps; ng <= 4 key groups of 16.
+inline void score_half(const uint16_t* Qh, const uint32_t* Kt, int Np, int j0, int D, int ng, float* Sh) {
   _tile_zero(0);
-  _tile_zero(1);
-  _tile_zero(2);
-  _tile_zero(3);
+  if (ng > 1) _tile_zero(1);
+  if (ng > 2) _tile_zero(2);
+  if (ng > 3) _tile_zero(3);
   const long kstride = long(Np) * 4;
   for (int dk = 0; dk < D; dk += 2 * T) {
     _tile_loadd(4, Qh + dk, long(D) * 2);
     const uint32_t* kt = Kt + size_t(dk / 2) * Np + j0;
     _tile_loadd(5, kt, kstride);
     _tile_dpbf16ps(0, 4, 5);
-    _tile_loadd(5, kt + T, kstride);
-    _tile_dpbf16ps(1, 4, 5);
-    _tile_loadd(5, kt + 2 * T, kstride);
-    _tile_dpbf16ps(2, 4, 5);
-    _tile_loadd(5, kt + 3 * T, kstride);
-    _tile_dpbf16ps(3, 4, 5);
+    if (ng > 1) {
+      _tile_loadd(5, kt + T, kstride);
+      _tile_dpbf16ps(1, 4, 5);
+    }
+    if (ng > 2) {
+      _tile_loadd(5, kt + 2 * T, kstride);
+      _tile_dpbf16ps(2, 4, 5);
+    }
+    if (ng > 3) {
+      _tile_loadd(5, kt + 3 * T, kstride);
+      _tile_dpbf16ps(3, 4, 5);
+    }
   }
   _tile_stored(0, Sh, long(B) * 4);
-  _tile_stored(1, Sh + T, long(B) * 4);
-  _tile_stored(2, Sh + 2 * T, long(B) * 4);
-  _tile_stored(3, Sh + 3 * T, long(B) * 4);
+  if (ng > 1) _tile_stored(1, Sh + T, long(B) * 4);
+  if (ng > 2) _tile_stored(2, Sh + 2 * T, long(B) * 4);
+  if (ng > 3) _tile_stored(3, Sh + 3 * T, long(B) * 4);
 }
 
 // O[half rows][dc .. dc + 16 n) += P[half rows] . Vb[j0/2 ..][dc ..], n <= 4
-// head-dim groups of 16, over the tile's 64 keys (two A tiles of 32 keys).
-inline void pv_half(const uint16_t* Ph, const uint32_t* Vt, int D, int dc, int n, float* Oh) {
+// head-dim groups of 16, over nk <= 2 A tiles of 32 keys.
+inline void pv_half(const uint16_t* Ph, const uint32_t* Vt, int D, int dc, int n, int nk, float* Oh) {
   const long ostride = long(D) * 4, vstride = long(D) * 4;
   float* o = Oh + dc;
   const uint32_t* v = Vt + dc;
@@ -158,7 +178,7 @@ inline void pv_half(const uint16_t* Ph, const uint32_t* Vt, int D, int dc, int n
   if (n > 1) _tile_loadd(1, o + T, ostride);
   if (n > 2) _tile_loadd(2, o + 2 * T, ostride);
   if (n > 3) _tile_loadd(3, o + 3 * T, ostride);
-  for (int kk = 0; kk < 2; ++kk) {
+  for (int kk = 0; kk < nk; ++kk) {
     _tile_loadd(4, Ph + kk * 2 * T, long(B) * 2);
     const uint32_t* vk = v + size_t(kk) * T * D;  // pair rows j0/2 + 16 kk ...
     _tile_loadd(5, vk, vstride);
@@ -196,7 +216,7 @@ struct Scratch {
 // row's (out_ld apart).
 void attention_block(const float* q0, size_t ld, int n_kv, int Np, int D, int nr, float* out, uint16_t* out16,
                      size_t out_ld, const Scratch& s) {
-  const int halves = nr > T ? 2 : 1, rows = halves * T;
+  const int halves = nr > T ? 2 : 1, rows = halves * T;  // tile rows: whole halves
   const __m512 vscale = _mm512_set1_ps(1.0f / std::sqrt(float(D)));
   for (int r = 0; r < rows; ++r) {
     const float* q = q0 + size_t(r) * ld;
@@ -208,18 +228,24 @@ void attention_block(const float* q0, size_t ld, int n_kv, int Np, int D, int nr
                                : _mm512_setzero_si512();
       _mm512_storeu_si512(s.Qb + size_t(r) * D + d, v);
     }
+    // Rows past nr stay zero in P, so also in O: no row of the block's
+    // tiles is ever uninitialised, and none past nr is computed.
     std::fill(s.O + size_t(r) * D, s.O + size_t(r + 1) * D, 0.0f);
+    if (r >= nr) std::fill(s.P + size_t(r) * B, s.P + size_t(r + 1) * B, uint16_t(0));
     s.m[r] = kNegBig;
     s.l[r] = 0.0f;
   }
 
   for (int j0 = 0; j0 < n_kv; j0 += B) {
     const int jn = std::min(B, n_kv - j0);
+    const int groups = (jn + T - 1) / T, halves_k = (jn + 2 * T - 1) / (2 * T);
     memory_fence_for_tiles();
-    for (int h = 0; h < halves; ++h) score_half(s.Qb + size_t(h) * T * D, s.Kt, Np, j0, D, s.S + size_t(h) * T * B);
+    for (int h = 0; h < halves; ++h)
+      score_half(s.Qb + size_t(h) * T * D, s.Kt, Np, j0, D, groups, s.S + size_t(h) * T * B);
 
-    // Online softmax along each row; keys past jn count as -inf.
-    for (int r = 0; r < rows; ++r) {
+    // Online softmax along each row; keys past jn count as -inf, so their
+    // probabilities are 0.
+    for (int r = 0; r < nr; ++r) {
       const float* sr = s.S + size_t(r) * B;
       __m512 x[4];
       for (int k = 0; k < 4; ++k) x[k] = load_or(sr + k * T, jn - k * T, kNegBig);
@@ -244,7 +270,7 @@ void attention_block(const float* q0, size_t ld, int n_kv, int Np, int D, int nr
     const uint32_t* vt = s.Vb + size_t(j0 / 2) * D;
     for (int h = 0; h < halves; ++h)
       for (int dc = 0; dc < D; dc += 4 * T)
-        pv_half(s.P + size_t(h) * T * B, vt, D, dc, std::min(4, (D - dc) / T), s.O + size_t(h) * T * D);
+        pv_half(s.P + size_t(h) * T * B, vt, D, dc, std::min(4, (D - dc) / T), halves_k, s.O + size_t(h) * T * D);
   }
 
   for (int r = 0; r < nr; ++r) {
@@ -261,13 +287,14 @@ void attention_block(const float* q0, size_t ld, int n_kv, int Np, int D, int nr
 
 }  // namespace
 
+// The calling thread's tiles must be configured (begin_tiles).
 void attention_item(const VarlenAttentionArgs& a, const AttentionWorkspace::Item& it, float* scratch) {
   const int E = a.hidden, H = a.heads, D = E / H;
   const size_t ld = size_t(3) * E;
   const int base = a.cu_seqlens[it.seq];
   const int rows_in_seq = a.cu_seqlens[it.seq + 1] - base;
   const int n_kv = a.kv_lens ? a.kv_lens[it.seq] : rows_in_seq;
-  const int Np = (n_kv + B - 1) / B * B;
+  const int Np = (n_kv + 2 * T - 1) / (2 * T) * (2 * T);
 
   // Carved from the per-thread slice the workspace sizes for the fp32
   // kernel (cpu_kernels.cpp): every part here is no larger than its
@@ -285,13 +312,11 @@ void attention_item(const VarlenAttentionArgs& a, const AttentionWorkspace::Item
   const float* kbase = a.qkv + size_t(base) * ld + E + size_t(it.head) * D;
   pack_kv(kbase, kbase + E, ld, n_kv, Np, D, s.Kt, s.Vb);
 
-  configure_tiles();
   for (int row0 = it.row0; row0 < it.row1; row0 += R) {
     const size_t row = size_t(base + row0), col = size_t(it.head) * D;
     attention_block(a.qkv + row * ld + col, ld, n_kv, Np, D, std::min(R, it.row1 - row0), a.out + row * E + col,
                     a.out_bf16 ? a.out_bf16 + row * E + col : nullptr, size_t(E), s);
   }
-  _tile_release();
 }
 
 }  // namespace amx

@@ -168,7 +168,8 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
     return x.head < y.head;
   });
 
-  const auto item = a.products == AttentionProducts::bf16 ? amx::attention_item : table(isa).attention_item;
+  const bool amx_tiles = a.products == AttentionProducts::bf16;
+  const auto item = amx_tiles ? amx::attention_item : table(isa).attention_item;
   const int n_items = int(ws.items.size());
   float* base = ws.scratch.data();
   base += (16 - (reinterpret_cast<uintptr_t>(base) / sizeof(float)) % 16) % 16;
@@ -176,8 +177,10 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
 #pragma omp parallel num_threads(team)
   {
     float* mine = base + ws.per_thread * size_t(omp_get_thread_num());
-#pragma omp for schedule(dynamic, 1)
+    if (amx_tiles) amx::begin_tiles();
+#pragma omp for schedule(dynamic, 1) nowait
     for (int i = 0; i < n_items; ++i) item(a, ws.items[size_t(i)], mine);
+    if (amx_tiles) amx::end_tiles();
   }
 }
 

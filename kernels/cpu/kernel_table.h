@@ -20,8 +20,12 @@ struct KernelTable {
 
 namespace avx512 { const KernelTable& table(); }
 namespace avx2 { const KernelTable& table(); }
-// Attention with bf16 products on AMX (attention_amx.cpp).
+// Attention with bf16 products on AMX (attention_amx.cpp): a thread loads
+// the tile configuration before its first item and releases the tiles
+// after its last.
 namespace amx {
+void begin_tiles();
+void end_tiles();
 void attention_item(const VarlenAttentionArgs& a, const AttentionWorkspace::Item& item, float* scratch);
 }
 
