@@ -207,7 +207,12 @@ TEST_CASE("bf16 attention: on AMX by default where it runs, within cosine 0.999 
       worst = std::min(worst, test::cosine(x, y));
     }
     CHECK(worst >= 0.999);
-    if (a[i].n_tokens > 1) CHECK(max_diff(a[i].hidden, b[i].hidden) > 0);  // the AMX kernel really ran
+    // The AMX kernel really ran from 32 tokens on; shorter sequences keep the
+    // f32 kernel (cpu::kAmxMinKeys), bit for bit.
+    if (a[i].n_tokens >= 32)
+      CHECK(max_diff(a[i].hidden, b[i].hidden) > 0);
+    else
+      CHECK(max_diff(a[i].hidden, b[i].hidden) == 0);
   }
 }
 

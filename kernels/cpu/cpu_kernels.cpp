@@ -121,6 +121,7 @@ void AttentionWorkspace::reserve(int max_rows, int n_heads, int d, int n_threads
   scratch.assign(per_thread * size_t(n_threads) + 16, 0.0f);
   threads = n_threads;
   head_dim = d;
+  amx_checked = false;
   max_kv = max_seqlen;
 }
 
@@ -128,8 +129,11 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
   const int H = a.heads;
   XLMR_CHECK(H >= 1 && a.hidden % H == 0, "attention: hidden size not divisible by the heads");
   XLMR_CHECK(a.hidden / H == ws.head_dim, "attention: workspace reserved for another head size");
-  XLMR_CHECK(a.products == AttentionProducts::f32 || has_bf16_attention(isa, ws.head_dim),
-             "attention: bf16 products need AMX-BF16 and a head dim that is a multiple of 32, at most 128");
+  if (a.products == AttentionProducts::bf16 && (!ws.amx_checked || isa != Isa::avx512)) {
+    XLMR_CHECK(has_bf16_attention(isa, ws.head_dim),
+               "attention: bf16 products need AMX-BF16 and a head dim that is a multiple of 32, at most 128");
+    ws.amx_checked = true;
+  }
   const int T = std::min(team_size(threads), ws.threads);
 
   // Row blocks per item: one when the batch has few, so that every thread
@@ -168,8 +172,10 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
     return x.head < y.head;
   });
 
-  const bool amx_tiles = a.products == AttentionProducts::bf16;
-  const auto item = amx_tiles ? amx::attention_item : table(isa).attention_item;
+  // bf16 products on AMX for sequences of at least kAmxMinKeys keys; shorter
+  // ones cost more in tile setup than the tiles save, and keep fp32.
+  const bool bf16 = a.products == AttentionProducts::bf16;
+  const auto fp32_item = table(isa).attention_item;
   const int n_items = int(ws.items.size());
   float* base = ws.scratch.data();
   base += (16 - (reinterpret_cast<uintptr_t>(base) / sizeof(float)) % 16) % 16;
@@ -177,10 +183,20 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
 #pragma omp parallel num_threads(team)
   {
     float* mine = base + ws.per_thread * size_t(omp_get_thread_num());
-    if (amx_tiles) amx::begin_tiles();
+    bool tiles = false;  // this thread's AMX tiles configured
 #pragma omp for schedule(dynamic, 1) nowait
-    for (int i = 0; i < n_items; ++i) item(a, ws.items[size_t(i)], mine);
-    if (amx_tiles) amx::end_tiles();
+    for (int i = 0; i < n_items; ++i) {
+      const AttentionWorkspace::Item& it = ws.items[size_t(i)];
+      const int kv = a.kv_lens ? a.kv_lens[it.seq] : a.cu_seqlens[it.seq + 1] - a.cu_seqlens[it.seq];
+      if (bf16 && kv >= kAmxMinKeys) {
+        if (!tiles) amx::begin_tiles();
+        tiles = true;
+        amx::attention_item(a, it, mine);
+      } else {
+        fp32_item(a, it, mine);
+      }
+    }
+    if (tiles) amx::end_tiles();
   }
 }
 

@@ -44,8 +44,11 @@ void cast_to_bf16(Isa isa, uint16_t* out, const float* in, size_t n, int threads
 //   bf16: AMX tiles - operands rounded to bf16 (Q already scaled by
 //         1/sqrt(D), and the probabilities P), products summed in fp32; for
 //         CPUs with AMX-BF16 and head dims that are multiples of 32 up to
-//         128. The softmax and the output stay fp32 either way.
+//         128. Sequences of fewer than kAmxMinKeys keys still take the f32
+//         kernel: for them the tile setup costs more than the tiles save.
+//         The softmax and the output stay fp32 either way.
 enum class AttentionProducts { f32, bf16 };
+constexpr int kAmxMinKeys = 32;
 const char* to_string(AttentionProducts p);
 // Whether AttentionProducts::bf16 runs here with `isa` and head dim D. The
 // first call with a supporting CPU asks Linux for the AMX register state
@@ -96,6 +99,7 @@ class AttentionWorkspace {
   int threads = 0;
   int head_dim = 0;
   int max_kv = 0;
+  bool amx_checked = false;  // has_bf16_attention said yes once (it costs a system call)
 };
 
 void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace& ws, int threads);
