@@ -30,6 +30,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "benchmarks/kernel_timing.h"
 #include "benchmarks/machine.h"
 #include "benchmarks/synthetic.h"
 #include "benchmarks/workloads.h"
@@ -438,6 +439,18 @@ json run_json(const RunResult& r) {
           {"kernels", kernels}};
 }
 
+void print_attention_timings(FILE* out, const std::vector<bench::AttentionKernelTiming>& ts) {
+  if (ts.empty()) return;
+  std::fprintf(out,
+               "\n== attention kernel alone (random Q, K, V at each workload's lengths; f32 and bf16 products "
+               "called in turn; medians)\n");
+  for (const auto& t : ts)
+    std::fprintf(out, "   %-22s %3d seqs %6lld tokens | f32 %s ms %6.1f GFLOP/s | bf16 (AMX) %s ms %6.1f GFLOP/s | %5.2fx  (%d pairs)\n",
+                 t.workload.c_str(), t.n_seqs, static_cast<long long>(t.n_tokens), fmt_ms(t.f32_ms).c_str(),
+                 t.flops / (t.f32_ms * 1e6), fmt_ms(t.bf16_ms).c_str(), t.flops / (t.bf16_ms * 1e6),
+                 t.f32_ms / t.bf16_ms, t.pairs);
+}
+
 // ---- options --------------------------------------------------------------
 
 struct Args {
@@ -801,6 +814,22 @@ int main(int argc, char** argv) {
     print_comparisons(human, cmp, workloads);
     std::fflush(human);
 
+    // ---- --attention both: the attention kernel alone, both variants in turn
+    std::vector<bench::AttentionKernelTiming> attention_timings;
+    if (a.attention == "both" && device == xlmr::Device::cpu) {
+      try {
+        for (const bench::Workload& w : workloads) {
+          progress("timing the attention kernel alone: " + w.name);
+          attention_timings.push_back(
+              bench::time_attention_kernels(w, cfg.hidden, cfg.heads, base.threads, a.iters, a.min_time));
+        }
+      } catch (const xlmr::Error& e) {
+        std::fprintf(stderr, "xlmr-bench: warning: %s: skipped\n", e.what());
+      }
+      print_attention_timings(human, attention_timings);
+      std::fflush(human);
+    }
+
     // ---- JSON
     if (!a.json_out.empty()) {
       json doc;
@@ -827,6 +856,19 @@ int main(int argc, char** argv) {
                                   {"bf16", opt_json(base.stream_ms(xlmr::Precision::bf16))}};
       doc["runs"] = json::array();
       for (const RunResult& r : runs) doc["runs"].push_back(run_json(r));
+      if (!attention_timings.empty()) {
+        doc["attention_kernel"] = json::array();
+        for (const auto& t : attention_timings)
+          doc["attention_kernel"].push_back({{"workload", t.workload},
+                                             {"n_seqs", t.n_seqs},
+                                             {"n_tokens", t.n_tokens},
+                                             {"pairs", t.pairs},
+                                             {"f32_ms", t.f32_ms},
+                                             {"bf16_ms", t.bf16_ms},
+                                             {"f32_gflops", t.flops / (t.f32_ms * 1e6)},
+                                             {"bf16_gflops", t.flops / (t.bf16_ms * 1e6)},
+                                             {"ratio", t.f32_ms / t.bf16_ms}});
+      }
       doc["comparisons"] = json::array();
       for (const Comparison& c : cmp)
         doc["comparisons"].push_back({{"workload", c.workload},

@@ -98,6 +98,14 @@ TEST_CASE("xlmr-bench --attention both: one bf16 run per attention precision, an
   CHECK(doc["runs"][1]["attention"] == "bf16");
   CHECK_THAT(doc["runs"][1]["backend"].get<std::string>(), Contains("bf16 attention on AMX"));
   CHECK_THAT(r.err, Contains("bf16 attention         fused ragged bf16 attn-bf16 / fused ragged bf16 attn-f32"));
+  // and the kernel alone, both variants called in turn
+  CHECK_THAT(r.err, Contains("== attention kernel alone"));
+  REQUIRE(doc["attention_kernel"].size() == 1);
+  const auto& k = doc["attention_kernel"][0];
+  CHECK(k["workload"] == "uniform:40x2");
+  CHECK(k["n_tokens"] == 80);
+  CHECK(k["pairs"].get<int>() >= 1);
+  for (const char* key : {"f32_ms", "bf16_ms", "f32_gflops", "bf16_gflops", "ratio"}) CHECK(k[key].get<double>() > 0);
 }
 
 TEST_CASE("xlmr-bench: bad arguments get one error line and exit 1", "[bench][cli][errors]") {

@@ -1,0 +1,32 @@
+// Timing of one CPU kernel alone, two variants called in turn: the attention
+// kernel with fp32 products against the one with bf16 products on AMX, on a
+// workload's sequence lengths. Calling them alternately, many times, and
+// taking medians keeps the ratio honest on a machine whose speed drifts
+// between one run and the next (a whole-model run of each cannot).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "benchmarks/workloads.h"
+
+namespace bench {
+
+struct AttentionKernelTiming {
+  std::string workload;
+  int n_seqs = 0;
+  int64_t n_tokens = 0;
+  double flops = 0;       // per call: 4 x sum of squared lengths x hidden
+  int pairs = 0;          // calls of each variant
+  double f32_ms = 0;      // median
+  double bf16_ms = 0;     // median
+};
+
+// Random Q, K, V (normal, fixed seed) in the packed layout of a forward with
+// w's lengths, hidden E in `heads` heads; one untimed call of each variant,
+// then pairs (f32, bf16) until at least min_pairs pairs and min_time
+// seconds. Throws xlmr::Error where bf16 products cannot run.
+AttentionKernelTiming time_attention_kernels(const Workload& w, int hidden, int heads, int threads,
+                                             int min_pairs, double min_time);
+
+}  // namespace bench
