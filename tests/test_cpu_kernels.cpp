@@ -463,6 +463,19 @@ std::vector<float> reference_attention(const AttnBatch& b, std::mt19937& rng) {
   return out;
 }
 
+// The padded layout of a packed batch: sequence s at rows [s*L, (s+1)*L),
+// its real rows copied, the pad rows noise; cu receives the row offsets.
+std::vector<float> padded_copy(const AttnBatch& b, int L, std::mt19937& rng, std::vector<int32_t>* cu) {
+  const int S = b.n_seqs(), E = b.E;
+  std::vector<float> padded = normal_vector(size_t(S) * L * 3 * E, rng);
+  cu->assign(size_t(S) + 1, 0);
+  for (int s = 0; s <= S; ++s) (*cu)[size_t(s)] = s * L;
+  for (int s = 0; s < S; ++s)
+    std::copy(b.qkv.begin() + size_t(b.cu[s]) * 3 * E, b.qkv.begin() + size_t(b.cu[s + 1]) * 3 * E,
+              padded.begin() + size_t(s) * L * 3 * E);
+  return padded;
+}
+
 struct AttnRun {
   std::vector<float> out;
   std::vector<uint16_t> out16;
@@ -591,13 +604,8 @@ TEST_CASE("cpu varlen_attention on the padded layout", "[cpu][kernels]") {
     const int S = b.n_seqs(), L = c.L, E = b.E, D = b.D;
     const auto want = reference_attention(b, rng);
 
-    // Padded copy: real rows from the packed batch, pad rows noise.
-    std::vector<float> padded = normal_vector(size_t(S) * L * 3 * E, rng);
-    std::vector<int32_t> cu(size_t(S) + 1);
-    for (int s = 0; s <= S; ++s) cu[size_t(s)] = s * L;
-    for (int s = 0; s < S; ++s)
-      std::copy(b.qkv.begin() + size_t(b.cu[s]) * 3 * E, b.qkv.begin() + size_t(b.cu[s + 1]) * 3 * E,
-                padded.begin() + size_t(s) * L * 3 * E);
+    std::vector<int32_t> cu;
+    const std::vector<float> padded = padded_copy(b, L, rng, &cu);
 
     // Pad rows in double: softmax(q k^T / sqrt(D)) v over the sequence's real keys.
     std::vector<float> pad_want(size_t(S) * L * E, 0.0f);
@@ -884,12 +892,8 @@ TEST_CASE("cpu varlen_attention with bf16 products: padded layout and refusals",
   const int H = 4, D = 64, L = 70;
   const AttnBatch b({5, 33, 1, 64, 17, 70}, H, D, rng);
   const int S = b.n_seqs(), E = b.E;
-  std::vector<float> padded = normal_vector(size_t(S) * L * 3 * E, rng);
-  std::vector<int32_t> cu(size_t(S) + 1);
-  for (int s = 0; s <= S; ++s) cu[size_t(s)] = s * L;
-  for (int s = 0; s < S; ++s)
-    std::copy(b.qkv.begin() + size_t(b.cu[s]) * 3 * E, b.qkv.begin() + size_t(b.cu[s + 1]) * 3 * E,
-              padded.begin() + size_t(s) * L * 3 * E);
+  std::vector<int32_t> cu;
+  const std::vector<float> padded = padded_copy(b, L, rng, &cu);
   xlmr::cpu::AttentionWorkspace ws;
   ws.reserve(S * L, H, D, 3, L);
   std::vector<float> ragged(size_t(b.rows()) * E), pout(size_t(S) * L * E);

@@ -13,38 +13,29 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-// hidden 72 (not a multiple of 16), 4 heads of 18, 300 positions. Weights
-// of std 0.4 stress the arithmetic; 0.05 is closer to trained models.
-std::string mid_model(float stddev = 0.4f) {
-  const std::string p = test::scratch("fused") + "/mid_" + std::to_string(stddev) + ".xlmr";
+// A random 2-layer model with 300 positions and a 2-class head, written once
+// per name into the test scratch folder.
+std::string model_file(const std::string& name, int hidden, int ffn, int heads, uint64_t seed, float stddev) {
+  const std::string p = test::scratch("fused") + "/" + name + ".xlmr";
   xlmr::ModelConfig c = test::tiny_config();
   c.vocab_size = 60;
-  c.hidden = 72;
-  c.ffn = 100;
-  c.heads = 4;
+  c.hidden = hidden;
+  c.ffn = ffn;
+  c.heads = heads;
   c.layers = 2;
   c.max_positions = 302;
   c.max_length = 300;
   c.num_labels = 2;
-  xlmr::write_xlmr_file(p, c.to_json(), test::tiny_tensors(c, 11, stddev), "");
+  xlmr::write_xlmr_file(p, c.to_json(), test::tiny_tensors(c, seed, stddev), "");
   return p;
 }
 
+// hidden 72 (not a multiple of 16), 4 heads of 18. Weights of std 0.4
+// stress the arithmetic; 0.05 is closer to trained models.
+std::string mid_model(float stddev = 0.4f) { return model_file("mid_" + std::to_string(stddev), 72, 100, 4, 11, stddev); }
+
 // hidden 64 in 2 heads of 32: a head dim the AMX attention takes.
-std::string amx_shaped_model() {
-  const std::string p = test::scratch("fused") + "/d32.xlmr";
-  xlmr::ModelConfig c = test::tiny_config();
-  c.vocab_size = 60;
-  c.hidden = 64;
-  c.ffn = 96;
-  c.heads = 2;
-  c.layers = 2;
-  c.max_positions = 302;
-  c.max_length = 300;
-  c.num_labels = 2;
-  xlmr::write_xlmr_file(p, c.to_json(), test::tiny_tensors(c, 12, 0.05f), "");
-  return p;
-}
+std::string amx_shaped_model() { return model_file("d32", 64, 96, 2, 12, 0.05f); }
 
 std::vector<std::vector<int32_t>> mixed_batch() {
   std::mt19937 rng(3);
