@@ -138,8 +138,11 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
 
   // Row blocks per item: one when the batch has few, so that every thread
   // gets work; more when it has plenty (about 8 items per thread), so that
-  // packing a head's keys and values is shared by more query rows. Which
-  // rows share an item never changes the arithmetic of any row.
+  // packing a head's keys and values is shared by more query rows. A
+  // sequence of one block takes as many heads per item instead: its rows are
+  // then read in order, head after head, not 3E floats apart by a thread
+  // that moves on to another sequence (1.2-1.3x on 16- to 31-token batches).
+  // Which rows or heads share an item never changes any row's arithmetic.
   constexpr int R = kAttentionRowBlock;
   size_t blocks = 0;
   for (int s = 0; s < a.n_seqs; ++s) {
@@ -157,9 +160,13 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
   for (int s = 0; s < a.n_seqs; ++s) {
     const int rows = a.cu_seqlens[s + 1] - a.cu_seqlens[s];
     const int kv = a.kv_lens ? a.kv_lens[s] : rows;
+    const int heads_per_item = rows <= R ? std::min(H, group) : 1;
     for (int r0 = 0; r0 < rows; r0 += group * R) {
       const int r1 = std::min(rows, r0 + group * R);
-      for (int h = 0; h < H; ++h) ws.items.push_back({s, h, r0, r1, int64_t(r1 - r0) * std::max(kv, 1)});
+      for (int h = 0; h < H; h += heads_per_item) {
+        const int nh = std::min(heads_per_item, H - h);
+        ws.items.push_back({s, h, r0, r1, int64_t(r1 - r0) * std::max(kv, 1) * nh, nh});
+      }
     }
   }
   if (ws.items.empty()) return;
@@ -188,12 +195,15 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
     for (int i = 0; i < n_items; ++i) {
       const AttentionWorkspace::Item& it = ws.items[size_t(i)];
       const int kv = a.kv_lens ? a.kv_lens[it.seq] : a.cu_seqlens[it.seq + 1] - a.cu_seqlens[it.seq];
-      if (bf16 && kv >= kAmxMinKeys) {
-        if (!tiles) amx::begin_tiles();
-        tiles = true;
-        amx::attention_item(a, it, mine);
-      } else {
-        fp32_item(a, it, mine);
+      AttentionWorkspace::Item one = it;  // the kernels take one head at a time
+      for (one.head = it.head; one.head < it.head + it.n_heads; ++one.head) {
+        if (bf16 && kv >= kAmxMinKeys) {
+          if (!tiles) amx::begin_tiles();
+          tiles = true;
+          amx::attention_item(a, one, mine);
+        } else {
+          fp32_item(a, one, mine);
+        }
       }
     }
     if (tiles) amx::end_tiles();

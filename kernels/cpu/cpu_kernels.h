@@ -87,11 +87,14 @@ class AttentionWorkspace {
   // head dimension head_dim, `heads` heads, on up to `threads` threads.
   void reserve(int max_rows, int heads, int head_dim, int threads, int max_seqlen = -1);
 
-  // A work item: one head of one sequence, query rows [row0, row1) - one or
-  // more row blocks, which share one packed copy of the head's keys and values.
+  // A work item: heads [head, head + n_heads) of one sequence, query rows
+  // [row0, row1) - one or more row blocks, which share one packed copy of
+  // each head's keys and values. Several heads only for single-block
+  // sequences: consecutive heads read adjacent slices of the same rows.
   struct Item {
     int32_t seq, head, row0, row1;
     int64_t cost;
+    int32_t n_heads;
   };
   std::vector<Item> items;
   std::vector<float> scratch;  // threads x per_thread floats, 64-byte aligned slices
