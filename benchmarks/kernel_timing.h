@@ -20,6 +20,10 @@ struct AttentionKernelTiming {
   int pairs = 0;          // calls of each variant
   double f32_ms = 0;      // median
   double bf16_ms = 0;     // median
+
+  double f32_gflops() const { return flops / (f32_ms * 1e6); }
+  double bf16_gflops() const { return flops / (bf16_ms * 1e6); }
+  double ratio() const { return f32_ms / bf16_ms; }  // above 1: bf16 products faster
 };
 
 // Random Q, K, V (normal, fixed seed) in the packed layout of a forward with

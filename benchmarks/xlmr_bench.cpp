@@ -447,8 +447,7 @@ void print_attention_timings(FILE* out, const std::vector<bench::AttentionKernel
   for (const auto& t : ts)
     std::fprintf(out, "   %-22s %3d seqs %6lld tokens | f32 %s ms %6.1f GFLOP/s | bf16 (AMX) %s ms %6.1f GFLOP/s | %5.2fx  (%d pairs)\n",
                  t.workload.c_str(), t.n_seqs, static_cast<long long>(t.n_tokens), fmt_ms(t.f32_ms).c_str(),
-                 t.flops / (t.f32_ms * 1e6), fmt_ms(t.bf16_ms).c_str(), t.flops / (t.bf16_ms * 1e6),
-                 t.f32_ms / t.bf16_ms, t.pairs);
+                 t.f32_gflops(), fmt_ms(t.bf16_ms).c_str(), t.bf16_gflops(), t.ratio(), t.pairs);
 }
 
 // ---- options --------------------------------------------------------------
@@ -865,9 +864,9 @@ int main(int argc, char** argv) {
                                              {"pairs", t.pairs},
                                              {"f32_ms", t.f32_ms},
                                              {"bf16_ms", t.bf16_ms},
-                                             {"f32_gflops", t.flops / (t.f32_ms * 1e6)},
-                                             {"bf16_gflops", t.flops / (t.bf16_ms * 1e6)},
-                                             {"ratio", t.f32_ms / t.bf16_ms}});
+                                             {"f32_gflops", t.f32_gflops()},
+                                             {"bf16_gflops", t.bf16_gflops()},
+                                             {"ratio", t.ratio()}});
       }
       doc["comparisons"] = json::array();
       for (const Comparison& c : cmp)

@@ -49,8 +49,6 @@ void parallel_rows(int n, int threads, int min_rows_per_thread, F&& f) {
 
 const char* to_string(Isa isa) { return isa == Isa::avx512 ? "avx512" : "avx2"; }
 
-const char* to_string(AttentionProducts p) { return p == AttentionProducts::bf16 ? "bf16" : "f32"; }
-
 bool has_bf16_attention(Isa isa, int head_dim) {
   if (isa != Isa::avx512 || !has_avx512() || head_dim < 32 || head_dim > 128 || head_dim % 32 != 0) return false;
   unsigned a = 0, b = 0, c = 0, d = 0;
@@ -115,7 +113,7 @@ void AttentionWorkspace::reserve(int max_rows, int n_heads, int d, int n_threads
   // values, [max_seqlen][Dp] each (kernels/cpu/simd_attention.inc); Dp here
   // is rounded up to 16 lanes, the most either ISA needs. The AMX kernel
   // (attention_amx.cpp) needs less in each part, plus bf16 probabilities
-  // [R][B] and key padding to a whole tile: B/2 x R and B x Dp more.
+  // [R][B] and keys padded up to 32: B/2 x R and B x Dp more cover both.
   size_t floats = dp * R + B * R + R * dp + 3 * R + 2 * size_t(max_seqlen) * dp + B / 2 * R + B * dp;
   per_thread = (floats + 15) / 16 * 16;  // keep each slice 64-byte aligned
   scratch.assign(per_thread * size_t(n_threads) + 16, 0.0f);

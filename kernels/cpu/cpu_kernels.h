@@ -49,7 +49,6 @@ void cast_to_bf16(Isa isa, uint16_t* out, const float* in, size_t n, int threads
 //         The softmax and the output stay fp32 either way.
 enum class AttentionProducts { f32, bf16 };
 constexpr int kAmxMinKeys = 32;
-const char* to_string(AttentionProducts p);
 // Whether AttentionProducts::bf16 runs here with `isa` and head dim D. The
 // first call with a supporting CPU asks Linux for the AMX register state
 // (arch_prctl ARCH_REQ_XCOMP_PERM, once per process; oneDNN asks the same
