@@ -2,6 +2,7 @@
 // becomes a status plus the engine's last-error message.
 #include "engine/engine_c.h"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <mutex>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "engine/engine.h"
+#include "tokenizer/tokenizer.h"
 
 struct xlmr_engine {
   std::unique_ptr<xlmr::Engine> engine;
@@ -73,6 +75,20 @@ void copy_outputs(const xlmr::Engine& engine, const std::vector<xlmr::Result>& r
   }
 }
 
+xlmr_status check_offsets(xlmr_engine* e, const size_t* offsets, size_t n) {
+  if (n && offsets[0] != 0) return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "offsets[0] must be 0");
+  for (size_t i = 0; i < n; ++i)
+    if (offsets[i + 1] < offsets[i])
+      return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "offsets must not decrease (at " + std::to_string(i + 1) + ")");
+  return XLMR_OK;
+}
+
+std::vector<std::vector<int32_t>> split_ids(const int32_t* ids, const size_t* offsets, size_t n) {
+  std::vector<std::vector<int32_t>> seqs(n);
+  for (size_t i = 0; i < n; ++i) seqs[i].assign(ids + offsets[i], ids + offsets[i + 1]);
+  return seqs;
+}
+
 }  // namespace
 
 extern "C" {
@@ -86,6 +102,10 @@ xlmr_params xlmr_default_params(void) {
   p.max_batch_tokens = 8192;
   p.max_length = 0;
   p.verify_checksums = 1;
+  p.cuda_graphs = 1;
+  p.attention = XLMR_DTYPE_AUTO;
+  p.padded = 0;
+  p.isa = nullptr;
   return p;
 }
 
@@ -108,6 +128,7 @@ const char* xlmr_engine_last_error(const xlmr_engine* engine) {
 
 xlmr_status xlmr_engine_load(xlmr_engine* e, const char* path, const xlmr_params* params) {
   if (!e) return XLMR_ERROR_INVALID_ARGUMENT;
+  e->engine.reset();  // a failed load, bad arguments included, leaves no model
   if (!path) return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "path is NULL");
   const xlmr_params d = xlmr_default_params();
   const xlmr_params& p = params ? *params : d;
@@ -123,14 +144,20 @@ xlmr_status xlmr_engine_load(xlmr_engine* e, const char* path, const xlmr_params
     case XLMR_DTYPE_F16: o.precision = xlmr::Precision::f16; break;
     default: return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "dtype must be one of the xlmr_dtype values");
   }
+  switch (p.attention) {
+    case XLMR_DTYPE_AUTO: break;
+    case XLMR_DTYPE_F32: o.attention = xlmr::Precision::f32; break;
+    case XLMR_DTYPE_BF16: o.attention = xlmr::Precision::bf16; break;
+    default: return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "attention must be XLMR_DTYPE_AUTO, _F32 or _BF16");
+  }
+  if (p.isa) o.isa = p.isa;
+  o.padded = p.padded != 0;
+  o.cuda_graphs = p.cuda_graphs != 0;
   o.threads = p.threads;
   o.max_batch_tokens = p.max_batch_tokens;
   o.max_length = p.max_length;
   o.verify_checksums = p.verify_checksums != 0;
-  return guarded(e, XLMR_ERROR_LOAD, [&] {
-    e->engine.reset();
-    e->engine = xlmr::Engine::load(path, o);
-  });
+  return guarded(e, XLMR_ERROR_LOAD, [&] { e->engine = xlmr::Engine::load(path, o); });
 }
 
 int xlmr_engine_hidden_size(const xlmr_engine* e) { return e && e->engine ? e->engine->config().hidden : 0; }
@@ -138,6 +165,9 @@ int xlmr_engine_num_labels(const xlmr_engine* e) { return e && e->engine ? e->en
 int xlmr_engine_max_length(const xlmr_engine* e) { return e && e->engine ? e->engine->max_length() : 0; }
 int xlmr_engine_vocab_size(const xlmr_engine* e) { return e && e->engine ? e->engine->config().vocab_size : 0; }
 int xlmr_engine_has_tokenizer(const xlmr_engine* e) { return e && e->engine && e->engine->has_tokenizer(); }
+const char* xlmr_engine_describe(const xlmr_engine* e) {
+  return e && e->engine ? e->engine->describe().c_str() : "";
+}
 
 xlmr_status xlmr_encode_texts(xlmr_engine* e, const char* const* texts, size_t n, const xlmr_encode_params* params,
                               float* embeddings, float* logits, int32_t* n_tokens) {
@@ -156,6 +186,45 @@ xlmr_status xlmr_encode_texts(xlmr_engine* e, const char* const* texts, size_t n
   });
 }
 
+xlmr_status xlmr_encode_pairs(xlmr_engine* e, const char* const* first, const char* const* second, size_t n,
+                              const xlmr_encode_params* params, float* embeddings, float* logits, int32_t* n_tokens) {
+  if (!e) return XLMR_ERROR_INVALID_ARGUMENT;
+  if (!e->engine) return fail(e, XLMR_ERROR_NOT_LOADED, "no model loaded");
+  if (n && (!first || !second)) return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "first or second is NULL");
+  xlmr::EncodeOptions eo;
+  if (xlmr_status s = make_encode_options(e, params, &eo)) return s;
+  return guarded(e, XLMR_ERROR_RUNTIME, [&] {
+    std::vector<std::pair<std::string, std::string>> v(n);
+    for (size_t i = 0; i < n; ++i) {
+      if (!first[i] || !second[i]) XLMR_THROW("pair " + std::to_string(i) + " has a NULL text");
+      v[i] = {first[i], second[i]};
+    }
+    copy_outputs(*e->engine, e->engine->encode_pairs(v, eo), embeddings, logits, n_tokens);
+  });
+}
+
+xlmr_status xlmr_tokenize(xlmr_engine* e, const char* text, int32_t* ids, size_t capacity, size_t* n_ids) {
+  if (!e) return XLMR_ERROR_INVALID_ARGUMENT;
+  if (!e->engine) return fail(e, XLMR_ERROR_NOT_LOADED, "no model loaded");
+  if (!text || !n_ids || (capacity && !ids))
+    return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "text, ids or n_ids is NULL");
+  xlmr_status s = XLMR_OK;
+  const xlmr_status g = guarded(e, XLMR_ERROR_RUNTIME, [&] {
+    const xlmr::Encoding enc = e->engine->tokenizer().encode(text, e->engine->max_length());
+    *n_ids = enc.ids.size();
+    if (enc.ids.size() > capacity) {
+      s = XLMR_ERROR_INVALID_ARGUMENT;
+      return;
+    }
+    std::copy(enc.ids.begin(), enc.ids.end(), ids);
+  });
+  if (g != XLMR_OK) return g;
+  if (s != XLMR_OK)
+    return fail(e, s, "the text has " + std::to_string(*n_ids) + " ids, more than the capacity of " +
+                          std::to_string(capacity));
+  return XLMR_OK;
+}
+
 xlmr_status xlmr_encode_ids(xlmr_engine* e, const int32_t* ids, const size_t* offsets, size_t n,
                             const xlmr_encode_params* params, float* embeddings, float* logits) {
   if (!e) return XLMR_ERROR_INVALID_ARGUMENT;
@@ -163,14 +232,26 @@ xlmr_status xlmr_encode_ids(xlmr_engine* e, const int32_t* ids, const size_t* of
   if (n && (!offsets || !ids)) return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "ids or offsets is NULL");
   xlmr::EncodeOptions eo;
   if (xlmr_status s = make_encode_options(e, params, &eo)) return s;
-  if (n && offsets[0] != 0) return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "offsets[0] must be 0");
-  for (size_t i = 0; i < n; ++i)
-    if (offsets[i + 1] < offsets[i])
-      return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "offsets must not decrease (at " + std::to_string(i + 1) + ")");
+  if (xlmr_status s = check_offsets(e, offsets, n)) return s;
   return guarded(e, XLMR_ERROR_INVALID_ARGUMENT, [&] {
-    std::vector<std::vector<int32_t>> seqs(n);
-    for (size_t i = 0; i < n; ++i) seqs[i].assign(ids + offsets[i], ids + offsets[i + 1]);
-    copy_outputs(*e->engine, e->engine->encode_ids(seqs, eo), embeddings, logits, nullptr);
+    copy_outputs(*e->engine, e->engine->encode_ids(split_ids(ids, offsets, n), eo), embeddings, logits, nullptr);
+  });
+}
+
+xlmr_status xlmr_encode_ids_hidden(xlmr_engine* e, const int32_t* ids, const size_t* offsets, size_t n,
+                                   float* hidden) {
+  if (!e) return XLMR_ERROR_INVALID_ARGUMENT;
+  if (!e->engine) return fail(e, XLMR_ERROR_NOT_LOADED, "no model loaded");
+  if (n && (!offsets || !ids || !hidden)) return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "ids, offsets or hidden is NULL");
+  if (xlmr_status s = check_offsets(e, offsets, n)) return s;
+  xlmr::EncodeOptions eo;
+  eo.pooling = xlmr::Pooling::none;
+  eo.hidden = true;
+  return guarded(e, XLMR_ERROR_INVALID_ARGUMENT, [&] {
+    const auto r = e->engine->encode_ids(split_ids(ids, offsets, n), eo);
+    const size_t E = size_t(e->engine->config().hidden);
+    for (size_t i = 0; i < n; ++i)
+      std::copy(r[i].hidden.begin(), r[i].hidden.end(), hidden + offsets[i] * E);
   });
 }
 

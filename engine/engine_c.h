@@ -24,10 +24,12 @@
  * gives a one-line message, valid until the next call on that engine. No call
  * aborts or exits the process.
  *
- * Thread safety: calls on one engine may come from several threads; they are
- * serialised on the engine's lock (last_error is then the calling thread's
- * only if no other thread used the engine in between). For parallel throughput
- * create one engine per thread, each with threads = 1.
+ * Thread safety: encode and tokenize calls on one engine may come from several
+ * threads; they are serialised on the engine's lock (last_error is then the
+ * calling thread's only if no other thread used the engine in between).
+ * xlmr_engine_load and xlmr_engine_destroy replace or free the model and must
+ * not overlap any other call on that engine. For parallel throughput create
+ * one engine per thread, each with threads = 1.
  */
 #ifndef XLMR_ENGINE_C_H
 #define XLMR_ENGINE_C_H
@@ -66,6 +68,11 @@ typedef struct {
   int max_batch_tokens; /* token budget of one batch (default 8192) */
   int max_length;       /* tokens per input incl. specials; 0: the model's maximum */
   int verify_checksums; /* 1 (default): check every tensor at load */
+  int cuda_graphs;      /* CUDA: 1 (default) replays repeated batch shapes from captured graphs */
+  int attention;        /* xlmr_dtype: precision of attention's products on the fused CPU path with
+                           bf16 GEMMs; AUTO (default): bf16 on AMX-BF16 CPUs, else F32 */
+  int padded;           /* fused CPU path: 1 pads each batch to its longest input (comparison only) */
+  const char* isa;      /* fused CPU path: NULL or "" (default, the best the CPU has), "avx512", "avx2" */
 } xlmr_params;
 
 typedef struct {
@@ -92,6 +99,9 @@ int xlmr_engine_num_labels(const xlmr_engine* engine); /* 0: no classification h
 int xlmr_engine_max_length(const xlmr_engine* engine);
 int xlmr_engine_vocab_size(const xlmr_engine* engine);
 int xlmr_engine_has_tokenizer(const xlmr_engine* engine);
+/* One line: backend, instruction set, precision, layout, threads ("" before
+ * a load); valid until the next load or destroy. */
+const char* xlmr_engine_describe(const xlmr_engine* engine);
 
 /* Encode n texts (UTF-8, NUL-terminated; invalid bytes are replaced, long
  * texts truncated to max_length). Outputs, each optional (NULL skips it):
@@ -101,11 +111,30 @@ xlmr_status xlmr_encode_texts(xlmr_engine* engine, const char* const* texts, siz
                               const xlmr_encode_params* params, float* embeddings, float* logits,
                               int32_t* n_tokens);
 
+/* Encode n text pairs for cross-encoders (rerankers): pair i is
+ * <s> first[i] </s></s> second[i] </s>, truncated to max_length by cutting
+ * the longer text first. Same outputs as xlmr_encode_texts. */
+xlmr_status xlmr_encode_pairs(xlmr_engine* engine, const char* const* first, const char* const* second, size_t n,
+                              const xlmr_encode_params* params, float* embeddings, float* logits,
+                              int32_t* n_tokens);
+
+/* The model ids of one text, <s> and </s> included, truncated to max_length:
+ * *n_ids receives their count (at most xlmr_engine_max_length(), which is
+ * therefore a capacity that always suffices). With capacity < *n_ids nothing
+ * is written and the call fails with XLMR_ERROR_INVALID_ARGUMENT. */
+xlmr_status xlmr_tokenize(xlmr_engine* engine, const char* text, int32_t* ids, size_t capacity, size_t* n_ids);
+
 /* Encode n sequences of model token ids: sequence i is
  * ids[offsets[i] .. offsets[i+1]), offsets has n + 1 entries, offsets[0] = 0.
  * Same outputs as xlmr_encode_texts. */
 xlmr_status xlmr_encode_ids(xlmr_engine* engine, const int32_t* ids, const size_t* offsets, size_t n,
                             const xlmr_encode_params* params, float* embeddings, float* logits);
+
+/* Every token's last-layer hidden state for the sequences of xlmr_encode_ids:
+ * hidden [offsets[n] * hidden_size], token t of sequence i in row
+ * offsets[i] + t. */
+xlmr_status xlmr_encode_ids_hidden(xlmr_engine* engine, const int32_t* ids, const size_t* offsets, size_t n,
+                                   float* hidden);
 
 #ifdef __cplusplus
 }

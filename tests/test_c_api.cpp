@@ -92,3 +92,133 @@ TEST_CASE("C API: failures are statuses with a message", "[c-api][errors]") {
   CHECK(std::string(xlmr_engine_last_error(e)).empty());
   xlmr_engine_destroy(e);
 }
+
+TEST_CASE("C API: every engine option of xlmr_params reaches the engine", "[c-api]") {
+  const std::string model = test::binary_path("demo.xlmr");
+  xlmr_engine* e = xlmr_engine_create();
+  REQUIRE(e);
+  CHECK(std::string(xlmr_engine_describe(e)).empty());
+  const xlmr_params d = xlmr_default_params();
+  CHECK(d.cuda_graphs == 1);
+  CHECK(d.attention == XLMR_DTYPE_AUTO);
+  CHECK(d.padded == 0);
+  CHECK(d.isa == nullptr);
+
+  // Each field against the C++ engine loaded with the same option.
+  xlmr_params p = d;
+  p.threads = 1;
+  p.padded = 1;
+  p.isa = "avx2";
+  p.attention = XLMR_DTYPE_F32;
+  REQUIRE(xlmr_engine_load(e, model.c_str(), &p) == XLMR_OK);
+  xlmr::EngineOptions o;
+  o.threads = 1;
+  o.padded = true;
+  o.isa = "avx2";
+  o.attention = xlmr::Precision::f32;
+  auto cpp = xlmr::Engine::load(model, o);
+  CHECK(std::string(xlmr_engine_describe(e)) == cpp->describe());
+  CHECK_THAT(xlmr_engine_describe(e), Contains("avx2") && Contains("padded"));
+
+  const char* texts[] = {"Hello world", "a longer second text to pad the first one"};
+  const int E = xlmr_engine_hidden_size(e);
+  std::vector<float> emb(2 * size_t(E));
+  REQUIRE(xlmr_encode_texts(e, texts, 2, nullptr, emb.data(), nullptr, nullptr) == XLMR_OK);
+  const auto want = cpp->encode_texts({texts[0], texts[1]}, {});
+  CHECK(std::vector<float>(emb.begin(), emb.begin() + E) == want[0].embedding);
+  CHECK(std::vector<float>(emb.begin() + E, emb.end()) == want[1].embedding);
+
+  // Bad values are refused with the engine's own messages.
+  p = d;
+  p.attention = 7;
+  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_INVALID_ARGUMENT);
+  CHECK_THAT(xlmr_engine_last_error(e), Contains("attention"));
+  CHECK(xlmr_engine_hidden_size(e) == 0);  // a failed load leaves no model
+  p = d;
+  p.isa = "sse9";
+  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
+  CHECK_THAT(xlmr_engine_last_error(e), Contains("sse9"));
+  p = d;
+  p.dtype = XLMR_DTYPE_F32;
+  p.attention = XLMR_DTYPE_BF16;  // bf16 attention runs with bf16 GEMMs only
+  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
+  CHECK_THAT(xlmr_engine_last_error(e), Contains("bf16 GEMMs"));
+  xlmr_engine_destroy(e);
+}
+
+TEST_CASE("C API: pairs, tokenization and per-token hidden states", "[c-api]") {
+  const std::string model = test::binary_path("demo.xlmr");
+  xlmr_engine* e = xlmr_engine_create();
+  REQUIRE(e);
+  xlmr_params p = xlmr_default_params();
+  p.threads = 1;
+  REQUIRE(xlmr_engine_load(e, model.c_str(), &p) == XLMR_OK);
+  xlmr::EngineOptions o;
+  o.threads = 1;
+  auto cpp = xlmr::Engine::load(model, o);
+  const int E = xlmr_engine_hidden_size(e), C = xlmr_engine_num_labels(e);
+
+  // Pairs: the C++ encode_pairs numbers.
+  const char* a[] = {"what is the capital of France?", "hi"};
+  const char* b[] = {"Paris is the capital of France.", "hello there"};
+  std::vector<float> emb(2 * size_t(E)), logits(2 * size_t(C));
+  std::vector<int32_t> n_tokens(2);
+  REQUIRE(xlmr_encode_pairs(e, a, b, 2, nullptr, emb.data(), logits.data(), n_tokens.data()) == XLMR_OK);
+  const auto want = cpp->encode_pairs({{a[0], b[0]}, {a[1], b[1]}}, {});
+  for (size_t i = 0; i < 2; ++i) {
+    CHECK(n_tokens[i] == want[i].n_tokens);
+    CHECK(std::vector<float>(emb.begin() + i * E, emb.begin() + (i + 1) * E) == want[i].embedding);
+    CHECK(std::vector<float>(logits.begin() + i * C, logits.begin() + (i + 1) * C) == want[i].logits);
+  }
+  const char* null_text[] = {nullptr};
+  CHECK(xlmr_encode_pairs(e, a, null_text, 1, nullptr, emb.data(), nullptr, nullptr) == XLMR_ERROR_RUNTIME);
+  CHECK_THAT(xlmr_engine_last_error(e), Contains("NULL"));
+
+  // Tokenize two texts, then their per-token hidden states by id.
+  const char* texts[] = {"Hello world", "Bonjour tout le monde"};
+  std::vector<int32_t> ids;
+  std::vector<size_t> offsets = {0};
+  std::vector<int32_t> buf(size_t(xlmr_engine_max_length(e)));
+  for (const char* t : texts) {
+    size_t n = 0;
+    REQUIRE(xlmr_tokenize(e, t, buf.data(), buf.size(), &n) == XLMR_OK);
+    ids.insert(ids.end(), buf.begin(), buf.begin() + long(n));
+    offsets.push_back(ids.size());
+  }
+  xlmr::EncodeOptions eo;
+  eo.hidden = true;
+  const auto hw = cpp->encode_texts({texts[0], texts[1]}, eo);
+  CHECK(std::vector<int32_t>(ids.begin(), ids.begin() + long(offsets[1])) == hw[0].ids);
+  CHECK(std::vector<int32_t>(ids.begin() + long(offsets[1]), ids.end()) == hw[1].ids);
+  std::vector<float> hidden(ids.size() * size_t(E));
+  REQUIRE(xlmr_encode_ids_hidden(e, ids.data(), offsets.data(), 2, hidden.data()) == XLMR_OK);
+  CHECK(std::vector<float>(hidden.begin(), hidden.begin() + long(offsets[1] * E)) == hw[0].hidden);
+  CHECK(std::vector<float>(hidden.begin() + long(offsets[1] * E), hidden.end()) == hw[1].hidden);
+
+  // A capacity too small: the needed count comes back, nothing is written.
+  size_t need = 0;
+  int32_t small[2] = {-1, -1};
+  CHECK(xlmr_tokenize(e, texts[1], small, 2, &need) == XLMR_ERROR_INVALID_ARGUMENT);
+  CHECK(need == offsets[2] - offsets[1]);
+  CHECK(small[0] == -1);
+  CHECK_THAT(xlmr_engine_last_error(e), Contains("capacity"));
+  // Over-long text: truncated to max_length.
+  const std::string lng(20000, 'a');
+  REQUIRE(xlmr_tokenize(e, (lng + " b c d e f").c_str(), buf.data(), buf.size(), &need) == XLMR_OK);
+  CHECK(need <= buf.size());
+  CHECK(xlmr_tokenize(e, nullptr, buf.data(), buf.size(), &need) == XLMR_ERROR_INVALID_ARGUMENT);
+  const size_t bad_offsets[] = {1, 2};
+  CHECK(xlmr_encode_ids_hidden(e, ids.data(), bad_offsets, 1, hidden.data()) == XLMR_ERROR_INVALID_ARGUMENT);
+  xlmr_engine_destroy(e);
+
+  // Without a tokenizer: a status and a message, for tokenize and pairs alike.
+  xlmr_engine* t = xlmr_engine_create();
+  const std::string tiny = test::scratch("c_api_pairs") + "/tiny.xlmr";
+  test::write_tiny_model(tiny);
+  REQUIRE(xlmr_engine_load(t, tiny.c_str(), nullptr) == XLMR_OK);
+  size_t n = 0;
+  CHECK(xlmr_tokenize(t, "hi", buf.data(), buf.size(), &n) == XLMR_ERROR_RUNTIME);
+  CHECK_THAT(xlmr_engine_last_error(t), Contains("no tokenizer"));
+  CHECK(xlmr_encode_pairs(t, a, b, 1, nullptr, nullptr, nullptr, nullptr) == XLMR_ERROR_RUNTIME);
+  xlmr_engine_destroy(t);
+}
