@@ -13,6 +13,7 @@
 #include "engine/config.h"
 #include "engine/error.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_json.h"
 #include "weights/schema.h"
 #include "weights/xlmr_file.h"
 
@@ -157,6 +158,8 @@ Sources find_sources(const std::string& src, const ConvertOptions& opts) {
     s.tokenizer = opts.tokenizer_path;
   } else if (is_file(join(dir, "sentencepiece.bpe.model"))) {
     s.tokenizer = join(dir, "sentencepiece.bpe.model");
+  } else if (is_file(join(dir, "tokenizer.json"))) {
+    s.tokenizer = join(dir, "tokenizer.json");  // rebuilt as a SentencePiece model below
   }
   return s;
 }
@@ -634,6 +637,12 @@ ConvertReport convert_checkpoint(const std::string& src, const std::string& out_
   std::string spm;
   if (!srcs.tokenizer.empty()) {
     spm = read_text(srcs.tokenizer);
+    if (looks_like_tokenizer_json(spm)) {
+      RebuiltTokenizer rebuilt = rebuild_spm_model(spm, srcs.tokenizer);
+      spm = std::move(rebuilt.spm_model);
+      rep.tokenizer_rebuilt = true;
+      rep.notes.insert(rep.notes.end(), rebuilt.notes.begin(), rebuilt.notes.end());
+    }
     Tokenizer tok(spm);  // validates the model proto
     XLMR_CHECK(tok.max_model_id() < c.vocab_size,
                "tokenizer '" + srcs.tokenizer + "' has " + std::to_string(tok.spm_size()) +
@@ -652,6 +661,7 @@ ConvertReport convert_checkpoint(const std::string& src, const std::string& out_
                      {"converter", std::string("xlmr-convert ") + XLMR_VERSION}};
   if (!model_type.empty()) j["provenance"]["model_type"] = model_type;
   if (!fairseq_head.empty()) j["provenance"]["fairseq_head"] = fairseq_head;
+  if (!spm.empty()) j["provenance"]["tokenizer_source"] = rep.tokenizer_rebuilt ? "tokenizer.json" : "sentencepiece";
 
   std::vector<TensorToWrite> tensors;
   for (const SchemaEntry& s : schema) {

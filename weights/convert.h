@@ -16,7 +16,8 @@
 namespace xlmr {
 
 struct ConvertOptions {
-  std::string tokenizer_path;    // SentencePiece model; default: sentencepiece.bpe.model beside the source
+  std::string tokenizer_path;    // SentencePiece model or tokenizer.json; default: sentencepiece.bpe.model,
+                                 // else tokenizer.json, beside the source
   DType dtype = DType::f32;      // matrices; biases and LayerNorm stay f32
   std::string head_activation;   // "relu" | "tanh" | "" (from the naming: torchtext relu, others tanh)
   std::string family;            // "xlmr" | "bert" | "" (from config.json / naming)
@@ -30,6 +31,7 @@ struct ConvertReport {
   std::string naming;            // torchtext, torchtext-old, hf, fairseq
   std::vector<std::string> source_files;
   std::string tokenizer;         // path of the embedded tokenizer, or "" when none
+  bool tokenizer_rebuilt = false;  // it was a tokenizer.json, rebuilt as a SentencePiece model
   std::vector<std::string> ignored;  // source tensors deliberately left out
   std::vector<std::string> notes;    // what the converter could not honour, for the user
   nlohmann::json config;         // the file's JSON section

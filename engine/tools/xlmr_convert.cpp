@@ -23,7 +23,8 @@ int main(int argc, char** argv) {
   app.add_option("SRC", src, "checkpoint file or Hugging Face model folder")->required();
   app.add_option("OUT", out, "the .xlmr file to write")->required();
   app.add_option("--tokenizer", opts.tokenizer_path,
-                 "SentencePiece model to embed (default: sentencepiece.bpe.model beside SRC)");
+                 "tokenizer to embed: a SentencePiece model, or a Hugging Face tokenizer.json of XLM-R's kind "
+                 "(rebuilt as one); default: sentencepiece.bpe.model, else tokenizer.json, beside SRC");
   app.add_option("--dtype", dtype, "storage type of the weight matrices: f32, f16 or bf16 (biases and LayerNorm stay f32)")
       ->default_str("f32");
   app.add_option("--head-activation", opts.head_activation,
@@ -45,8 +46,8 @@ int main(int argc, char** argv) {
     const xlmr::ConvertReport r = xlmr::convert_checkpoint(src, out, opts);
     if (r.tokenizer.empty())
       std::fprintf(stderr,
-                   "xlmr-convert: warning: no tokenizer embedded (no sentencepiece.bpe.model beside the source, "
-                   "no --tokenizer): the model will accept token ids only\n");
+                   "xlmr-convert: warning: no tokenizer embedded (no sentencepiece.bpe.model or tokenizer.json beside "
+                   "the source, no --tokenizer): the model will accept token ids only\n");
     for (const std::string& n : r.notes) std::fprintf(stderr, "xlmr-convert: warning: %s\n", n.c_str());
     if (!quiet) {
       const auto& m = r.config["model"];
@@ -61,8 +62,9 @@ int main(int argc, char** argv) {
                                                     .c_str()
                                               : "no classification",
                    m["has_pooler"].get<bool>() ? ", pooler" : "", m["dtype"].get<std::string>().c_str());
-      std::fprintf(stderr, "  %zu tensors, %.1f MB; tokenizer: %s\n", r.n_tensors, double(r.bytes) / 1e6,
-                   r.tokenizer.empty() ? "none" : r.tokenizer.c_str());
+      std::fprintf(stderr, "  %zu tensors, %.1f MB; tokenizer: %s%s\n", r.n_tensors, double(r.bytes) / 1e6,
+                   r.tokenizer.empty() ? "none" : r.tokenizer.c_str(),
+                   r.tokenizer_rebuilt ? " (rebuilt as a SentencePiece model)" : "");
       std::fprintf(stderr, "  default pooling: %s%s\n", m["pooling"].get<std::string>().c_str(),
                    m["normalize"].get<bool>() ? ", L2-normalised" : "");
       if (!r.ignored.empty()) {
