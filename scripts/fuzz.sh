@@ -2,7 +2,7 @@
 # Builds the libFuzzer targets (tests/fuzz, clang with ASan + UBSan) in
 # build-fuzz and runs each one for a while; see docs/robustness.md.
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
-# TARGET is one of: xlmr safetensors torch tokenizer spm_model (default: all).
+# TARGET is one of: xlmr safetensors torch tokenizer spm_model tokenizer_json (default: all).
 # FUZZ_JOBS=N runs N targets at once (default 1). Crashing inputs land in
 # build-fuzz/crashes/<target>/; the corpora grow in build-fuzz/corpus/<target>/.
 # Exits non-zero when any target found a crash, leak, timeout or OOM.
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 [[ $seconds =~ ^[0-9]+$ ]] || { echo "usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]" >&2; exit 2; }
 shift || true
-all=(xlmr safetensors torch tokenizer spm_model)
+all=(xlmr safetensors torch tokenizer spm_model tokenizer_json)
 targets=("$@")
 ((${#targets[@]})) || targets=("${all[@]}")
 for t in "${targets[@]}"; do
@@ -73,6 +73,21 @@ for t in "${targets[@]}"; do
       done < <(head -n 40 scripts/demo/input.txt; grep -a -o '"text": *"[^"]*"' tests/fixtures/tokenizer/demo_cases.json | head -n 40 | sed 's/^"text": *"//; s/"$//')
       ;;
     spm_model) add spm_model "$tiny_spm" ;;
+    tokenizer_json)
+      # The demo tokenizer.json cut down to 60 pieces without its 300 kB
+      # charsmap, in today's layout and the older one.
+      python3 - "$corpus/tokenizer_json" <<'PY'
+import json, sys
+j = json.load(open("tests/fixtures/tokenizer/demo_tokenizer.json", encoding="utf-8"))
+j["model"]["vocab"] = j["model"]["vocab"][:60] + [j["model"]["vocab"][-1]]
+j["normalizer"]["normalizers"][0]["precompiled_charsmap"] = ""
+open(sys.argv[1] + "/seed_current.json", "w").write(json.dumps(j))
+j["normalizer"] = j["normalizer"]["normalizers"][0]
+j["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+    {"type": "WhitespaceSplit"}, {"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": True}]}
+open(sys.argv[1] + "/seed_older.json", "w").write(json.dumps(j))
+PY
+      ;;
   esac
   add "$t" tests/fixtures/fuzz-regressions/"$t"/*
 done
@@ -81,7 +96,7 @@ done
 max_len() {
   case $1 in
     xlmr) echo 16384 ;;
-    torch | spm_model) echo 8192 ;;
+    torch | spm_model | tokenizer_json) echo 8192 ;;
     *) echo 4096 ;;
   esac
 }

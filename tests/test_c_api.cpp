@@ -9,13 +9,24 @@
 
 using Catch::Matchers::Contains;
 
-TEST_CASE("C API: texts and ids give the C++ API's numbers", "[c-api]") {
-  const std::string model = test::binary_path("demo.xlmr");
+namespace {
+
+// The demo model through the C API on one thread (as the C++ engines the
+// tests compare against).
+xlmr_engine* load_demo_single_thread() {
   xlmr_engine* e = xlmr_engine_create();
   REQUIRE(e);
   xlmr_params p = xlmr_default_params();
   p.threads = 1;
-  REQUIRE(xlmr_engine_load(e, model.c_str(), &p) == XLMR_OK);
+  REQUIRE(xlmr_engine_load(e, test::binary_path("demo.xlmr").c_str(), &p) == XLMR_OK);
+  return e;
+}
+
+}  // namespace
+
+TEST_CASE("C API: texts and ids give the C++ API's numbers", "[c-api]") {
+  const std::string model = test::binary_path("demo.xlmr");
+  xlmr_engine* e = load_demo_single_thread();
   CHECK(std::string(xlmr_engine_last_error(e)).empty());
   const int E = xlmr_engine_hidden_size(e), C = xlmr_engine_num_labels(e);
   REQUIRE(E > 0);
@@ -148,11 +159,7 @@ TEST_CASE("C API: every engine option of xlmr_params reaches the engine", "[c-ap
 
 TEST_CASE("C API: pairs, tokenization and per-token hidden states", "[c-api]") {
   const std::string model = test::binary_path("demo.xlmr");
-  xlmr_engine* e = xlmr_engine_create();
-  REQUIRE(e);
-  xlmr_params p = xlmr_default_params();
-  p.threads = 1;
-  REQUIRE(xlmr_engine_load(e, model.c_str(), &p) == XLMR_OK);
+  xlmr_engine* e = load_demo_single_thread();
   xlmr::EngineOptions o;
   o.threads = 1;
   auto cpp = xlmr::Engine::load(model, o);

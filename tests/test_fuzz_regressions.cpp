@@ -210,3 +210,42 @@ TEST_CASE("fuzz entry: hostile SentencePiece models", "[fuzz]") {
   }
   mutations(fz::Target::spm_model, demo_spm().substr(0, 4096), "demo model prefix", 16);
 }
+
+TEST_CASE("fuzz entry: hostile tokenizer.json files", "[fuzz]") {
+  const std::string good = test::read_file(test::fixture("tokenizer/demo_tokenizer.json"));
+  require_accepted(fz::Target::tokenizer_json, good, "demo tokenizer.json");
+  require_rejected(fz::Target::tokenizer_json, "", "empty file");
+  require_rejected(fz::Target::tokenizer_json, "{}", "empty object");
+  require_rejected(fz::Target::tokenizer_json, "[1, 2, 3]", "array");
+  require_rejected(fz::Target::tokenizer_json, std::string(100000, '[') + std::string(100000, ']'), "deep array");
+  // Sequences nested past any real file's depth.
+  std::string nested = "{\"type\": \"Metaspace\", \"replacement\": \"\xE2\x96\x81\"}";
+  for (int k = 0; k < 2000; ++k) nested = "{\"type\": \"Sequence\", \"pretokenizers\": [" + nested + "]}";
+  const std::string vocab = "[[\"<s>\", 0], [\"<pad>\", 0], [\"</s>\", 0], [\"<unk>\", 0], [\"a\", -1]]";
+  require_rejected(fz::Target::tokenizer_json,
+                   "{\"model\": {\"type\": \"Unigram\", \"vocab\": " + vocab + "}, \"pre_tokenizer\": " + nested + "}",
+                   "deeply nested pre-tokenizer");
+  // A minimal valid file: four specials, one piece, a Metaspace.
+  require_accepted(fz::Target::tokenizer_json,
+                   "{\"model\": {\"type\": \"Unigram\", \"vocab\": " + vocab +
+                       "}, \"pre_tokenizer\": {\"type\": \"Metaspace\", \"replacement\": \"\xE2\x96\x81\"}}",
+                   "minimal file");
+  for (size_t cut : cut_points(good.size())) survive(fz::Target::tokenizer_json, good.substr(0, cut), "cut at " + std::to_string(cut));
+  mutations(fz::Target::tokenizer_json, good, "demo tokenizer.json", 16);
+
+  // The precompiled charsmap reaches SentencePiece as given: cut short or
+  // overwritten, as base64 that still decodes.
+  const std::string key = "\"precompiled_charsmap\": \"";
+  const size_t at = good.find(key);
+  REQUIRE(at != std::string::npos);
+  const size_t begin = at + key.size(), end = good.find('"', begin);
+  const std::string map = good.substr(begin, end - begin);
+  auto with_map = [&](const std::string& m) { return good.substr(0, begin) + m + good.substr(end); };
+  for (size_t len : {size_t(4), size_t(8), size_t(12), size_t(64), size_t(1000), map.size() / 2, map.size() - 4})
+    survive(fz::Target::tokenizer_json, with_map(map.substr(0, len / 4 * 4)), "charsmap cut to " + std::to_string(len));
+  std::string scrambled = map;
+  for (size_t k = 0; k < scrambled.size(); k += 97) scrambled[k] = "AZaz09+/"[k % 8];
+  survive(fz::Target::tokenizer_json, with_map(scrambled), "charsmap scrambled");
+  survive(fz::Target::tokenizer_json, with_map("////" + map.substr(4)), "charsmap header overwritten");
+  survive(fz::Target::tokenizer_json, with_map("AAAAAAAA" + map.substr(8)), "charsmap header zeroed");
+}

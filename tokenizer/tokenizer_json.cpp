@@ -104,18 +104,23 @@ struct Reader {
   }
 };
 
+// Sequences inside Sequences: real files have none; hostile ones must not
+// exhaust the stack.
+constexpr int kMaxNesting = 8;
+
 struct Normalization {
   std::string charsmap;   // decoded precompiled_charsmap, "" for none
   bool collapse = false;  // runs of spaces become one (SentencePiece also strips the ends)
   bool dummy_prefix = true;
 };
 
-void read_normalizer(const Reader& r, const json& n, Normalization* out) {
+void read_normalizer(const Reader& r, const json& n, Normalization* out, int depth = 0) {
   if (n.is_null()) return;
+  if (depth > kMaxNesting) r.refuse("its normalizer Sequences nest too deeply");
   const std::string type = r.type_of(n, "the normalizer");
   if (type == "Sequence") {
     if (!n.contains("normalizers") || !n["normalizers"].is_array()) r.refuse("the normalizer Sequence has no list");
-    for (const json& m : n["normalizers"]) read_normalizer(r, m, out);
+    for (const json& m : n["normalizers"]) read_normalizer(r, m, out, depth + 1);
   } else if (type == "Precompiled") {
     const json& cm = n.contains("precompiled_charsmap") ? n["precompiled_charsmap"] : json();
     if (cm.is_null()) return;
@@ -136,13 +141,14 @@ void read_normalizer(const Reader& r, const json& n, Normalization* out) {
   }
 }
 
-void read_pre_tokenizer(const Reader& r, const json& p, Normalization* out, bool* metaspace) {
+void read_pre_tokenizer(const Reader& r, const json& p, Normalization* out, bool* metaspace, int depth = 0) {
   if (p.is_null()) return;
+  if (depth > kMaxNesting) r.refuse("its pre-tokenizer Sequences nest too deeply");
   const std::string type = r.type_of(p, "the pre-tokenizer");
   if (type == "Sequence") {
     if (!p.contains("pretokenizers") || !p["pretokenizers"].is_array())
       r.refuse("the pre-tokenizer Sequence has no list");
-    for (const json& q : p["pretokenizers"]) read_pre_tokenizer(r, q, out, metaspace);
+    for (const json& q : p["pretokenizers"]) read_pre_tokenizer(r, q, out, metaspace, depth + 1);
   } else if (type == "WhitespaceSplit") {
     out->collapse = true;
   } else if (type == "Metaspace") {

@@ -21,6 +21,7 @@
 #include "engine/error.h"
 #include "engine/model.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_json.h"
 #include "weights/checkpoint.h"
 #include "weights/schema.h"
 #include "weights/xlmr_file.h"
@@ -223,12 +224,14 @@ const char* target_name(Target t) {
     case Target::torch: return "torch";
     case Target::tokenizer: return "tokenizer";
     case Target::spm_model: return "spm_model";
+    case Target::tokenizer_json: return "tokenizer_json";
   }
   return "?";
 }
 
 std::vector<Target> all_targets() {
-  return {Target::xlmr, Target::safetensors, Target::torch, Target::tokenizer, Target::spm_model};
+  return {Target::xlmr, Target::safetensors, Target::torch, Target::tokenizer, Target::spm_model,
+          Target::tokenizer_json};
 }
 
 bool parse_target(const std::string& name, Target* out) {
@@ -368,6 +371,22 @@ Outcome run_spm_model(const uint8_t* data, size_t size) {
   return out;
 }
 
+Outcome run_tokenizer_json(const uint8_t* data, size_t size) {
+  Outcome out;
+  stage(&out, [&] {
+    const RebuiltTokenizer rt = rebuild_spm_model(std::string(reinterpret_cast<const char*>(data), size), "input");
+    const TokenizerIds ids;
+    Tokenizer tok(rt.spm_model, ids);
+    // <s> <pad> </s> <unk> + pieces (+ <mask>) became <unk> <s> </s> + pieces.
+    if (tok.spm_size() != rt.entries - 1 && tok.spm_size() != rt.entries - 2)
+      violation("rebuilt model has " + std::to_string(tok.spm_size()) + " pieces from " +
+                std::to_string(rt.entries) + " entries");
+    const Encoding e = tok.encode("Hello world, gr\xc3\xbc\xc3\x9f dich! \xe4\xbd\xa0\xe5\xa5\xbd 12345 \xff", 64);
+    check_encoding(e, 64, tok.max_model_id(), false, ids);
+  });
+  return out;
+}
+
 Outcome run(Target t, const uint8_t* data, size_t size) {
   switch (t) {
     case Target::xlmr: return run_xlmr(data, size);
@@ -375,6 +394,7 @@ Outcome run(Target t, const uint8_t* data, size_t size) {
     case Target::torch: return run_torch(data, size);
     case Target::tokenizer: return run_tokenizer(data, size);
     case Target::spm_model: return run_spm_model(data, size);
+    case Target::tokenizer_json: return run_tokenizer_json(data, size);
   }
   violation("unknown fuzz target");
 }

@@ -36,7 +36,7 @@ struct Outcome {
   std::string last_error;  // message of the last rejection
 };
 
-enum class Target { xlmr, safetensors, torch, tokenizer, spm_model };
+enum class Target { xlmr, safetensors, torch, tokenizer, spm_model, tokenizer_json };
 
 // Names as used for the fuzz target binaries (fuzz_<name>) and the folders
 // of tests/fixtures/fuzz-regressions/<name>/.
@@ -64,6 +64,10 @@ Outcome run_tokenizer(const uint8_t* data, size_t size);
 // Tokenizer construction from the bytes as a serialized SentencePiece model
 // (what an .xlmr file embeds), then a short encode.
 Outcome run_spm_model(const uint8_t* data, size_t size);
+
+// rebuild_spm_model on the bytes as a Hugging Face tokenizer.json, then a
+// Tokenizer from the rebuilt model and a short encode.
+Outcome run_tokenizer_json(const uint8_t* data, size_t size);
 
 Outcome run(Target t, const uint8_t* data, size_t size);
 
