@@ -9,6 +9,7 @@ namespace xlmr {
 
 const char* to_string(Family f) { return f == Family::xlmr ? "xlmr" : "bert"; }
 const char* to_string(HeadActivation a) { return a == HeadActivation::relu ? "relu" : "tanh"; }
+const char* to_string(Norm n) { return n == Norm::pre ? "pre" : "post"; }
 const char* to_string(Pooling p) {
   switch (p) {
     case Pooling::cls: return "cls";
@@ -105,6 +106,10 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   XLMR_CHECK(eps.is_number() && eps.get<double>() > 0 && eps.get<double>() < 1,
              "model config: \"model.layer_norm_eps\" must be a number in (0, 1)");
   c.layer_norm_eps = eps.get<float>();
+  const std::string norm = opt_string(m, "norm", "model", "post");
+  if (norm == "post") c.norm = Norm::post;
+  else if (norm == "pre") c.norm = Norm::pre;
+  else XLMR_THROW("model config: unknown norm " + quoted(norm) + " (expected post or pre)");
   c.has_pooler = opt_bool(m, "has_pooler", "model", false);
   c.num_labels = need_int(m, "num_labels", "model", 0, 1 << 20);
   const std::string act = opt_string(m, "head_activation", "model", "tanh");
@@ -155,6 +160,7 @@ nlohmann::json ModelConfig::to_json() const {
       {"position_offset", position_offset},
       {"type_vocab_size", type_vocab_size},
       {"layer_norm_eps", layer_norm_eps},
+      {"norm", to_string(norm)},
       {"activation", "gelu"},
       {"has_pooler", has_pooler},
       {"num_labels", num_labels},
@@ -168,6 +174,20 @@ nlohmann::json ModelConfig::to_json() const {
                       {"pad_id", pad_id},       {"eos_id", eos_id},         {"unk_id", unk_id},
                       {"max_length", max_length}};
   return {{"model", m}, {"tokenizer", t}};
+}
+
+NormStep norm_after_embedding(const ModelConfig& c) {
+  if (c.norm == Norm::post) return {NormStep::emb, 0, false};
+  return c.layers > 0 ? NormStep{NormStep::ln1, 0, true} : NormStep{NormStep::final, 0, false};
+}
+
+NormStep norm_after_attention(const ModelConfig& c, int layer) {
+  return c.norm == Norm::post ? NormStep{NormStep::ln1, layer, false} : NormStep{NormStep::ln2, layer, true};
+}
+
+NormStep norm_after_ffn(const ModelConfig& c, int layer) {
+  if (c.norm == Norm::post) return {NormStep::ln2, layer, false};
+  return layer + 1 < c.layers ? NormStep{NormStep::ln1, layer + 1, true} : NormStep{NormStep::final, 0, false};
 }
 
 }  // namespace xlmr

@@ -17,6 +17,11 @@ namespace xlmr {
 //       paraphrase-multilingual-MiniLM), positions start at 0.
 enum class Family { xlmr, bert };
 enum class HeadActivation { relu, tanh };
+// Where each layer's LayerNorms sit. post: XLM-R base/large, BERT:
+//   x = LN1(x + attn(x)); x = LN2(x + ffn(x)), after an embedding LayerNorm.
+// pre: XLM-R XL and XXL (no embedding LayerNorm, one after the last layer):
+//   x = x + attn(LN1(x)); x = x + ffn(LN2(x)); out = LNf(x).
+enum class Norm { post, pre };
 enum class Pooling { cls, mean, none, pooler };
 // Compute precision of the fused backends' GEMMs (LayerNorm, softmax and
 // accumulation stay fp32 in every mode). CPU: f32 or bf16; CUDA: f16 or bf16.
@@ -24,6 +29,7 @@ enum class Precision { f32, bf16, f16 };
 
 const char* to_string(Family f);
 const char* to_string(HeadActivation a);
+const char* to_string(Norm n);
 const char* to_string(Pooling p);
 bool parse_pooling(const std::string& s, Pooling* out);
 const char* to_string(Precision p);
@@ -39,6 +45,7 @@ struct ModelConfig {
   int position_offset = 2;  // position of the first token (2 for XLM-R, 0 for BERT)
   int type_vocab_size = 0;  // 0 when the checkpoint has no token-type table
   float layer_norm_eps = 1e-5f;
+  Norm norm = Norm::post;
   bool has_pooler = false;
   int num_labels = 0;       // 0 when there is no classification head
   HeadActivation head_activation = HeadActivation::tanh;
@@ -58,5 +65,21 @@ struct ModelConfig {
   // The "model" and "tokenizer" objects of the file's JSON section.
   nlohmann::json to_json() const;
 };
+
+// Which LayerNorm a fused residual step applies, and where its output goes:
+// every backend runs the embedding, then per layer attention and the FFN,
+// each ending in one "(add residual,) LayerNorm" step. Post-norm: the step's
+// LayerNorm output replaces the residual stream. Pre-norm: the stream keeps
+// the sum (keep_sum) and the LayerNorm output, the next sublayer's input, goes
+// to a second buffer, except after the last layer, where the final LayerNorm
+// makes the output.
+struct NormStep {
+  enum Which { emb, ln1, ln2, final } which;
+  int layer;      // for ln1 / ln2
+  bool keep_sum;  // pre-norm: the stream keeps the sum, the LayerNorm goes elsewhere
+};
+NormStep norm_after_embedding(const ModelConfig& c);
+NormStep norm_after_attention(const ModelConfig& c, int layer);
+NormStep norm_after_ffn(const ModelConfig& c, int layer);
 
 }  // namespace xlmr

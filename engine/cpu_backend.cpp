@@ -127,6 +127,7 @@ class CpuBackend final : public Backend {
     const size_t T = size_t(cpu::gemm_padded_rows(max_tokens));
     const size_t S = size_t(cpu::gemm_padded_rows(max_seqs, true));
     x_.resize(T * E);
+    if (c_.norm == Norm::pre) xn_.resize(T * E);
     qkv_.resize(T * 3 * E);
     attn_.resize(T * E);
     proj_.resize(T * E);
@@ -187,7 +188,12 @@ class CpuBackend final : public Backend {
     }
     const double NE = double(N) * E;
     uint16_t* x16 = bf16_ ? x16_.get() : nullptr;
-    const void* x_in = bf16_ ? static_cast<const void*>(x16_.get()) : static_cast<const void*>(x_.get());
+    // The sublayers' input: the stream x (post-norm) or its LayerNorm xn
+    // (pre-norm); in bf16 mode the LayerNorm kernels' bf16 copy of either.
+    float* const xn = xn_.get();
+    const bool pre = c_.norm == Norm::pre;
+    const void* x_in = bf16_ ? static_cast<const void*>(x16_.get())
+                             : static_cast<const void*>(pre ? xn : x_.get());
     const void* attn_in = bf16_ ? static_cast<const void*>(attn16_.get()) : static_cast<const void*>(attn_.get());
     void* ffn_buf = bf16_ ? static_cast<void*>(ffn16_.get()) : static_cast<void*>(ffn_.get());
     const double act_bytes = bf16_ ? 2 : 4;
@@ -195,12 +201,22 @@ class CpuBackend final : public Backend {
 
     {
       ProfileScope ps(profiler_, Kernel::embed_layernorm, 0, NE * 4 * 4);
-      EmbedArgs ea{x_.get(), ids_.data(), pos_.data(), w_.word, w_.pos, w_.type0,
-                   w_.emb_ln_g, w_.emb_ln_b, N, E, c_.layer_norm_eps};
+      const NormStep step = norm_after_embedding(c_);
+      const NormParams np = norm_params(w_, step);
+      EmbedArgs ea{step.keep_sum ? xn : x_.get(), ids_.data(), pos_.data(), w_.word, w_.pos, w_.type0,
+                   np.gamma, np.beta, N, E, c_.layer_norm_eps, step.keep_sum ? x_.get() : nullptr};
       cpu::embed_layernorm(isa_, ea, x16, threads_);
     }
 
     const double wbytes = bf16_ ? 2 : 4;
+    // x += proj + bias, then the step's LayerNorm (into x, or xn for pre-norm).
+    auto residual_step = [&](const NormStep& step, const float* bias) {
+      const NormParams np = norm_params(w_, step);
+      cpu::add_bias_residual_layernorm(isa_,
+                                       {x_.get(), proj_.get(), bias, np.gamma, np.beta, N, E, c_.layer_norm_eps,
+                                        step.keep_sum ? xn : nullptr},
+                                       x16, threads_);
+    };
     for (size_t li = 0; li < layers_.size(); ++li) {
       const LayerWeights& l = w_.layers[li];
       const LayerPack& lp = layers_[li];
@@ -220,8 +236,7 @@ class CpuBackend final : public Backend {
       }
       {
         ProfileScope ps(profiler_, Kernel::residual_ln1, 0, NE * (12 + (bf16_ ? 2 : 0)));
-        cpu::add_bias_residual_layernorm(
-            isa_, {x_.get(), proj_.get(), l.out_b, l.ln1_g, l.ln1_b, N, E, c_.layer_norm_eps}, x16, threads_);
+        residual_step(norm_after_attention(c_, int(li)), l.out_b);
       }
       {
         ProfileScope ps(profiler_, Kernel::ffn1_gemm, 2.0 * N * E * F, double(E) * F * wbytes);
@@ -233,8 +248,7 @@ class CpuBackend final : public Backend {
       }
       {
         ProfileScope ps(profiler_, Kernel::residual_ln2, 0, NE * (12 + (bf16_ ? 2 : 0)));
-        cpu::add_bias_residual_layernorm(
-            isa_, {x_.get(), proj_.get(), l.ffn2_b, l.ln2_g, l.ln2_b, N, E, c_.layer_norm_eps}, x16, threads_);
+        residual_step(norm_after_ffn(c_, int(li)), l.ffn2_b);
       }
     }
 
@@ -287,7 +301,7 @@ class CpuBackend final : public Backend {
   std::vector<LayerPack> layers_;
   std::unique_ptr<PackedWeights> pooler_, head_dense_, head_out_;
   Buffer<char> scratchpad_;
-  Buffer<float> x_, qkv_, attn_, proj_, ffn_, first_, head_tmp_, logits_;
+  Buffer<float> x_, xn_, qkv_, attn_, proj_, ffn_, first_, head_tmp_, logits_;
   Buffer<uint16_t> x16_, attn16_, ffn16_;
   std::vector<int32_t> ids_, pos_, cu_, kv_;
   cpu::AttentionWorkspace attn_ws_;

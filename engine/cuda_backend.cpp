@@ -120,6 +120,7 @@ class CudaBackend final : public Backend {
     cap_tokens_ = max_tokens;
     cap_seqlen_ = max_seqlen;
     x_.allocate(w.x * elt_);
+    xn_.allocate(w.xn * elt_);
     qkv_.allocate(w.qkv * elt_);
     attn_.allocate(w.attn * elt_);
     proj_.allocate(w.proj * elt_);
@@ -297,13 +298,26 @@ class CudaBackend final : public Backend {
       attn_work += len * len;
     }
     const double NE = double(N) * E;
+    // Post-norm: the sublayers read the stream x. Pre-norm: they read its
+    // LayerNorm xn while x carries the sums (NormStep, engine/config.h).
+    void* const in = c_.norm == Norm::pre ? xn_.get() : x_.get();
     timed(Kernel::embed_layernorm, 0, NE * elt_ * 3, [&] {
-      cuda::embed_layernorm(t_, x_.get(), d_ids, d_pos, word_.get(), pos_.get(), type0_.get(), emb_g_.as<float>(),
-                            emb_b_.as<float>(), N, E, c_.layer_norm_eps, stream_);
+      const NormStep step = norm_after_embedding(c_);
+      const DeviceNorm n = norm(step);
+      cuda::embed_layernorm(t_, step.keep_sum ? xn_.get() : x_.get(), d_ids, d_pos, word_.get(), pos_.get(),
+                            type0_.get(), n.gamma, n.beta, N, E, c_.layer_norm_eps, stream_,
+                            step.keep_sum ? x_.get() : nullptr);
     });
-    for (const DeviceLayer& l : layers_) {
+    // x += proj + bias, then the step's LayerNorm (into x, or xn for pre-norm).
+    auto residual_step = [&](const NormStep& step, const DeviceBuffer& bias) {
+      const DeviceNorm n = norm(step);
+      cuda::add_bias_residual_layernorm(t_, x_.get(), proj_.get(), bias.as<float>(), n.gamma, n.beta, N, E,
+                                        c_.layer_norm_eps, stream_, step.keep_sum ? xn_.get() : nullptr);
+    };
+    for (size_t li = 0; li < layers_.size(); ++li) {
+      const DeviceLayer& l = layers_[li];
       timed(Kernel::qkv_gemm, 2.0 * N * E * 3 * E, 3.0 * E * E * elt_, [&] {
-        cuda::lt_gemm_run(qkv_gemm_, qkv_.get(), x_.get(), l.qkv_w.get(), l.qkv_b.as<float>(), N, stream_);
+        cuda::lt_gemm_run(qkv_gemm_, qkv_.get(), in, l.qkv_w.get(), l.qkv_b.as<float>(), N, stream_);
       });
       timed(Kernel::attention, 4.0 * attn_work * E, NE * elt_ * 4, [&] {
         cuda::varlen_attention(t_, attn_.get(), qkv_.get(), d_cu, S, b.max_seqlen, c_.heads, c_.head_dim(), stream_);
@@ -311,20 +325,15 @@ class CudaBackend final : public Backend {
       timed(Kernel::out_gemm, 2.0 * N * E * E, double(E) * E * elt_, [&] {
         cuda::lt_gemm_run(out_gemm_, proj_.get(), attn_.get(), l.out_w.get(), nullptr, N, stream_);
       });
-      timed(Kernel::residual_ln1, 0, NE * elt_ * 3, [&] {
-        cuda::add_bias_residual_layernorm(t_, x_.get(), proj_.get(), l.out_b.as<float>(), l.ln1_g.as<float>(),
-                                          l.ln1_b.as<float>(), N, E, c_.layer_norm_eps, stream_);
-      });
+      timed(Kernel::residual_ln1, 0, NE * elt_ * 3,
+            [&] { residual_step(norm_after_attention(c_, int(li)), l.out_b); });
       timed(Kernel::ffn1_gemm, 2.0 * N * E * F, double(E) * F * elt_, [&] {
-        cuda::lt_gemm_run(ffn1_gemm_, ffn_.get(), x_.get(), l.ffn1_w.get(), l.ffn1_b.as<float>(), N, stream_);
+        cuda::lt_gemm_run(ffn1_gemm_, ffn_.get(), in, l.ffn1_w.get(), l.ffn1_b.as<float>(), N, stream_);
       });
       timed(Kernel::ffn2_gemm, 2.0 * N * F * E, double(E) * F * elt_, [&] {
         cuda::lt_gemm_run(ffn2_gemm_, proj_.get(), ffn_.get(), l.ffn2_w.get(), nullptr, N, stream_);
       });
-      timed(Kernel::residual_ln2, 0, NE * elt_ * 3, [&] {
-        cuda::add_bias_residual_layernorm(t_, x_.get(), proj_.get(), l.ffn2_b.as<float>(), l.ln2_g.as<float>(),
-                                          l.ln2_b.as<float>(), N, E, c_.layer_norm_eps, stream_);
-      });
+      timed(Kernel::residual_ln2, 0, NE * elt_ * 3, [&] { residual_step(norm_after_ffn(c_, int(li)), l.ffn2_b); });
     }
 
     timed(Kernel::pool_head, 0, 0, [&] {
@@ -379,8 +388,13 @@ class CudaBackend final : public Backend {
     up16(word_, w_.word, size_t(c_.vocab_size) * E);
     up16(pos_, w_.pos, size_t(c_.max_positions) * E);
     if (w_.type0) up16(type0_, w_.type0, E);
-    up32(emb_g_, w_.emb_ln_g, E);
-    up32(emb_b_, w_.emb_ln_b, E);
+    if (c_.norm == Norm::post) {
+      up32(emb_g_, w_.emb_ln_g, E);
+      up32(emb_b_, w_.emb_ln_b, E);
+    } else {
+      up32(final_g_, w_.final_ln_g, E);
+      up32(final_b_, w_.final_ln_b, E);
+    }
     layers_ = std::vector<DeviceLayer>(w_.layers.size());
     for (size_t i = 0; i < w_.layers.size(); ++i) {
       const LayerWeights& l = w_.layers[i];
@@ -419,10 +433,31 @@ class CudaBackend final : public Backend {
   cuda::Stream stream_ = nullptr;
   int cap_tokens_ = 0, cap_seqlen_ = 0;
 
-  DeviceBuffer word_, pos_, type0_, emb_g_, emb_b_;
+  // The device gamma and beta of a NormStep.
+  struct DeviceNorm {
+    const float* gamma;
+    const float* beta;
+  };
+  DeviceNorm norm(const NormStep& step) const {
+    switch (step.which) {
+      case NormStep::emb: return {emb_g_.as<float>(), emb_b_.as<float>()};
+      case NormStep::ln1: {
+        const DeviceLayer& l = layers_.at(size_t(step.layer));
+        return {l.ln1_g.as<float>(), l.ln1_b.as<float>()};
+      }
+      case NormStep::ln2: {
+        const DeviceLayer& l = layers_.at(size_t(step.layer));
+        return {l.ln2_g.as<float>(), l.ln2_b.as<float>()};
+      }
+      case NormStep::final: break;
+    }
+    return {final_g_.as<float>(), final_b_.as<float>()};
+  }
+
+  DeviceBuffer word_, pos_, type0_, emb_g_, emb_b_, final_g_, final_b_;
   std::vector<DeviceLayer> layers_;
   DeviceBuffer pooler_w_, pooler_b_, head_dense_w_, head_dense_b_, head_out_w_, head_out_b_;
-  DeviceBuffer x_, qkv_, attn_, proj_, ffn_, first_, tmp_, logits16_, hidden32_, pooled32_, logits32_;
+  DeviceBuffer x_, xn_, qkv_, attn_, proj_, ffn_, first_, tmp_, logits16_, hidden32_, pooled32_, logits32_;
   UploadSlot slots_[2];  // the current batch's upload and the next one's
   int staged_ = -1;      // slot holding the upload of the batch announced as next
   uint64_t prefetched_ = 0;

@@ -8,7 +8,7 @@
 namespace xlmr::cuda_plan {
 
 size_t Workspace::bytes(size_t elt16) const {
-  return (x + qkv + attn + proj + ffn + first + tmp + logits16) * elt16 +
+  return (x + xn + qkv + attn + proj + ffn + first + tmp + logits16) * elt16 +
          (hidden32 + pooled32 + logits32) * sizeof(float) + meta_words * sizeof(int32_t);
 }
 
@@ -18,6 +18,7 @@ Workspace workspace(const ModelConfig& c, int max_tokens) {
   const size_t C = size_t(std::max(c.num_labels, 1));
   Workspace w;
   w.x = T * E;
+  w.xn = c.norm == Norm::pre ? T * E : 0;
   w.qkv = T * 3 * E;
   w.attn = T * E;
   w.proj = T * E;

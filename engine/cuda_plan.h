@@ -16,6 +16,7 @@ namespace xlmr::cuda_plan {
 // most max_tokens tokens and max_tokens sequences.
 struct Workspace {
   size_t x = 0, qkv = 0, attn = 0, proj = 0, ffn = 0;  // 16-bit activations [T, .]
+  size_t xn = 0;                                       // pre-norm models: LayerNorm of x [T, E]
   size_t first = 0, tmp = 0, logits16 = 0;             // 16-bit per-sequence rows [S, .]
   size_t hidden32 = 0, pooled32 = 0, logits32 = 0;     // fp32 results
   size_t meta_words = 0;                               // int32: ids | positions | cu_seqlens

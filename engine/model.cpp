@@ -44,8 +44,13 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   w.word = m->f32("emb.word");
   w.pos = m->f32("emb.pos");
   w.type0 = c.type_vocab_size > 0 ? m->f32("emb.type") : nullptr;  // row 0 is the first E floats
-  w.emb_ln_g = m->f32("emb.ln.weight");
-  w.emb_ln_b = m->f32("emb.ln.bias");
+  if (c.norm == Norm::post) {
+    w.emb_ln_g = m->f32("emb.ln.weight");
+    w.emb_ln_b = m->f32("emb.ln.bias");
+  } else {
+    w.final_ln_g = m->f32("final_ln.weight");
+    w.final_ln_b = m->f32("final_ln.bias");
+  }
   for (int i = 0; i < c.layers; ++i) {
     LayerWeights l;
     l.qkv_w = m->f32(layer_tensor(i, "attn.qkv.weight"));
@@ -73,6 +78,16 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
     w.head_out_b = m->f32("head.out.bias");
   }
   return m;
+}
+
+NormParams norm_params(const ModelWeights& w, const NormStep& step) {
+  switch (step.which) {
+    case NormStep::emb: return {w.emb_ln_g, w.emb_ln_b};
+    case NormStep::ln1: return {w.layers.at(size_t(step.layer)).ln1_g, w.layers.at(size_t(step.layer)).ln1_b};
+    case NormStep::ln2: return {w.layers.at(size_t(step.layer)).ln2_g, w.layers.at(size_t(step.layer)).ln2_b};
+    case NormStep::final: break;
+  }
+  return {w.final_ln_g, w.final_ln_b};
 }
 
 const float* Model::f32(const std::string& name) {

@@ -31,9 +31,11 @@ struct ModelWeights {
   const float* word = nullptr;      // [V, E]
   const float* pos = nullptr;       // [P, E]
   const float* type0 = nullptr;     // [E] token-type row 0, or nullptr
-  const float* emb_ln_g = nullptr;  // [E]
+  const float* emb_ln_g = nullptr;  // [E] post-norm models, else nullptr
   const float* emb_ln_b = nullptr;  // [E]
   std::vector<LayerWeights> layers;
+  const float* final_ln_g = nullptr;  // [E] pre-norm models, else nullptr
+  const float* final_ln_b = nullptr;  // [E]
   const float* pooler_w = nullptr;  // [E, E] or nullptr
   const float* pooler_b = nullptr;  // [E]
   const float* head_dense_w = nullptr;  // [E, E] or nullptr
@@ -41,6 +43,13 @@ struct ModelWeights {
   const float* head_out_w = nullptr;    // [C, E]
   const float* head_out_b = nullptr;    // [C]
 };
+
+// The gamma and beta of a NormStep (engine/config.h).
+struct NormParams {
+  const float* gamma;
+  const float* beta;
+};
+NormParams norm_params(const ModelWeights& w, const NormStep& step);
 
 class Model {
  public:

@@ -28,6 +28,7 @@ class ReferenceBackend final : public Backend {
     cap_tokens_ = max_tokens;
     cap_seqlen_ = max_seqlen;
     x_.assign(T * E, 0.0f);
+    xn_.assign(c_.norm == Norm::pre ? T * E : 0, 0.0f);
     qkv_.assign(T * 3 * E, 0.0f);
     attn_.assign(T * E, 0.0f);
     proj_.assign(T * E, 0.0f);
@@ -61,17 +62,24 @@ class ReferenceBackend final : public Backend {
     const double TE = double(T) * E, W = 4;  // fp32 bytes
     double attn_work = 0;
     for (int s = 0; s < S; ++s) attn_work += double(lengths_[s]) * lengths_[s];
+    // Post-norm: the sublayers read the stream x. Pre-norm: they read its
+    // LayerNorm xn, and x carries the sums (NormStep, engine/config.h).
+    float* const xn = xn_.data();
+    const float* const in = c_.norm == Norm::pre ? xn : x_.data();
     {
       ProfileScope ps(profiler_, Kernel::embed_layernorm, 0, TE * W * 3);
-      EmbedArgs ea{x_.data(), ids_.data(), pos_.data(), w_.word, w_.pos, w_.type0,
-                   w_.emb_ln_g, w_.emb_ln_b, T, E, c_.layer_norm_eps};
+      const NormStep step = norm_after_embedding(c_);
+      const NormParams np = norm_params(w_, step);
+      EmbedArgs ea{step.keep_sum ? xn : x_.data(), ids_.data(), pos_.data(), w_.word, w_.pos, w_.type0,
+                   np.gamma, np.beta, T, E, c_.layer_norm_eps, step.keep_sum ? x_.data() : nullptr};
       ref::embed_layernorm(ea);
     }
 
-    for (const LayerWeights& l : w_.layers) {
+    for (int li = 0; li < c_.layers; ++li) {
+      const LayerWeights& l = w_.layers[size_t(li)];
       {
         ProfileScope ps(profiler_, Kernel::qkv_gemm, 2.0 * T * E * 3 * E, 3.0 * E * E * W);
-        ref::linear(qkv_.data(), x_.data(), l.qkv_w, l.qkv_b, T, 3 * E, E);
+        ref::linear(qkv_.data(), in, l.qkv_w, l.qkv_b, T, 3 * E, E);
       }
       {
         ProfileScope ps(profiler_, Kernel::attention, 4.0 * attn_work * E, TE * W * 4);
@@ -84,12 +92,11 @@ class ReferenceBackend final : public Backend {
       }
       {
         ProfileScope ps(profiler_, Kernel::residual_ln1, 0, TE * W * 3);
-        ref::add_bias_residual_layernorm(
-            {x_.data(), proj_.data(), l.out_b, l.ln1_g, l.ln1_b, T, E, c_.layer_norm_eps});
+        residual_step(norm_after_attention(c_, li), l.out_b, T);
       }
       {
         ProfileScope ps(profiler_, Kernel::ffn1_gemm, 2.0 * T * E * F, double(E) * F * W);
-        ref::linear(ffn_.data(), x_.data(), l.ffn1_w, l.ffn1_b, T, F, E, Epilogue::gelu);
+        ref::linear(ffn_.data(), in, l.ffn1_w, l.ffn1_b, T, F, E, Epilogue::gelu);
       }
       {
         ProfileScope ps(profiler_, Kernel::ffn2_gemm, 2.0 * T * F * E, double(E) * F * W);
@@ -97,8 +104,7 @@ class ReferenceBackend final : public Backend {
       }
       {
         ProfileScope ps(profiler_, Kernel::residual_ln2, 0, TE * W * 3);
-        ref::add_bias_residual_layernorm(
-            {x_.data(), proj_.data(), l.ffn2_b, l.ln2_g, l.ln2_b, T, E, c_.layer_norm_eps});
+        residual_step(norm_after_ffn(c_, li), l.ffn2_b, T);
       }
     }
     ProfileScope pool(profiler_, Kernel::pool_head, 0, 0);
@@ -129,10 +135,18 @@ class ReferenceBackend final : public Backend {
   }
 
  private:
+  // x += proj + bias, then the step's LayerNorm (into x, or into xn for pre-norm).
+  void residual_step(const NormStep& step, const float* bias, int T) {
+    const NormParams np = norm_params(w_, step);
+    ref::add_bias_residual_layernorm({x_.data(), proj_.data(), bias, np.gamma, np.beta, T, c_.hidden,
+                                      c_.layer_norm_eps, step.keep_sum ? xn_.data() : nullptr});
+  }
+
   const ModelConfig& c_;
   const ModelWeights& w_;
   int cap_tokens_ = 0, cap_seqlen_ = 0;
   std::vector<float> x_;       // [T, E] residual stream
+  std::vector<float> xn_;      // [T, E] pre-norm: LayerNorm of x, the sublayers' input
   std::vector<float> qkv_;     // [T, 3E]
   std::vector<float> attn_;    // [T, E]
   std::vector<float> proj_;    // [T, E] sublayer output before bias

@@ -1,5 +1,8 @@
 // Embedding gather + position + token type + LayerNorm, one output row per token:
 //   out[t] = LN(word[ids[t]] + pos[positions[t]] + type0) * gamma + beta
+// Pre-norm models keep the sum itself as the residual stream: with `raw` set,
+//   raw[t] = word[ids[t]] + pos[positions[t]] + type0, out[t] = LN(raw[t])
+// (the first layer's LN1 as gamma/beta), so the row is read once.
 // Size letters: N tokens, E hidden, V vocab, P position rows.
 #pragma once
 
@@ -20,6 +23,7 @@ struct EmbedArgs {
   int n_tokens;            // N
   int hidden;              // E
   float eps;
+  float* raw = nullptr;    // [N, E] pre-norm: the sum before LayerNorm, or nullptr
 };
 
 namespace ref {

@@ -1,5 +1,8 @@
-// The post-LN residual step of every layer, fused:
-//   x = LN(x + y + bias) * gamma + beta      (row by row, in place on x)
+// The residual step of every layer, fused with the LayerNorm that follows it:
+//   post-norm (normed == nullptr): x = LN(x + y + bias) * gamma + beta   (in place on x)
+//   pre-norm:  x = x + y + bias; normed = LN(x) * gamma + beta
+// (pre-norm: the next sublayer's LayerNorm, whose output feeds its GEMM while
+// x carries the residual stream on).
 #pragma once
 
 #include <cstddef>
@@ -15,6 +18,7 @@ struct ResidualLayerNormArgs {
   int n_tokens;          // N
   int hidden;            // E
   float eps;
+  float* normed = nullptr;  // [N, E] pre-norm: LN(x) goes here and x keeps the sum
 };
 
 namespace ref {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Two small PyTorch-made models with expected outputs, for tests/test_pytorch.cpp.
+"""Small PyTorch-made models with expected outputs, for tests/test_pytorch.cpp.
 
 - smoke/torchtext: torchtext XLM-R encoder + RobertaClassificationHead (ReLU),
   saved with torch.save (zip); reference run on a padded batch (pad id 1).
@@ -10,7 +10,11 @@ Both use 2 heads of dim 32 (checkpoints do not record the head count for
 torchtext; the test passes --heads 2) and weights perturbed away from their
 init so that no LayerNorm is trivially 1/0.
 
-Run with Debian's torch: /opt/xlmr-fixtures-venv/bin/python scripts/make_smoke_fixtures.py
+- smoke/hf_xl, smoke/fairseq_xl: the XLM-R XL layout (pre-LayerNorm) from
+  transformers' XLMRobertaXLForSequenceClassification, and the same weights
+  under fairseq's names.
+
+Run with Debian's torch: /opt/xlmr-fixtures-venv/bin/python scripts/make_smoke_fixtures.py [NAME...]
 """
 import json
 import os
@@ -126,6 +130,15 @@ def bert_fixture():
                    "pooler": out.pooler_output.tolist()}, f)
 
 
+def fairseq_layers(f, sd, names, layers):
+    """Copies the encoder layers of a Hugging Face state dict sd into f under
+    fairseq's names (names: HF module -> fairseq module, per layer)."""
+    for i in range(layers):
+        for hf_name, fs_name in names.items():
+            for wb in ("weight", "bias"):
+                f[f"encoder.sentence_encoder.layers.{i}.{fs_name}.{wb}"] = sd[f"roberta.encoder.layer.{i}.{hf_name}.{wb}"]
+
+
 def fairseq_fixture():
     # fairseq naming, built by renaming a Hugging Face model's tensors (fairseq
     # itself is not installable here): {'args': Namespace, 'model': state dict}
@@ -156,10 +169,7 @@ def fairseq_fixture():
              "attention.self.value": "self_attn.v_proj", "attention.output.dense": "self_attn.out_proj",
              "attention.output.LayerNorm": "self_attn_layer_norm", "intermediate.dense": "fc1",
              "output.dense": "fc2", "output.LayerNorm": "final_layer_norm"}
-    for i in range(2):
-        for hf_name, fs_name in names.items():
-            for wb in ("weight", "bias"):
-                f[f"{enc}layers.{i}.{fs_name}.{wb}"] = sd[f"roberta.encoder.layer.{i}.{hf_name}.{wb}"]
+    fairseq_layers(f, sd, names, 2)
     f["encoder.lm_head.dense.weight"] = torch.randn(64, 64)
     f["encoder.lm_head.dense.bias"] = torch.randn(64)
     f["encoder.lm_head.layer_norm.weight"] = torch.randn(64)
@@ -180,8 +190,57 @@ def fairseq_fixture():
         dump(os.path.join(d, "expected.json"), out.hidden_states[-1], out.logits)
 
 
+def hf_xl_fixture():
+    # XLM-R XL/XXL layout (pre-LayerNorm: no embedding LayerNorm, a LayerNorm
+    # before attention and before the FFN, one after the last layer), tiny,
+    # from transformers' own XLMRobertaXL classes; then the same weights under
+    # fairseq's names as the original XL release stores them.
+    import argparse
+    from collections import OrderedDict
+
+    from transformers import XLMRobertaXLConfig, XLMRobertaXLForSequenceClassification
+
+    torch.manual_seed(4)
+    cfg = XLMRobertaXLConfig(vocab_size=100, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                             num_hidden_layers=2, max_position_embeddings=34, pad_token_id=1, bos_token_id=0,
+                             eos_token_id=2, type_vocab_size=1, layer_norm_eps=1e-5, num_labels=2)
+    m = XLMRobertaXLForSequenceClassification(cfg).eval()
+    perturb(m, 14)
+    with torch.no_grad():
+        m.roberta.embeddings.token_type_embeddings.weight.zero_()  # fairseq has no token-type table
+    d = os.path.join(OUT, "hf_xl")
+    m.save_pretrained(d, safe_serialization=True)
+    with torch.no_grad():
+        tok = padded(SEQS)
+        out = m(tok, attention_mask=(tok != 1).long(), output_hidden_states=True)
+    dump(os.path.join(d, "expected.json"), out.hidden_states[-1], out.logits)
+
+    sd = m.state_dict()
+    enc = "encoder.sentence_encoder."
+    f = OrderedDict()
+    f[enc + "embed_tokens.weight"] = sd["roberta.embeddings.word_embeddings.weight"]
+    f[enc + "embed_positions.weight"] = sd["roberta.embeddings.position_embeddings.weight"]
+    names = {"attention.self.query": "self_attn.q_proj", "attention.self.key": "self_attn.k_proj",
+             "attention.self.value": "self_attn.v_proj", "attention.output.dense": "self_attn.out_proj",
+             "attention.self_attn_layer_norm": "self_attn_layer_norm", "intermediate.dense": "fc1",
+             "output.dense": "fc2", "LayerNorm": "final_layer_norm"}
+    fairseq_layers(f, sd, names, 2)
+    for wb in ("weight", "bias"):
+        f[f"{enc}layer_norm.{wb}"] = sd[f"roberta.encoder.LayerNorm.{wb}"]
+        f[f"classification_heads.mnli.dense.{wb}"] = sd[f"classifier.dense.{wb}"]
+        f[f"classification_heads.mnli.out_proj.{wb}"] = sd[f"classifier.out_proj.{wb}"]
+    args = argparse.Namespace(arch="roberta_xl", encoder_layers=2, encoder_embed_dim=32, encoder_attention_heads=2,
+                              encoder_normalize_before=True, max_positions=32)
+    d = os.path.join(OUT, "fairseq_xl")
+    os.makedirs(d, exist_ok=True)
+    torch.save({"args": args, "model": f}, os.path.join(d, "model.pt"))
+    dump(os.path.join(d, "expected.json"), out.hidden_states[-1], out.logits)
+
+
+FIXTURES = {"torchtext": lambda: torchtext_fixture(), "hf": lambda: hf_fixture(), "bert": lambda: bert_fixture(),
+            "fairseq": lambda: fairseq_fixture(), "hf_xl": lambda: hf_xl_fixture()}
+
 if __name__ == "__main__":
-    torchtext_fixture()
-    hf_fixture()
-    bert_fixture()
-    fairseq_fixture()
+    # Arguments name the fixtures to make (default: all).
+    for name in sys.argv[1:] or FIXTURES:
+        FIXTURES[name]()

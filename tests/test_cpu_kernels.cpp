@@ -295,6 +295,59 @@ TEST_CASE("cpu add_bias_residual_layernorm matches the reference on every ISA an
     }
 }
 
+// Pre-norm models (XLM-R XL): the kernels also keep the sum before LayerNorm
+// (raw / x) and write the LayerNorm to a second buffer. Both against the
+// reference, and the LayerNorm bit for bit the post-norm kernel's.
+TEST_CASE("cpu LayerNorm kernels in pre-norm form: the sum kept and the LayerNorm beside it", "[cpu][kernels]") {
+  const auto isas = isas_under_test();
+  std::mt19937 rng(2468);
+  for (int E : {3, 40, 64, 768})
+    for (int N : {1, 7, 300}) {
+      const size_t n = size_t(N) * E;
+      const EmbedCase ec(N, E, rng);
+      std::vector<float> want_out(n), want_raw(n);
+      xlmr::EmbedArgs ra = ec.args(want_out.data(), true);
+      ra.raw = want_raw.data();
+      xlmr::ref::embed_layernorm(ra);
+      const ResidualCase rc(N, E, rng);
+      std::vector<float> want_x = rc.x, want_normed(n);
+      xlmr::ResidualLayerNormArgs rr = rc.args(want_x.data());
+      rr.normed = want_normed.data();
+      xlmr::ref::add_bias_residual_layernorm(rr);
+      for (Isa isa : isas)
+        for (int threads : kRowThreads) {
+          INFO("pre-norm kernels: N " << N << ", E " << E << ", ISA " << xlmr::cpu::to_string(isa) << ", threads "
+                                      << threads);
+          auto out = float_buffer(n), raw = float_buffer(n), post = float_buffer(n);
+          auto out16 = bf16_buffer(n);
+          xlmr::EmbedArgs a = ec.args(out.data(), true);
+          a.raw = raw.data();
+          xlmr::cpu::embed_layernorm(isa, a, out16.data(), threads);
+          check_close(raw.data(), want_raw.data(), n, 1e-6, 1e-6);
+          check_close(out.data(), want_out.data(), n, 1e-5, 1e-5);
+          check_bf16_of(out16.data(), out.data(), n);
+          CHECK(float_guard_intact(out, n));
+          CHECK(float_guard_intact(raw, n));
+          xlmr::cpu::embed_layernorm(isa, ec.args(post.data(), true), nullptr, threads);
+          check_same_bits(out, post, n);
+
+          auto x = float_buffer(n), normed = float_buffer(n), x_post = float_buffer(n);
+          std::copy(rc.x.begin(), rc.x.end(), x.begin());
+          std::copy(rc.x.begin(), rc.x.end(), x_post.begin());
+          xlmr::ResidualLayerNormArgs b = rc.args(x.data());
+          b.normed = normed.data();
+          xlmr::cpu::add_bias_residual_layernorm(isa, b, out16.data(), threads);
+          check_close(x.data(), want_x.data(), n, 1e-6, 1e-6);
+          check_close(normed.data(), want_normed.data(), n, 1e-5, 1e-5);
+          check_bf16_of(out16.data(), normed.data(), n);
+          CHECK(float_guard_intact(x, n));
+          CHECK(float_guard_intact(normed, n));
+          xlmr::cpu::add_bias_residual_layernorm(isa, rc.args(x_post.data()), nullptr, threads);
+          check_same_bits(normed, x_post, n);
+        }
+    }
+}
+
 TEST_CASE("cpu LayerNorm kernels: a large common offset and constant rows", "[cpu][kernels]") {
   const auto isas = isas_under_test();
   std::mt19937 rng(99);

@@ -219,7 +219,7 @@ TEST_CASE("CUDA path pooling modes, normalisation and the profiled forward match
   }
 }
 
-TEST_CASE("CUDA path matches PyTorch on the converted torchtext, Hugging Face, fairseq and BERT fixtures",
+TEST_CASE("CUDA path matches PyTorch on the converted torchtext, Hugging Face, fairseq, BERT and XL fixtures",
           "[cuda-e2e]") {
   if (!have_gpu()) return;
   // The checkpoints of test_pytorch.cpp (tiny models saved by PyTorch, head
@@ -234,7 +234,8 @@ TEST_CASE("CUDA path matches PyTorch on the converted torchtext, Hugging Face, f
     int heads;
   };
   for (const Fixture& f : {Fixture{"torchtext", "smoke/torchtext/model.pt", 2}, Fixture{"hf", "smoke/hf", 0},
-                           Fixture{"fairseq", "smoke/fairseq/model.pt", 0}, Fixture{"bert", "smoke/bert", 0}}) {
+                           Fixture{"fairseq", "smoke/fairseq/model.pt", 0}, Fixture{"bert", "smoke/bert", 0},
+                           Fixture{"hf_xl", "smoke/hf_xl", 0}, Fixture{"fairseq_xl", "smoke/fairseq_xl/model.pt", 0}}) {
     const nlohmann::json exp = test::read_json(test::fixture(std::string("smoke/") + f.name + "/expected.json"));
     const std::string model = test::scratch("cuda") + "/" + f.name + ".xlmr";
     xlmr::ConvertOptions co;

@@ -187,7 +187,8 @@ constexpr float kEps = 1e-5f;
 const int kHidden[] = {40, 64, 768, 1000, 1024, 1030, 2048};
 const int kTokens[] = {1, 7, 300};
 
-void check_embed(Half16 t, int N, int E, bool with_type, uint32_t seed, Summary& sum) {
+// pre_norm: the pre-norm form, with the sum before LayerNorm also kept (raw).
+void check_embed(Half16 t, int N, int E, bool with_type, uint32_t seed, Summary& sum, bool pre_norm = false) {
   StreamHolder stream;
   const cu::Stream s = stream.get();
   const int V = 97, P = N + 2;
@@ -207,15 +208,17 @@ void check_embed(Half16 t, int N, int E, bool with_type, uint32_t seed, Summary&
   const auto d_gamma = upload_raw(gamma, s), d_beta = upload_raw(beta, s);
   const size_t n_out = size_t(N) * E;
   const auto d_out = guarded_output(n_out, s);
+  const auto d_raw = guarded_output(pre_norm ? n_out : 0, s);
 
   cu::embed_layernorm(t, d_out->get(), d_ids->as<int32_t>(), d_pos_ids->as<int32_t>(), word.buf->get(),
                       pos.buf->get(), with_type ? type0.buf->get() : nullptr, d_gamma->as<float>(),
-                      d_beta->as<float>(), N, E, kEps, s);
+                      d_beta->as<float>(), N, E, kEps, s, pre_norm ? d_raw->get() : nullptr);
   cu::sync(s);
   const std::vector<float> got = read16(t, d_out->get(), n_out, s);
 
-  std::vector<float> want(n_out);
+  std::vector<float> want(n_out), want_raw(pre_norm ? n_out : 0);
   xlmr::EmbedArgs a{};
+  a.raw = pre_norm ? want_raw.data() : nullptr;
   a.out = want.data();
   a.ids = ids.data();
   a.positions = positions.data();
@@ -231,11 +234,15 @@ void check_embed(Half16 t, int N, int E, bool with_type, uint32_t seed, Summary&
 
   std::ostringstream what;
   what << "embed_layernorm " << type_name(t) << " N " << N << " E " << E << (with_type ? " with" : " without")
-       << " type row";
+       << " type row" << (pre_norm ? ", pre-norm" : "");
   judge(what.str(), compare(want, got, N, E, 1e-4, rtol_of(t)), untouched(*d_out, n_out, kGuard, s), sum);
+  if (pre_norm)
+    judge(what.str() + ": the raw sum", compare(want_raw, read16(t, d_raw->get(), n_out, s), N, E, 1e-4, rtol_of(t)),
+          untouched(*d_raw, n_out, kGuard, s), sum);
 }
 
-void check_residual(Half16 t, int N, int E, uint32_t seed, Summary& sum) {
+// pre_norm: x keeps the sum and the LayerNorm goes to a second buffer.
+void check_residual(Half16 t, int N, int E, uint32_t seed, Summary& sum, bool pre_norm = false) {
   StreamHolder stream;
   const cu::Stream s = stream.get();
   const size_t n = size_t(N) * E;
@@ -250,12 +257,16 @@ void check_residual(Half16 t, int N, int E, uint32_t seed, Summary& sum) {
   const std::vector<float> beta = random_normal(size_t(E), seed + 5, 0.1f);
   const auto d_bias = upload_raw(bias, s), d_gamma = upload_raw(gamma, s), d_beta = upload_raw(beta, s);
 
+  const auto d_normed = guarded_output(pre_norm ? n : 0, s);
+
   cu::add_bias_residual_layernorm(t, d_x->get(), y.buf->get(), d_bias->as<float>(), d_gamma->as<float>(),
-                                  d_beta->as<float>(), N, E, kEps, s);
+                                  d_beta->as<float>(), N, E, kEps, s, pre_norm ? d_normed->get() : nullptr);
   cu::sync(s);
   const std::vector<float> got = read16(t, d_x->get(), n, s);
 
+  std::vector<float> want_normed(pre_norm ? n : 0);
   xlmr::ResidualLayerNormArgs a{};
+  a.normed = pre_norm ? want_normed.data() : nullptr;
   a.x = x.data();
   a.y = y.rounded.data();
   a.bias = bias.data();
@@ -267,8 +278,11 @@ void check_residual(Half16 t, int N, int E, uint32_t seed, Summary& sum) {
   xlmr::ref::add_bias_residual_layernorm(a);
 
   std::ostringstream what;
-  what << "add_bias_residual_layernorm " << type_name(t) << " N " << N << " E " << E;
+  what << "add_bias_residual_layernorm " << type_name(t) << " N " << N << " E " << E << (pre_norm ? ", pre-norm" : "");
   judge(what.str(), compare(x, got, N, E, 1e-4, rtol_of(t)), untouched(*d_x, n, kGuard, s), sum);
+  if (pre_norm)
+    judge(what.str() + ": the LayerNorm", compare(want_normed, read16(t, d_normed->get(), n, s), N, E, 1e-4, rtol_of(t)),
+          untouched(*d_normed, n, kGuard, s), sum);
 }
 
 // ---- GEMMs -------------------------------------------------------------------
@@ -397,6 +411,20 @@ TEST_CASE("CUDA add_bias_residual_layernorm matches ref::add_bias_residual_layer
       for (int N : kTokens) check_residual(t, N, E, seed += 10, sum);
   WARN("add_bias_residual_layernorm, " << sum.runs << " runs: min row cosine " << sum.min_cosine
                                        << ", max abs error " << sum.max_abs_error);
+}
+
+TEST_CASE("CUDA LayerNorm kernels in pre-norm form keep the sum and write the LayerNorm beside it", "[cuda]") {
+  if (!have_gpu("pre-norm LayerNorm test")) return;
+  Summary sum;
+  uint32_t seed = 300;
+  for (Half16 t : kTypes)
+    for (int E : {40, 768, 2048})  // scalar path, one warp per row, one block per row
+      for (int N : {1, 7}) {
+        check_embed(t, N, E, true, seed += 10, sum, true);
+        check_residual(t, N, E, seed += 10, sum, true);
+      }
+  WARN("pre-norm LayerNorm kernels, " << sum.runs << " runs: min row cosine " << sum.min_cosine
+                                      << ", max abs error " << sum.max_abs_error);
 }
 
 #ifdef XLMR_CUDA_EMULATION

@@ -62,6 +62,16 @@ TEST_CASE("CUDA workspace: sized from the token budget, XLM-R large", "[cuda-pla
   CHECK_THROWS_AS(xlmr::cuda_plan::workspace(large(), 0), xlmr::Error);
 }
 
+TEST_CASE("CUDA workspace: a pre-norm model (XLM-R XL) adds one E-wide buffer for the LayerNorm", "[cuda-plan]") {
+  xlmr::ModelConfig c = large();
+  const auto post = xlmr::cuda_plan::workspace(c, 4096);
+  CHECK(post.xn == 0);
+  c.norm = xlmr::Norm::pre;
+  const auto pre = xlmr::cuda_plan::workspace(c, 4096);
+  CHECK(pre.xn == pre.x);
+  CHECK(pre.bytes(2) == post.bytes(2) + pre.x * 2);
+}
+
 TEST_CASE("CUDA upload: ids | positions | cu_seqlens, positions restart per sequence", "[cuda-plan]") {
   const std::vector<int32_t> ids = {0, 10, 11, 2, 0, 2, 0, 20, 21, 22, 2};
   const std::vector<int32_t> cu = {0, 4, 6, 11};

@@ -139,6 +139,10 @@ TEST_CASE("fuzz entry: .xlmr configs with wrong types and untrusted text", "[fuz
       {"control characters in dtype", [](nlohmann::json& j) { j["model"]["dtype"] = "f\r32"; }},
       {"tokenizer not an object", [](nlohmann::json& j) { j["tokenizer"] = nlohmann::json::array(); }},
       {"model not an object", [](nlohmann::json& j) { j["model"] = 1; }},
+      {"unknown norm", [](nlohmann::json& j) { j["model"]["norm"] = "middle"; }},
+      {"number norm", [](nlohmann::json& j) { j["model"]["norm"] = 1; }},
+      // The tensors are a post-norm model's: no final_ln, an emb.ln too many.
+      {"pre norm without its tensors", [](nlohmann::json& j) { j["model"]["norm"] = "pre"; }},
   };
   for (const auto& b : bad) require_rejected(fz::Target::xlmr, variant(b.second), b.first);
 

@@ -199,9 +199,10 @@ class Namer {
 };
 
 struct Naming {
-  std::string name;   // torchtext, torchtext-old, hf, fairseq
+  std::string name;   // torchtext, torchtext-old, hf, hf-xl, fairseq
   std::string enc;    // prefix of encoder tensors
   std::string root;   // prefix of the whole model (heads live here)
+  bool pre_norm = false;  // XLM-R XL/XXL layout: LayerNorm before each sublayer and after the last layer
 };
 
 Naming detect_naming(const Namer& n) {
@@ -225,6 +226,9 @@ Naming detect_naming(const Namer& n) {
         r.root = r.root.substr(0, r.root.size() - std::strlen(tail));
         break;
       }
+    // The XL/XXL releases (encoder_normalize_before): the same layer names,
+    // applied before each sublayer, and a LayerNorm after the last layer.
+    r.pre_norm = n.has(r.enc + "layer_norm.weight");
   } else if (!(w = n.unique_suffix("embeddings.word_embeddings.weight")).empty()) {
     r.name = "hf";
     r.enc = w.substr(0, w.size() - std::strlen("embeddings.word_embeddings.weight"));
@@ -232,6 +236,11 @@ Naming detect_naming(const Namer& n) {
     if (!r.root.empty()) {  // "roberta." -> "", "model.bert." -> "model."
       const size_t k = r.root.find_last_of('.', r.root.size() - 2);
       r.root = k == std::string::npos ? "" : r.root.substr(0, k + 1);
+    }
+    // XLMRobertaXL (xlm-roberta-xl, -xxl): pre-LayerNorm layers.
+    if (n.has(r.enc + "encoder.LayerNorm.weight") || n.has(r.enc + "encoder.layer.0.attention.self_attn_layer_norm.weight")) {
+      r.name = "hf-xl";
+      r.pre_norm = true;
     }
   } else {
     XLMR_THROW("cannot tell which model this checkpoint holds: no word-embedding tensor "
@@ -279,21 +288,26 @@ std::vector<LeafRule> layer_rules(const std::string& naming) {
             {"ln2.weight", {b + "final_layer_norm.weight"}},
             {"ln2.bias", {b + "final_layer_norm.bias"}}};
   }
-  if (naming == "hf") {
+  if (naming == "hf" || naming == "hf-xl") {
+    // XLMRobertaXL keeps its LayerNorms in other modules: before attention
+    // and before the FFN (pre-norm), not in the output blocks.
+    const bool xl = naming == "hf-xl";
     const std::string b = "encoder.layer.{i}.";
     const std::string a = b + "attention.self.";
+    const std::string ln1 = b + (xl ? "attention.self_attn_layer_norm." : "attention.output.LayerNorm.");
+    const std::string ln2 = b + (xl ? "LayerNorm." : "output.LayerNorm.");
     return {{"attn.qkv.weight", {a + "query.weight|" + a + "key.weight|" + a + "value.weight"}},
             {"attn.qkv.bias", {a + "query.bias|" + a + "key.bias|" + a + "value.bias"}},
             {"attn.out.weight", {b + "attention.output.dense.weight"}},
             {"attn.out.bias", {b + "attention.output.dense.bias"}},
-            {"ln1.weight", {b + "attention.output.LayerNorm.weight", b + "attention.output.LayerNorm.gamma"}},
-            {"ln1.bias", {b + "attention.output.LayerNorm.bias", b + "attention.output.LayerNorm.beta"}},
+            {"ln1.weight", {ln1 + "weight", ln1 + "gamma"}},
+            {"ln1.bias", {ln1 + "bias", ln1 + "beta"}},
             {"ffn1.weight", {b + "intermediate.dense.weight"}},
             {"ffn1.bias", {b + "intermediate.dense.bias"}},
             {"ffn2.weight", {b + "output.dense.weight"}},
             {"ffn2.bias", {b + "output.dense.bias"}},
-            {"ln2.weight", {b + "output.LayerNorm.weight", b + "output.LayerNorm.gamma"}},
-            {"ln2.bias", {b + "output.LayerNorm.bias", b + "output.LayerNorm.beta"}}};
+            {"ln2.weight", {ln2 + "weight", ln2 + "gamma"}},
+            {"ln2.bias", {ln2 + "bias", ln2 + "beta"}}};
   }
   // fairseq: packed in_proj (older) or separate q/k/v projections (newer)
   const std::string b = "layers.{i}.";
@@ -326,29 +340,42 @@ std::vector<std::pair<std::string, std::vector<std::string>>> global_rules(const
             {"head.out.weight", {r + "head.out_proj.weight"}},
             {"head.out.bias", {r + "head.out_proj.bias"}}};
   }
-  if (nm.name == "hf") {
+  if (nm.name == "hf" || nm.name == "hf-xl") {
     const std::string x = e + "embeddings.";
-    return {{"emb.word", {x + "word_embeddings.weight"}},
-            {"emb.pos", {x + "position_embeddings.weight"}},
-            {"emb.type", {x + "token_type_embeddings.weight"}},
-            {"emb.ln.weight", {x + "LayerNorm.weight", x + "LayerNorm.gamma"}},
-            {"emb.ln.bias", {x + "LayerNorm.bias", x + "LayerNorm.beta"}},
-            {"pooler.dense.weight", {e + "pooler.dense.weight"}},
-            {"pooler.dense.bias", {e + "pooler.dense.bias"}},
-            {"head.dense.weight", {r + "classifier.dense.weight"}},
-            {"head.dense.bias", {r + "classifier.dense.bias"}},
-            {"head.out.weight", {r + "classifier.out_proj.weight"}},
-            {"head.out.bias", {r + "classifier.out_proj.bias"}}};
+    std::vector<std::pair<std::string, std::vector<std::string>>> rules = {
+        {"emb.word", {x + "word_embeddings.weight"}},
+        {"emb.pos", {x + "position_embeddings.weight"}},
+        {"emb.type", {x + "token_type_embeddings.weight"}}};
+    if (nm.pre_norm) {  // XLMRobertaXL: no embedding LayerNorm, one after the last layer
+      rules.push_back({"final_ln.weight", {e + "encoder.LayerNorm.weight"}});
+      rules.push_back({"final_ln.bias", {e + "encoder.LayerNorm.bias"}});
+    } else {
+      rules.push_back({"emb.ln.weight", {x + "LayerNorm.weight", x + "LayerNorm.gamma"}});
+      rules.push_back({"emb.ln.bias", {x + "LayerNorm.bias", x + "LayerNorm.beta"}});
+    }
+    rules.push_back({"pooler.dense.weight", {e + "pooler.dense.weight"}});
+    rules.push_back({"pooler.dense.bias", {e + "pooler.dense.bias"}});
+    rules.push_back({"head.dense.weight", {r + "classifier.dense.weight"}});
+    rules.push_back({"head.dense.bias", {r + "classifier.dense.bias"}});
+    rules.push_back({"head.out.weight", {r + "classifier.out_proj.weight"}});
+    rules.push_back({"head.out.bias", {r + "classifier.out_proj.bias"}});
+    return rules;
   }
   const std::string h = r + "classification_heads." + fairseq_head + ".";
-  return {{"emb.word", {e + "embed_tokens.weight"}},
-          {"emb.pos", {e + "embed_positions.weight"}},
-          {"emb.ln.weight", {e + "emb_layer_norm.weight", e + "layernorm_embedding.weight"}},
-          {"emb.ln.bias", {e + "emb_layer_norm.bias", e + "layernorm_embedding.bias"}},
-          {"head.dense.weight", {h + "dense.weight"}},
-          {"head.dense.bias", {h + "dense.bias"}},
-          {"head.out.weight", {h + "out_proj.weight"}},
-          {"head.out.bias", {h + "out_proj.bias"}}};
+  std::vector<std::pair<std::string, std::vector<std::string>>> rules = {{"emb.word", {e + "embed_tokens.weight"}},
+                                                                         {"emb.pos", {e + "embed_positions.weight"}}};
+  if (nm.pre_norm) {
+    rules.push_back({"final_ln.weight", {e + "layer_norm.weight"}});
+    rules.push_back({"final_ln.bias", {e + "layer_norm.bias"}});
+  } else {
+    rules.push_back({"emb.ln.weight", {e + "emb_layer_norm.weight", e + "layernorm_embedding.weight"}});
+    rules.push_back({"emb.ln.bias", {e + "emb_layer_norm.bias", e + "layernorm_embedding.bias"}});
+  }
+  rules.push_back({"head.dense.weight", {h + "dense.weight"}});
+  rules.push_back({"head.dense.bias", {h + "dense.bias"}});
+  rules.push_back({"head.out.weight", {h + "out_proj.weight"}});
+  rules.push_back({"head.out.bias", {h + "out_proj.bias"}});
+  return rules;
 }
 
 // Tensors a checkpoint may carry that the encoder does not use.
@@ -556,13 +583,20 @@ ConvertReport convert_checkpoint(const std::string& src, const std::string& out_
   std::string family = opts.family;
   if (family.empty() && !model_type.empty()) {
     if (model_type == "bert") family = "bert";
-    else if (model_type == "xlm-roberta" || model_type == "roberta" || model_type == "camembert") family = "xlmr";
+    else if (model_type == "xlm-roberta" || model_type == "roberta" || model_type == "camembert" ||
+             model_type == "xlm-roberta-xl")
+      family = "xlmr";
     else XLMR_THROW("config.json model_type '" + model_type + "' is not an XLM-R-family encoder this engine runs "
-                    "(xlm-roberta, roberta, camembert, bert); override with --family if you are sure");
+                    "(xlm-roberta, xlm-roberta-xl, roberta, camembert, bert); override with --family if you are sure");
+    XLMR_CHECK((model_type == "xlm-roberta-xl") == nm.pre_norm,
+               "config.json says model_type '" + model_type + "' but the tensors are laid out as " +
+                   (nm.pre_norm ? "XLM-R XL (pre-LayerNorm)" : "post-LayerNorm layers") +
+                   "; the checkpoint and its config.json do not belong together");
   }
   if (family.empty()) family = nm.name == "hf" && ends_with(nm.enc, "bert.") && !ends_with(nm.enc, "roberta.") ? "bert" : "xlmr";
   XLMR_CHECK(family == "xlmr" || family == "bert", "--family must be xlmr or bert");
   c.family = family == "bert" ? Family::bert : Family::xlmr;
+  c.norm = nm.pre_norm ? Norm::pre : Norm::post;
 
   const std::vector<int64_t> word = dims("emb.word"), pos = dims("emb.pos");
   c.vocab_size = int(word[0]);

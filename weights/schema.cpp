@@ -11,8 +11,10 @@ std::vector<SchemaEntry> model_schema(const ModelConfig& c) {
       {"emb.pos", {P, E}},
   };
   if (c.type_vocab_size > 0) s.push_back({"emb.type", {c.type_vocab_size, E}});
-  s.push_back({"emb.ln.weight", {E}});
-  s.push_back({"emb.ln.bias", {E}});
+  if (c.norm == Norm::post) {
+    s.push_back({"emb.ln.weight", {E}});
+    s.push_back({"emb.ln.bias", {E}});
+  }
   for (int i = 0; i < c.layers; ++i) {
     s.push_back({layer_tensor(i, "attn.qkv.weight"), {3 * E, E}});
     s.push_back({layer_tensor(i, "attn.qkv.bias"), {3 * E}});
@@ -26,6 +28,10 @@ std::vector<SchemaEntry> model_schema(const ModelConfig& c) {
     s.push_back({layer_tensor(i, "ffn2.bias"), {E}});
     s.push_back({layer_tensor(i, "ln2.weight"), {E}});
     s.push_back({layer_tensor(i, "ln2.bias"), {E}});
+  }
+  if (c.norm == Norm::pre) {
+    s.push_back({"final_ln.weight", {E}});
+    s.push_back({"final_ln.bias", {E}});
   }
   if (c.has_pooler) {
     s.push_back({"pooler.dense.weight", {E, E}});

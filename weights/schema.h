@@ -2,12 +2,13 @@
 // must have for a given config. The converter writes exactly this set and the
 // loader accepts exactly this set, so both sides use this one list.
 //
-//   emb.word [V,E]   emb.pos [P,E]   emb.type [T,E]?   emb.ln.{weight,bias} [E]
+//   emb.word [V,E]   emb.pos [P,E]   emb.type [T,E]?   emb.ln.{weight,bias} [E]  (post-norm only)
 //   layers.{i}.attn.qkv.weight [3E,E] (rows: Q, then K, then V)   .bias [3E]
 //   layers.{i}.attn.out.{weight [E,E], bias [E]}
-//   layers.{i}.ln1.{weight,bias} [E]
+//   layers.{i}.ln1.{weight,bias} [E]   (post: after attention; pre: before it)
 //   layers.{i}.ffn1.{weight [F,E], bias [F]}   layers.{i}.ffn2.{weight [E,F], bias [E]}
-//   layers.{i}.ln2.{weight,bias} [E]
+//   layers.{i}.ln2.{weight,bias} [E]   (post: after the FFN; pre: before it)
+//   final_ln.{weight,bias} [E]                        (pre-norm only: after the last layer)
 //   pooler.dense.{weight [E,E], bias [E]}?            (HF pooler)
 //   head.dense.{weight [E,E], bias [E]}?  head.out.{weight [C,E], bias [C]}?
 #pragma once

@@ -54,8 +54,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "xlmr-convert: %s (%s naming) -> %s\n", r.source_format.c_str(), r.naming.c_str(),
                    out.c_str());
       std::fprintf(stderr,
-                   "  %s: vocab %d, hidden %d, ffn %d, heads %d, layers %d, positions %d, %s head%s, dtype %s\n",
-                   m["family"].get<std::string>().c_str(), m["vocab_size"].get<int>(), m["hidden"].get<int>(),
+                   "  %s%s: vocab %d, hidden %d, ffn %d, heads %d, layers %d, positions %d, %s head%s, dtype %s\n",
+                   m["family"].get<std::string>().c_str(), m["norm"] == "pre" ? " (pre-LayerNorm, XL layout)" : "",
+                   m["vocab_size"].get<int>(), m["hidden"].get<int>(),
                    m["ffn"].get<int>(), m["heads"].get<int>(), m["layers"].get<int>(), m["max_positions"].get<int>(),
                    m["num_labels"].get<int>() ? (std::to_string(m["num_labels"].get<int>()) + "-class " +
                                                  m["head_activation"].get<std::string>())

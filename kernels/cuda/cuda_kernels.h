@@ -51,13 +51,16 @@ void convert_to_f32(Half16 t, float* dst, const void* src, size_t n, Stream s);
 // ---- kernels ---------------------------------------------------------------
 // out[t] = LN(word[ids[t]] + pos[positions[t]] + type0) * gamma + beta
 // word, pos, type0 (nullable): 16-bit; gamma, beta: fp32; out: 16-bit [N, E].
+// raw (pre-norm models; nullable, not out): also the sum before LayerNorm.
 void embed_layernorm(Half16 t, void* out, const int32_t* ids, const int32_t* positions, const void* word,
                      const void* pos, const void* type0, const float* gamma, const float* beta, int n_tokens,
-                     int hidden, float eps, Stream s);
+                     int hidden, float eps, Stream s, void* raw = nullptr);
 
 // x = LN(x + y + bias) * gamma + beta, row by row, in place on x (16-bit).
+// With normed (pre-norm models; not x): x = x + y + bias, normed = LN(x).
 void add_bias_residual_layernorm(Half16 t, void* x, const void* y, const float* bias, const float* gamma,
-                                 const float* beta, int n_tokens, int hidden, float eps, Stream s);
+                                 const float* beta, int n_tokens, int hidden, float eps, Stream s,
+                                 void* normed = nullptr);
 
 // Variable-length multi-head attention over packed QKV rows [N, 3E] (Q | K |
 // V, head h at columns [h*D, (h+1)*D) of each), sequences given by device

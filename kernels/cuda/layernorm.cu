@@ -2,6 +2,9 @@
 // it so that a row is read once and written once:
 //   embed_layernorm:             out = LN(word[id] + pos[position] + type0)
 //   add_bias_residual_layernorm: x   = LN(x + (y + bias))            (in place)
+// Pre-norm models (XLM-R XL/XXL) keep the sum as their residual stream: with
+// `sum_out` set, the row before LayerNorm goes there (rounded to 16 bits) and
+// the LayerNorm, the next sublayer's input, to `out`.
 // followed by * gamma + beta, as torch.nn.LayerNorm: biased variance, eps
 // inside the square root, both moments in fp32 and in two passes (mean, then
 // the mean of squared deviations) over the row held in registers or shared
@@ -162,8 +165,8 @@ constexpr int kBlockMaxHidden = 8192;
 // chunks l, l + 32, ... of W columns each.
 template <typename Bits, int W, typename Rows>
 __global__ void __launch_bounds__(kRowsPerBlock * 32)
-    layernorm_warp_kernel(uint16_t* out, Rows rows, const float* __restrict__ gamma, const float* __restrict__ beta,
-                          int n_rows, int E, float eps) {
+    layernorm_warp_kernel(uint16_t* out, uint16_t* sum_out, Rows rows, const float* __restrict__ gamma,
+                          const float* __restrict__ beta, int n_rows, int E, float eps) {
   constexpr int kChunks = kWarpMaxHidden / (32 * W);
   const int row = blockIdx.x * kRowsPerBlock + threadIdx.x / 32;
   if (row >= n_rows) return;  // whole warp; only warp-level operations below
@@ -177,6 +180,7 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
     const int c = lane + 32 * k;
     if (c < n_chunks) {
       rows.template load<W>(row, c * W, v[k]);
+      if (sum_out) store16<Bits, W>(sum_out + size_t(row) * E + c * W, v[k]);
 #pragma unroll
       for (int i = 0; i < W; ++i) sum += v[k][i];
     }
@@ -206,8 +210,8 @@ __global__ void __launch_bounds__(kRowsPerBlock * 32)
 // Each thread re-reads only the shared entries it wrote itself.
 template <typename Bits, int W, typename Rows>
 __global__ void __launch_bounds__(kBlockThreads)
-    layernorm_block_kernel(uint16_t* out, Rows rows, const float* __restrict__ gamma, const float* __restrict__ beta,
-                           int E, float eps) {
+    layernorm_block_kernel(uint16_t* out, uint16_t* sum_out, Rows rows, const float* __restrict__ gamma,
+                           const float* __restrict__ beta, int E, float eps) {
   float* row_s = detail::dynamic_shared<float>();  // [E]
   __shared__ float red[32];
   const int row = blockIdx.x;
@@ -217,6 +221,7 @@ __global__ void __launch_bounds__(kBlockThreads)
   for (int c = threadIdx.x; c < n_chunks; c += blockDim.x) {
     float v[W];
     rows.template load<W>(row, c * W, v);
+    if (sum_out) store16<Bits, W>(sum_out + size_t(row) * E + c * W, v);
 #pragma unroll
     for (int i = 0; i < W; ++i) {
       row_s[c * W + i] = v[i];
@@ -243,26 +248,26 @@ __global__ void __launch_bounds__(kBlockThreads)
 }
 
 template <typename Bits, int W, typename Rows>
-void launch_width(uint16_t* out, const Rows& rows, const float* gamma, const float* beta, int N, int E, float eps,
-                  cudaStream_t stream) {
+void launch_width(uint16_t* out, uint16_t* sum_out, const Rows& rows, const float* gamma, const float* beta, int N,
+                  int E, float eps, cudaStream_t stream) {
   if (E <= kWarpMaxHidden) {
     const unsigned blocks = unsigned((N + kRowsPerBlock - 1) / kRowsPerBlock);
-    XLMR_LAUNCH(blocks, kRowsPerBlock * 32, 0, stream, layernorm_warp_kernel<Bits, W, Rows>)(out, rows, gamma, beta, N,
-                                                                                           E, eps);
+    XLMR_LAUNCH(blocks, kRowsPerBlock * 32, 0, stream, layernorm_warp_kernel<Bits, W, Rows>)(out, sum_out, rows, gamma,
+                                                                                           beta, N, E, eps);
   } else {
     const size_t smem = size_t(E) * sizeof(float);
-    XLMR_LAUNCH(unsigned(N), kBlockThreads, smem, stream, layernorm_block_kernel<Bits, W, Rows>)(out, rows, gamma, beta,
-                                                                                               E, eps);
+    XLMR_LAUNCH(unsigned(N), kBlockThreads, smem, stream, layernorm_block_kernel<Bits, W, Rows>)(out, sum_out, rows,
+                                                                                               gamma, beta, E, eps);
   }
 }
 
 template <typename Bits, typename Rows>
-void launch(uint16_t* out, const Rows& rows, const float* gamma, const float* beta, int N, int E, float eps,
-            bool vectorised, cudaStream_t stream) {
+void launch(uint16_t* out, uint16_t* sum_out, const Rows& rows, const float* gamma, const float* beta, int N, int E,
+            float eps, bool vectorised, cudaStream_t stream) {
   if (vectorised)
-    launch_width<Bits, 8>(out, rows, gamma, beta, N, E, eps, stream);
+    launch_width<Bits, 8>(out, sum_out, rows, gamma, beta, N, E, eps, stream);
   else
-    launch_width<Bits, 1>(out, rows, gamma, beta, N, E, eps, stream);
+    launch_width<Bits, 1>(out, sum_out, rows, gamma, beta, N, E, eps, stream);
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -278,41 +283,48 @@ void check_sizes(const char* what, int n_tokens, int hidden) {
 
 void embed_layernorm(Half16 t, void* out, const int32_t* ids, const int32_t* positions, const void* word,
                      const void* pos, const void* type0, const float* gamma, const float* beta, int n_tokens,
-                     int hidden, float eps, Stream s) {
+                     int hidden, float eps, Stream s, void* raw) {
   check_sizes("embed_layernorm", n_tokens, hidden);
   if (n_tokens == 0) return;
   XLMR_CHECK(out && ids && positions && word && pos && gamma && beta, "embed_layernorm: null device pointer");
+  XLMR_CHECK(raw != out, "embed_layernorm: raw and out must be different buffers");
   const bool vec = hidden % 8 == 0 && aligned16(out) && aligned16(word) && aligned16(pos) &&
-                   (!type0 || aligned16(type0)) && aligned16(gamma) && aligned16(beta);
+                   (!type0 || aligned16(type0)) && aligned16(gamma) && aligned16(beta) && (!raw || aligned16(raw));
   auto* o = static_cast<uint16_t*>(out);
+  auto* r = static_cast<uint16_t*>(raw);
   const auto* w = static_cast<const uint16_t*>(word);
   const auto* p = static_cast<const uint16_t*>(pos);
   const auto* t0 = static_cast<const uint16_t*>(type0);
   const auto stream = static_cast<cudaStream_t>(s);
   if (t == Half16::f16)
-    launch<F16Bits>(o, EmbedRows<F16Bits>{ids, positions, w, p, t0, hidden}, gamma, beta, n_tokens, hidden, eps, vec,
-                    stream);
+    launch<F16Bits>(o, r, EmbedRows<F16Bits>{ids, positions, w, p, t0, hidden}, gamma, beta, n_tokens, hidden, eps,
+                    vec, stream);
   else
-    launch<Bf16Bits>(o, EmbedRows<Bf16Bits>{ids, positions, w, p, t0, hidden}, gamma, beta, n_tokens, hidden, eps,
+    launch<Bf16Bits>(o, r, EmbedRows<Bf16Bits>{ids, positions, w, p, t0, hidden}, gamma, beta, n_tokens, hidden, eps,
                      vec, stream);
   detail::check_launch("embed_layernorm");
 }
 
 void add_bias_residual_layernorm(Half16 t, void* x, const void* y, const float* bias, const float* gamma,
-                                 const float* beta, int n_tokens, int hidden, float eps, Stream s) {
+                                 const float* beta, int n_tokens, int hidden, float eps, Stream s, void* normed) {
   check_sizes("add_bias_residual_layernorm", n_tokens, hidden);
   if (n_tokens == 0) return;
   XLMR_CHECK(x && y && bias && gamma && beta, "add_bias_residual_layernorm: null device pointer");
+  XLMR_CHECK(normed != x, "add_bias_residual_layernorm: normed and x must be different buffers");
   const bool vec = hidden % 8 == 0 && aligned16(x) && aligned16(y) && aligned16(bias) && aligned16(gamma) &&
-                   aligned16(beta);
+                   aligned16(beta) && (!normed || aligned16(normed));
   auto* xo = static_cast<uint16_t*>(x);
   const auto* yi = static_cast<const uint16_t*>(y);
+  // Post-norm: the LayerNorm replaces x. Pre-norm: x takes the sum, normed the LayerNorm.
+  uint16_t* out = normed ? static_cast<uint16_t*>(normed) : xo;
+  uint16_t* sum_out = normed ? xo : nullptr;
   const auto stream = static_cast<cudaStream_t>(s);
   if (t == Half16::f16)
-    launch<F16Bits>(xo, ResidualRows<F16Bits>{xo, yi, bias, hidden}, gamma, beta, n_tokens, hidden, eps, vec, stream);
+    launch<F16Bits>(out, sum_out, ResidualRows<F16Bits>{xo, yi, bias, hidden}, gamma, beta, n_tokens, hidden, eps, vec,
+                    stream);
   else
-    launch<Bf16Bits>(xo, ResidualRows<Bf16Bits>{xo, yi, bias, hidden}, gamma, beta, n_tokens, hidden, eps, vec,
-                     stream);
+    launch<Bf16Bits>(out, sum_out, ResidualRows<Bf16Bits>{xo, yi, bias, hidden}, gamma, beta, n_tokens, hidden, eps,
+                     vec, stream);
   detail::check_launch("add_bias_residual_layernorm");
 }
 

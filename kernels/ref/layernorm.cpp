@@ -26,7 +26,7 @@ void add_bias_residual_layernorm(const ResidualLayerNormArgs& a) {
     float* x = a.x + size_t(t) * E;
     const float* y = a.y + size_t(t) * E;
     for (int e = 0; e < E; ++e) x[e] = x[e] + (y[e] + a.bias[e]);
-    layernorm_row(x, x, a.gamma, a.beta, E, a.eps);
+    layernorm_row(a.normed ? a.normed + size_t(t) * E : x, x, a.gamma, a.beta, E, a.eps);
   }
 }
 
