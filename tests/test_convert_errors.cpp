@@ -15,7 +15,7 @@ namespace {
 
 xlmr::ConvertOptions one_head() {
   xlmr::ConvertOptions co;
-  co.heads = 1;  // the hand-made models are too narrow for the hidden/64 default
+  co.heads = 1;  // the hand-made models record no head count and are narrower than any released shape
   return co;
 }
 
@@ -50,8 +50,8 @@ std::string safetensors_bytes(const std::vector<St>& ts) {
   return out + hs + data;
 }
 
-// A one-layer Hugging Face-named model, E=4, F=8, V=10, P=8.
-std::vector<St> tiny_hf() {
+// A one-layer Hugging Face-named model, E=4 (or E), F=8, V=10, P=8.
+std::vector<St> tiny_hf(int64_t E = 4) {
   auto t = [](const std::string& n, std::vector<int64_t> s) {
     size_t k = 1;
     for (auto d : s) k *= size_t(d);
@@ -60,17 +60,17 @@ std::vector<St> tiny_hf() {
     return St{n, s, v};
   };
   const std::string L = "roberta.encoder.layer.0.";
-  return {t("roberta.embeddings.word_embeddings.weight", {10, 4}),
-          t("roberta.embeddings.position_embeddings.weight", {8, 4}),
-          t("roberta.embeddings.LayerNorm.weight", {4}), t("roberta.embeddings.LayerNorm.bias", {4}),
-          t(L + "attention.self.query.weight", {4, 4}), t(L + "attention.self.query.bias", {4}),
-          t(L + "attention.self.key.weight", {4, 4}), t(L + "attention.self.key.bias", {4}),
-          t(L + "attention.self.value.weight", {4, 4}), t(L + "attention.self.value.bias", {4}),
-          t(L + "attention.output.dense.weight", {4, 4}), t(L + "attention.output.dense.bias", {4}),
-          t(L + "attention.output.LayerNorm.weight", {4}), t(L + "attention.output.LayerNorm.bias", {4}),
-          t(L + "intermediate.dense.weight", {8, 4}), t(L + "intermediate.dense.bias", {8}),
-          t(L + "output.dense.weight", {4, 8}), t(L + "output.dense.bias", {4}),
-          t(L + "output.LayerNorm.weight", {4}), t(L + "output.LayerNorm.bias", {4})};
+  return {t("roberta.embeddings.word_embeddings.weight", {10, E}),
+          t("roberta.embeddings.position_embeddings.weight", {8, E}),
+          t("roberta.embeddings.LayerNorm.weight", {E}), t("roberta.embeddings.LayerNorm.bias", {E}),
+          t(L + "attention.self.query.weight", {E, E}), t(L + "attention.self.query.bias", {E}),
+          t(L + "attention.self.key.weight", {E, E}), t(L + "attention.self.key.bias", {E}),
+          t(L + "attention.self.value.weight", {E, E}), t(L + "attention.self.value.bias", {E}),
+          t(L + "attention.output.dense.weight", {E, E}), t(L + "attention.output.dense.bias", {E}),
+          t(L + "attention.output.LayerNorm.weight", {E}), t(L + "attention.output.LayerNorm.bias", {E}),
+          t(L + "intermediate.dense.weight", {8, E}), t(L + "intermediate.dense.bias", {8}),
+          t(L + "output.dense.weight", {E, 8}), t(L + "output.dense.bias", {E}),
+          t(L + "output.LayerNorm.weight", {E}), t(L + "output.LayerNorm.bias", {E})};
 }
 
 std::string write_st(const std::string& name, const std::vector<St>& ts) {
@@ -141,4 +141,22 @@ TEST_CASE("inconsistent checkpoints are refused by name", "[convert][errors]") {
                return o;
              }()),
              Contains("not divisible by 3 heads"));
+}
+
+TEST_CASE("without a recorded head count only released shapes are assumed, and said", "[convert][errors]") {
+  const std::string dir = test::scratch("convert-errors");
+  // XLM-R base's width: 12 heads, with a note saying it was assumed.
+  const auto r = xlmr::convert_checkpoint(write_st("base-width.safetensors", tiny_hf(768)), dir + "/bw.xlmr", {});
+  CHECK(r.config["model"]["heads"] == 12);
+  REQUIRE(r.notes.size() == 1);
+  CHECK_THAT(r.notes[0], Contains("assumed 12") && Contains("XLM-R base") && Contains("--heads"));
+  // Any other width is refused rather than guessed (128 / 64 = 2 heads might be wrong).
+  CHECK_THAT(convert_error(write_st("odd-width.safetensors", tiny_hf(128)), {}),
+             Contains("cannot tell the number of attention heads") && Contains("--heads"));
+  // --heads settles it, with no note.
+  xlmr::ConvertOptions co;
+  co.heads = 4;
+  const auto given = xlmr::convert_checkpoint(write_st("odd-width.safetensors", tiny_hf(128)), dir + "/ow.xlmr", co);
+  CHECK(given.config["model"]["heads"] == 4);
+  CHECK(given.notes.empty());
 }

@@ -613,8 +613,34 @@ ConvertReport convert_checkpoint(const std::string& src, const std::string& out_
   if (!heads) heads = hf_int(hf, "num_attention_heads", 0);
   if (!heads) heads = meta_int(all.metadata, {"args", "encoder_attention_heads"});
   if (!heads) heads = meta_int(all.metadata, {"cfg", "model", "encoder_attention_heads"});
-  if (!heads && c.hidden % 64 == 0) heads = c.hidden / 64;  // every XLM-R-family model has head dim 64
-  XLMR_CHECK(heads > 0, "cannot tell the number of attention heads: pass --heads");
+  if (!heads) {
+    // The checkpoint does not say (a bare state dict: torchtext's never
+    // does). A wrong head count gives wrong numbers without any error, so
+    // only the released shapes are assumed, and the assumption is reported.
+    struct Known {
+      Family family;
+      Norm norm;
+      int hidden, heads;
+      const char* what;
+    };
+    static const Known kKnown[] = {
+        {Family::xlmr, Norm::post, 768, 12, "XLM-R base"},
+        {Family::xlmr, Norm::post, 1024, 16, "XLM-R large"},
+        {Family::xlmr, Norm::pre, 2560, 32, "XLM-R XL"},
+        {Family::xlmr, Norm::pre, 4096, 32, "XLM-R XXL"},
+        {Family::bert, Norm::post, 384, 12, "multilingual-e5-small and multilingual MiniLM-L12"},
+    };
+    for (const Known& k : kKnown)
+      if (k.family == c.family && k.norm == c.norm && k.hidden == c.hidden) {
+        heads = k.heads;
+        rep.notes.push_back("the checkpoint does not record its head count: assumed " + std::to_string(k.heads) +
+                            ", the " + k.what + " shape (hidden " + std::to_string(k.hidden) +
+                            "); pass --heads if this model differs");
+      }
+  }
+  XLMR_CHECK(heads > 0, "cannot tell the number of attention heads: no config.json num_attention_heads, no fairseq "
+                        "args, and hidden size " + std::to_string(c.hidden) +
+                        " is not one of a released XLM-R-family shape; pass --heads");
   XLMR_CHECK(c.hidden % heads == 0, "hidden size " + std::to_string(c.hidden) + " is not divisible by " +
                                         std::to_string(heads) + " heads");
   c.heads = heads;

@@ -22,7 +22,7 @@ struct ConvertOptions {
   std::string head_activation;   // "relu" | "tanh" | "" (from the naming: torchtext relu, others tanh)
   std::string family;            // "xlmr" | "bert" | "" (from config.json / naming)
   std::string head_name;         // fairseq classification head to keep, when there are several
-  int heads = 0;                 // attention heads; 0: config.json, fairseq args, or hidden / 64
+  int heads = 0;                 // attention heads; 0: config.json, fairseq args, or a released shape's
   bool ignore_unknown = false;   // drop tensors that match no known name instead of failing
 };
 

@@ -34,7 +34,9 @@ int main(int argc, char** argv) {
                  "xlmr (positions from 2) or bert (positions from 0: multilingual-e5-small, MiniLM); "
                  "default from config.json or the naming");
   app.add_option("--head", opts.head_name, "fairseq classification head to keep, when there are several");
-  app.add_option("--heads", opts.heads, "number of attention heads (default: config.json, fairseq args, or hidden/64)");
+  app.add_option("--heads", opts.heads,
+                 "number of attention heads (default: config.json, fairseq args, or the released count for a "
+                 "released XLM-R-family width)");
   app.add_flag("--ignore-unknown", opts.ignore_unknown, "drop tensors with names this converter does not know");
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
   app.set_version_flag("--version", std::string("xlmr-convert ") + XLMR_VERSION + " (writes .xlmr format version " +
