@@ -5,8 +5,8 @@
 // qkv [N, 3E] and out [N, E]; a query sees exactly the keys of its own
 // sequence. Nothing of size N x N is ever stored.
 //
-// head_dim 64, tensor cores (flash-attention-2 scheme): one CTA per (64-query
-// tile, head, sequence), 4 warps x 16 query rows. K/V tiles of 64 keys are
+// head_dim 64 and 32, tensor cores (flash-attention-2 scheme): one CTA per
+// (64-query tile, head, sequence), 4 warps x 16 query rows. K/V tiles of 64 keys are
 // staged in shared memory with cp.async (double-buffered, zero-filled past the
 // sequence end); S = Q K^T and O += P V are mma.sync m16n8k16 products with
 // fp32 accumulators; the softmax is the online one, kept in registers, in the
@@ -29,7 +29,7 @@
 #include "kernels/cuda/ptx.cuh"
 
 // mma.m16n8k16 and cp.async need sm_80. Device code compiled for an older
-// target (CMAKE_CUDA_ARCHITECTURES below 80) keeps the head_dim-64 entry point
+// target (CMAKE_CUDA_ARCHITECTURES below 80) keeps the tensor-core entry point
 // but runs the plain per-row path inside it, so results stay right.
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
 #define XLMR_ATTENTION_NO_MMA 1
@@ -187,24 +187,32 @@ __global__ void __launch_bounds__(kFbWarps * 32)
   attend_row_plain<T>(out, qkv, start, len, i, blockIdx.y, heads, D, scale, q_s[warp]);
 }
 
-// ---- head_dim 64: tensor-core kernel ---------------------------------------
-constexpr int kD = 64;        // head dim of this kernel
+// ---- head_dim 64 and 32: tensor-core kernel ----------------------------------
+// D, the head dim, is a template parameter: 64 (XLM-R base/large, bge-m3,
+// e5-base/large) or 32 (multilingual-e5-small). Q, two K and two V tiles of
+// 64 x (D + 8) 16-bit elements fit the 48 KiB of static shared memory up to
+// D = 64.
+constexpr bool tensor_core_head_dim(int d) { return d == 64 || d == 32; }
 constexpr int kBlockM = 64;   // query rows per CTA (4 warps x 16)
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
 
 #ifndef XLMR_ATTENTION_NO_MMA
 constexpr int kBlockN = 64;  // keys per K/V tile
-// Shared row stride in elements: 144 bytes keeps every row 16-byte aligned for
-// cp.async and makes the fragment loads below bank-conflict free (row r starts
-// at bank 4r mod 32, so 8 rows x 4 words cover all 32 banks).
-constexpr int kLds = kD + 8;
+// Shared row stride in elements: D + 8 (144 bytes for D = 64, 80 for 32)
+// keeps every row 16-byte aligned for cp.async and makes the fragment loads
+// below bank-conflict free (row r starts at bank 36r resp. 20r mod 32: 8 rows
+// start on 8 different multiples of 4, so 8 rows x 4 words cover all 32 banks).
+template <int D>
+constexpr int kLdsOf = D + 8;
 
-// Stages rows [r0, r0 + 64) of one 64-wide column slice (src points at row 0
-// of the sequence, slice start) into dst [64][kLds]; rows >= len become zero.
+// Stages rows [r0, r0 + 64) of one D-wide column slice (src points at row 0
+// of the sequence, slice start) into dst [64][D + 8]; rows >= len become zero.
+template <int D>
 __device__ __forceinline__ void load_tile(uint16_t* dst, const uint16_t* src, int r0, int len, size_t row_stride,
                                           int tid) {
-  constexpr int kChunksPerRow = kD / 8;  // 16-byte chunks
+  constexpr int kLds = kLdsOf<D>;
+  constexpr int kChunksPerRow = D / 8;  // 16-byte chunks
   static_assert(kBlockN * kChunksPerRow % kThreads == 0, "tile chunks must split evenly over the threads");
 #pragma unroll
   for (int i = 0; i < kBlockN * kChunksPerRow / kThreads; ++i) {
@@ -223,12 +231,15 @@ __device__ __forceinline__ void load_tile(uint16_t* dst, const uint16_t* src, in
 // 2t+8.., col g), C (row g | g+8, cols 2t, 2t+1).
 // Three CTAs per SM: the register budget (<= 170) then holds Q fragments,
 // scores and the output accumulator without spilling.
-template <typename T>
+template <typename T, int D>
 __global__ void __launch_bounds__(kThreads, 3)
-    attention_hd64_kernel(uint16_t* __restrict__ out,        // [N, E]
-                          const uint16_t* __restrict__ qkv,  // [N, 3E]
-                          const int32_t* __restrict__ cu_seqlens, int heads, float scale_log2) {
+    attention_mma_kernel(uint16_t* __restrict__ out,        // [N, E]
+                         const uint16_t* __restrict__ qkv,  // [N, 3E]
+                         const int32_t* __restrict__ cu_seqlens, int heads, float scale_log2) {
+  static_assert(D == 64 || D == 32, "head dims the tensor-core kernel is built for (tensor_core_head_dim)");
+  constexpr int kD = D;
 #ifdef XLMR_ATTENTION_NO_MMA
+  constexpr float kScale = D == 64 ? 0.125f : 0.17677669529663688f;  // 1 / sqrt(D)
   // Pre-sm_80 device code: each warp runs its 16 rows through the plain path.
   __shared__ float q_rows[kWarps][kD];
   const int start = cu_seqlens[blockIdx.z];
@@ -236,10 +247,11 @@ __global__ void __launch_bounds__(kThreads, 3)
   const int warp = threadIdx.x / 32;
   for (int r = 0; r < 16; ++r) {
     const int i = blockIdx.x * kBlockM + warp * 16 + r;
-    if (i < len) attend_row_plain<T>(out, qkv, start, len, i, blockIdx.y, heads, kD, 0.125f, q_rows[warp]);
+    if (i < len) attend_row_plain<T>(out, qkv, start, len, i, blockIdx.y, heads, kD, kScale, q_rows[warp]);
   }
   (void)scale_log2;
 #else
+  constexpr int kLds = kLdsOf<D>;
   __shared__ __align__(16) uint16_t q_s[kBlockM * kLds];
   __shared__ __align__(16) uint16_t k_s[2][kBlockN * kLds];
   __shared__ __align__(16) uint16_t v_s[2][kBlockN * kLds];
@@ -263,15 +275,15 @@ __global__ void __launch_bounds__(kThreads, 3)
   const int n_tiles = (len + kBlockN - 1) / kBlockN;
 
   // Group 0: the Q tile; group 1: K/V tile 0.
-  load_tile(q_s, q_src, m0, len, row_stride, tid);
+  load_tile<D>(q_s, q_src, m0, len, row_stride, tid);
   cp_async_commit();
-  load_tile(k_s[0], k_src, 0, len, row_stride, tid);
-  load_tile(v_s[0], v_src, 0, len, row_stride, tid);
+  load_tile<D>(k_s[0], k_src, 0, len, row_stride, tid);
+  load_tile<D>(v_s[0], v_src, 0, len, row_stride, tid);
   cp_async_commit();
   cp_async_wait<1>();
   __syncthreads();
 
-  // This warp's 16 query rows as A fragments, 4 k-steps of 16 over D.
+  // This warp's 16 query rows as A fragments, D / 16 k-steps of 16 over D.
   uint32_t qf[kD / 16][4];
   {
     const uint16_t* q0 = q_s + (warp * 16 + g) * kLds + 2 * t;
@@ -299,8 +311,8 @@ __global__ void __launch_bounds__(kThreads, 3)
     // Prefetch tile j+1 into the other buffer. Its last readers finished in
     // iteration j-1, before that iteration's closing barrier.
     if (j + 1 < n_tiles) {
-      load_tile(k_s[buf ^ 1], k_src, (j + 1) * kBlockN, len, row_stride, tid);
-      load_tile(v_s[buf ^ 1], v_src, (j + 1) * kBlockN, len, row_stride, tid);
+      load_tile<D>(k_s[buf ^ 1], k_src, (j + 1) * kBlockN, len, row_stride, tid);
+      load_tile<D>(v_s[buf ^ 1], v_src, (j + 1) * kBlockN, len, row_stride, tid);
       cp_async_commit();
       cp_async_wait<1>();  // everything but tile j+1 has landed
     } else {
@@ -432,10 +444,13 @@ void launch(void* out, const void* qkv, const int32_t* cu_seqlens, int n_seqs, i
             int head_dim, cudaStream_t stream) {
   auto* o = static_cast<uint16_t*>(out);
   const auto* in = static_cast<const uint16_t*>(qkv);
-  if (head_dim == kD) {
-    const float scale_log2 = float(1.4426950408889634 / std::sqrt(double(kD)));  // log2(e) / sqrt(D)
+  if (tensor_core_head_dim(head_dim)) {
+    const float scale_log2 = float(1.4426950408889634 / std::sqrt(double(head_dim)));  // log2(e) / sqrt(D)
     const dim3 grid(unsigned((max_seqlen + kBlockM - 1) / kBlockM), unsigned(heads), unsigned(n_seqs));
-    XLMR_LAUNCH(grid, kThreads, 0, stream, attention_hd64_kernel<T>)(o, in, cu_seqlens, heads, scale_log2);
+    if (head_dim == 64)
+      XLMR_LAUNCH(grid, kThreads, 0, stream, attention_mma_kernel<T, 64>)(o, in, cu_seqlens, heads, scale_log2);
+    else
+      XLMR_LAUNCH(grid, kThreads, 0, stream, attention_mma_kernel<T, 32>)(o, in, cu_seqlens, heads, scale_log2);
   } else {
     const float scale = float(1.0 / std::sqrt(double(head_dim)));
     const dim3 grid(unsigned((max_seqlen + kFbWarps - 1) / kFbWarps), unsigned(heads), unsigned(n_seqs));

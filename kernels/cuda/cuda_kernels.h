@@ -65,8 +65,8 @@ void add_bias_residual_layernorm(Half16 t, void* x, const void* y, const float* 
 // Variable-length multi-head attention over packed QKV rows [N, 3E] (Q | K |
 // V, head h at columns [h*D, (h+1)*D) of each), sequences given by device
 // cu_seqlens [S+1]; out [N, E]. Flash style: O(N) memory, no padding, any
-// sequence length up to 8192. head_dim 64 uses tensor cores; other head dims
-// (multiples of 8, up to 128) use a plain fallback kernel.
+// sequence length up to 8192. Head dims 64 and 32 use tensor cores; other
+// head dims (multiples of 8, up to 128) use a plain fallback kernel.
 void varlen_attention(Half16 t, void* out, const void* qkv, const int32_t* cu_seqlens, int n_seqs,
                       int max_seqlen, int heads, int head_dim, Stream s);
 
