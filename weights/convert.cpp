@@ -405,6 +405,7 @@ float src_value(const SourceTensor& t, size_t i) {
 
 void append_converted(std::vector<uint8_t>* out, const SourceTensor& t, DType dt) {
   const size_t n = size_t(t.numel());
+  XLMR_CHECK(t.data.size() == n * dtype_size(t.dtype), "internal: the data of tensor '" + t.name + "' is gone");
   const size_t at = out->size();
   out->resize(at + n * dtype_size(dt));
   uint8_t* dst = out->data() + at;
@@ -571,6 +572,17 @@ ConvertReport convert_checkpoint(const std::string& src, const std::string& out_
   }
   for (const std::string& u : unknown) rep.ignored.push_back(u);
 
+  // Memory: the checkpoint is held whole (XLM-R XL is 14 GB in f32). What the
+  // encoder does not use (LM heads, optimizer state) goes now, and each source
+  // tensor goes once converted, so the peak stays near the used part of the
+  // checkpoint instead of checkpoint plus converted copy.
+  auto release = [](SourceTensor& t) { std::vector<uint8_t>().swap(t.data); };
+  std::map<std::string, SourceTensor*> owned;
+  for (SourceTensor& t : all.tensors) {
+    if (used.count(t.name)) owned[t.name] = &t;
+    else release(t);
+  }
+
   // ---- config from shapes, config.json and the options ----
   auto src_of = [&](const std::string& canonical) { return namer.get(mapped.at(canonical).parts.front()); };
   auto dims = [&](const std::string& canonical) {
@@ -729,7 +741,10 @@ ConvertReport convert_checkpoint(const std::string& src, const std::string& out_
     t.name = s.name;
     t.shape = s.shape;
     t.dtype = s.shape.size() == 2 ? opts.dtype : DType::f32;  // biases and LayerNorm stay f32
-    for (const std::string& p : mapped.at(s.name).parts) append_converted(&t.data, *namer.get(p), t.dtype);
+    for (const std::string& p : mapped.at(s.name).parts) {
+      append_converted(&t.data, *namer.get(p), t.dtype);
+      release(*owned.at(p));  // each source feeds one canonical tensor
+    }
     rep.bytes += t.data.size();
     tensors.push_back(std::move(t));
   }
