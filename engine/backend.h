@@ -55,6 +55,10 @@ class Backend {
   virtual void reserve(int max_tokens, int max_seqlen) = 0;
   // Whether the scheduler must count a batch as S * max_seqlen tokens.
   virtual bool padded() const = 0;
+  // True when, once reserve() has run, the backend works from its own copy
+  // of the weight matrices (packed, or on the GPU) and never reads the
+  // model's again, so that Model::release_matrices() may free them.
+  virtual bool keeps_own_matrices() const { return false; }
   virtual void forward(const RaggedBatch& batch, const ForwardOptions& opts, const BatchOutputs& out) = 0;
   // Per-kernel timings of this backend's forwards (off until enabled).
   Profiler& profiler() { return profiler_; }

@@ -82,9 +82,12 @@ class CpuBackend final : public Backend {
 
   const char* name() const override { return name_.c_str(); }
   bool padded() const override { return opts_.padded; }
+  bool keeps_own_matrices() const override { return true; }
 
   void reserve(int max_tokens, int max_seqlen) override {
     XLMR_CHECK(max_tokens >= max_seqlen && max_seqlen >= 1, "cpu backend: bad workspace request");
+    XLMR_CHECK(w_.layers.empty() || w_.layers[0].qkv_w,
+               "cpu backend: the model's weight matrices were released after the first reserve(), which packs them");
     const int E = c_.hidden, F = c_.ffn, C = std::max(c_.num_labels, 1);
     cap_tokens_ = max_tokens;
     cap_seqlen_ = max_seqlen;
@@ -109,7 +112,7 @@ class CpuBackend final : public Backend {
     const Epilogue act = c_.head_activation == HeadActivation::relu ? Epilogue::relu : Epilogue::tanh;
     size_t scratch = std::max({qkv_gemm_->scratchpad_bytes(), out_gemm_->scratchpad_bytes(),
                                ffn1_gemm_->scratchpad_bytes(), ffn2_gemm_->scratchpad_bytes()});
-    if (w_.pooler_w) {
+    if (c_.has_pooler) {
       pooler_gemm_.reset(new Gemm(env_, GemmSpec{E, E, Epilogue::tanh, true, Precision::f32, false, true}, max_seqs));
       pooler_ = pooler_gemm_->pack(w_.pooler_w, w_.pooler_b);
       scratch = std::max(scratch, pooler_gemm_->scratchpad_bytes());

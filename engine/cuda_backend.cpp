@@ -112,6 +112,7 @@ class CudaBackend final : public Backend {
 
   const char* name() const override { return name_.c_str(); }
   bool padded() const override { return false; }
+  bool keeps_own_matrices() const override { return true; }  // uploaded in the constructor
 
   void reserve(int max_tokens, int max_seqlen) override {
     XLMR_CHECK(max_tokens >= max_seqlen && max_seqlen >= 1, "cuda backend: bad workspace request");
@@ -144,7 +145,7 @@ class CudaBackend final : public Backend {
     out_gemm_ = add_gemm(E_, E_, cuda::LtEpilogue::none, max_tokens);
     ffn1_gemm_ = add_gemm(E_, F_, cuda::LtEpilogue::bias_gelu, max_tokens);
     ffn2_gemm_ = add_gemm(F_, E_, cuda::LtEpilogue::none, max_tokens);
-    if (w_.pooler_w) pooler_gemm_ = add_gemm(E_, E_, cuda::LtEpilogue::bias, max_tokens);
+    if (c_.has_pooler) pooler_gemm_ = add_gemm(E_, E_, cuda::LtEpilogue::bias, max_tokens);
     if (c_.num_labels > 0) {
       head_dense_gemm_ = add_gemm(E_, E_, cuda::LtEpilogue::bias, max_tokens);
       head_out_gemm_ = add_gemm(E_, c_.num_labels, cuda::LtEpilogue::bias, max_tokens);

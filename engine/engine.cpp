@@ -79,6 +79,9 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
   }
   const int budget = std::max(opts.max_batch_tokens, e->max_length_);
   e->backend_->reserve(budget, e->max_length_);
+  // A bf16/f16 file's matrices were widened to f32 for packing or upload;
+  // the backend has its own copy now.
+  if (e->backend_->keeps_own_matrices()) e->model_->release_matrices();
   const size_t E = size_t(c.hidden);
   for (int i = 0; i < 2; ++i) {
     e->ids_[i].resize(size_t(budget));

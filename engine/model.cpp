@@ -101,8 +101,28 @@ const float* Model::f32(const std::string& name) {
     std::memcpy(&h, src + 2 * i, 2);
     out[i] = t->dtype == DType::f16 ? f16_to_f32(h) : bf16_to_f32(h);
   }
-  owned_.push_back(std::move(out));
-  return owned_.back().data();
+  std::vector<float>& kept = owned_[name];
+  kept = std::move(out);
+  return kept.data();
+}
+
+void Model::release_matrices() {
+  auto drop = [&](const float*& p, const std::string& name) {
+    owned_.erase(name);
+    p = nullptr;
+  };
+  for (int i = 0; i < int(weights_.layers.size()); ++i) {
+    LayerWeights& l = weights_.layers[size_t(i)];
+    drop(l.qkv_w, layer_tensor(i, "attn.qkv.weight"));
+    drop(l.out_w, layer_tensor(i, "attn.out.weight"));
+    drop(l.ffn1_w, layer_tensor(i, "ffn1.weight"));
+    drop(l.ffn2_w, layer_tensor(i, "ffn2.weight"));
+  }
+  if (weights_.pooler_w) drop(weights_.pooler_w, "pooler.dense.weight");
+  if (weights_.head_dense_w) {
+    drop(weights_.head_dense_w, "head.dense.weight");
+    drop(weights_.head_out_w, "head.out.weight");
+  }
 }
 
 }  // namespace xlmr

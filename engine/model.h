@@ -3,6 +3,7 @@
 // f16/bf16 matrices are widened once, at load, into buffers the model owns.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,6 +61,13 @@ class Model {
   const ModelWeights& weights() const { return weights_; }
   const XlmrFile& file() const { return *file_; }
 
+  // For a backend that keeps its own copy of the weight matrices (packed for
+  // oneDNN, or on the GPU): frees the widened f32 copies of the layer,
+  // pooler and head matrices of an f16/bf16 file (about twice the file's
+  // size) and sets their pointers in weights() to nullptr. Embeddings,
+  // biases and LayerNorm parameters stay.
+  void release_matrices();
+
  private:
   Model() = default;
   const float* f32(const std::string& name);
@@ -67,7 +75,7 @@ class Model {
   std::unique_ptr<XlmrFile> file_;
   ModelConfig config_;
   ModelWeights weights_;
-  std::vector<std::vector<float>> owned_;  // widened copies of f16/bf16 tensors
+  std::map<std::string, std::vector<float>> owned_;  // widened copies of f16/bf16 tensors, by name
 };
 
 }  // namespace xlmr

@@ -5,9 +5,12 @@
 
 #include <random>
 
+#include "engine/backend.h"
 #include "engine/engine.h"
+#include "engine/model.h"
 #include "test_support.h"
 #include "tiny_model.h"
+#include "weights/convert.h"
 
 using Catch::Matchers::Contains;
 
@@ -229,4 +232,43 @@ TEST_CASE("fused path options are checked", "[fused][errors]") {
   // A fused engine describes itself.
   auto e = xlmr::Engine::load(m);
   CHECK_THAT(e->describe(), Contains("cpu-fused"));
+}
+
+TEST_CASE("a bf16 file's widened matrices are freed once the backend has its own copy", "[fused]") {
+  // The BERT-arch fixture has a pooler; stored in bf16, its matrices are
+  // widened to f32 at load for packing, then released.
+  const std::string file = test::scratch("fused") + "/bert_bf16.xlmr";
+  xlmr::ConvertOptions co;
+  co.dtype = xlmr::DType::bf16;
+  xlmr::convert_checkpoint(test::fixture("smoke/bert"), file, co);
+
+  auto model = xlmr::Model::load(file);
+  const xlmr::ModelWeights& w = model->weights();
+  REQUIRE(w.layers.at(0).qkv_w);
+  REQUIRE(w.pooler_w);
+  model->release_matrices();
+  CHECK(w.layers.at(0).qkv_w == nullptr);
+  CHECK(w.layers.at(1).ffn2_w == nullptr);
+  CHECK(w.pooler_w == nullptr);
+  CHECK(w.word != nullptr);  // the embedding kernel still reads these
+  CHECK(w.layers.at(0).ln1_g != nullptr);
+  // A backend cannot pack what is gone: a clean error, not a crash.
+  auto backend = xlmr::make_cpu_backend(*model, {});
+  CHECK_THROWS_WITH(backend->reserve(64, 32), Contains("released"));
+
+  // Through the Engine (which releases after packing), every output, the
+  // pooler's included, is still the reference path's.
+  const std::vector<std::vector<int32_t>> ids = {{0, 5, 6, 7, 2}, {0, 9, 2}};
+  xlmr::EngineOptions fused, ref;
+  fused.precision = xlmr::Precision::f32;
+  ref.path = xlmr::Path::reference;
+  xlmr::EncodeOptions enc;
+  enc.pooling = xlmr::Pooling::pooler;
+  enc.hidden = true;
+  const auto got = xlmr::Engine::load(file, fused)->encode_ids(ids, enc);
+  const auto want = xlmr::Engine::load(file, ref)->encode_ids(ids, enc);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    CHECK(test::max_abs_diff(got[i].embedding, std::vector<double>(want[i].embedding.begin(), want[i].embedding.end())) < 1e-4);
+    CHECK(test::max_abs_diff(got[i].hidden, std::vector<double>(want[i].hidden.begin(), want[i].hidden.end())) < 1e-4);
+  }
 }
