@@ -21,6 +21,7 @@
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/pooling.h"
+#include "weights/schema.h"
 
 namespace xlmr {
 namespace {
@@ -51,7 +52,7 @@ struct LayerPack {
 
 class CpuBackend final : public Backend {
  public:
-  CpuBackend(const Model& m, const CpuBackendOptions& o) : c_(m.config()), w_(m.weights()), opts_(o) {
+  CpuBackend(const Model& m, const CpuBackendOptions& o) : m_(m), c_(m.config()), w_(m.weights()), opts_(o) {
     isa_ = cpu::choose_isa(o.isa);
     XLMR_CHECK(o.threads >= 0, "threads must be >= 0");
     threads_ = o.threads > 0 ? o.threads : omp_get_num_procs();
@@ -86,8 +87,6 @@ class CpuBackend final : public Backend {
 
   void reserve(int max_tokens, int max_seqlen) override {
     XLMR_CHECK(max_tokens >= max_seqlen && max_seqlen >= 1, "cpu backend: bad workspace request");
-    XLMR_CHECK(w_.layers.empty() || w_.layers[0].qkv_w,
-               "cpu backend: the model's weight matrices were released after the first reserve(), which packs them");
     const int E = c_.hidden, F = c_.ffn, C = std::max(c_.num_labels, 1);
     cap_tokens_ = max_tokens;
     cap_seqlen_ = max_seqlen;
@@ -100,12 +99,18 @@ class CpuBackend final : public Backend {
     ffn1_gemm_.reset(new Gemm(env_, GemmSpec{E, F, Epilogue::gelu, true, p, bf16_}, max_tokens));
     ffn2_gemm_.reset(new Gemm(env_, GemmSpec{F, E, Epilogue::none, false, p, false}, max_tokens));
     layers_.clear();
-    for (const LayerWeights& l : w_.layers) {
+    // Matrices come from the model one at a time: an f16/bf16 file's are
+    // widened into `wide` just for packing (Model::load(..., false)).
+    std::vector<float> wide;
+    auto matrix = [&](const float* p, const std::string& name) { return p ? p : m_.tensor_f32(name, &wide); };
+    for (size_t i = 0; i < w_.layers.size(); ++i) {
+      const LayerWeights& l = w_.layers[i];
+      const int li = int(i);
       LayerPack lp;
-      lp.qkv = qkv_gemm_->pack(l.qkv_w, l.qkv_b);
-      lp.out = out_gemm_->pack(l.out_w, nullptr);
-      lp.ffn1 = ffn1_gemm_->pack(l.ffn1_w, l.ffn1_b);
-      lp.ffn2 = ffn2_gemm_->pack(l.ffn2_w, nullptr);
+      lp.qkv = qkv_gemm_->pack(matrix(l.qkv_w, layer_tensor(li, "attn.qkv.weight")), l.qkv_b);
+      lp.out = out_gemm_->pack(matrix(l.out_w, layer_tensor(li, "attn.out.weight")), nullptr);
+      lp.ffn1 = ffn1_gemm_->pack(matrix(l.ffn1_w, layer_tensor(li, "ffn1.weight")), l.ffn1_b);
+      lp.ffn2 = ffn2_gemm_->pack(matrix(l.ffn2_w, layer_tensor(li, "ffn2.weight")), nullptr);
       layers_.push_back(std::move(lp));
     }
     // Sentence-level layers run on the [S, E] matrix of first tokens, in f32.
@@ -114,15 +119,15 @@ class CpuBackend final : public Backend {
                                ffn1_gemm_->scratchpad_bytes(), ffn2_gemm_->scratchpad_bytes()});
     if (c_.has_pooler) {
       pooler_gemm_.reset(new Gemm(env_, GemmSpec{E, E, Epilogue::tanh, true, Precision::f32, false, true}, max_seqs));
-      pooler_ = pooler_gemm_->pack(w_.pooler_w, w_.pooler_b);
+      pooler_ = pooler_gemm_->pack(matrix(w_.pooler_w, "pooler.dense.weight"), w_.pooler_b);
       scratch = std::max(scratch, pooler_gemm_->scratchpad_bytes());
     }
     if (c_.num_labels > 0) {
       head_dense_gemm_.reset(new Gemm(env_, GemmSpec{E, E, act, true, Precision::f32, false, true}, max_seqs));
       head_out_gemm_.reset(
           new Gemm(env_, GemmSpec{E, c_.num_labels, Epilogue::none, true, Precision::f32, false, true}, max_seqs));
-      head_dense_ = head_dense_gemm_->pack(w_.head_dense_w, w_.head_dense_b);
-      head_out_ = head_out_gemm_->pack(w_.head_out_w, w_.head_out_b);
+      head_dense_ = head_dense_gemm_->pack(matrix(w_.head_dense_w, "head.dense.weight"), w_.head_dense_b);
+      head_out_ = head_out_gemm_->pack(matrix(w_.head_out_w, "head.out.weight"), w_.head_out_b);
       scratch = std::max({scratch, head_dense_gemm_->scratchpad_bytes(), head_out_gemm_->scratchpad_bytes()});
     }
     scratchpad_.resize(scratch + 64);
@@ -289,6 +294,7 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  const Model& m_;
   const ModelConfig& c_;
   const ModelWeights& w_;
   CpuBackendOptions opts_;

@@ -22,6 +22,7 @@
 #include "engine/model.h"
 #include "kernels/cuda/cuda_kernels.h"
 #include "kernels/cuda/device.h"
+#include "weights/schema.h"
 
 namespace xlmr {
 namespace {
@@ -83,7 +84,7 @@ struct DeviceLayer {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(const Model& m, const CudaBackendOptions& o) : c_(m.config()), w_(m.weights()) {
+  CudaBackend(const Model& m, const CudaBackendOptions& o) : m_(m), c_(m.config()), w_(m.weights()) {
     std::string why, dev;
     XLMR_CHECK(cuda::device_available(&why, &dev), "--device cuda: " + why);
     XLMR_CHECK(o.precision == Precision::f16 || o.precision == Precision::bf16,
@@ -396,14 +397,19 @@ class CudaBackend final : public Backend {
       up32(final_g_, w_.final_ln_g, E);
       up32(final_b_, w_.final_ln_b, E);
     }
+    // Matrices come from the model one at a time: an f16/bf16 file's are
+    // widened into `wide` just for the upload (Model::load(..., false)).
+    std::vector<float> wide;
+    auto matrix = [&](const float* p, const std::string& name) { return p ? p : m_.tensor_f32(name, &wide); };
     layers_ = std::vector<DeviceLayer>(w_.layers.size());
     for (size_t i = 0; i < w_.layers.size(); ++i) {
       const LayerWeights& l = w_.layers[i];
+      const int li = int(i);
       DeviceLayer& d = layers_[i];
-      up16(d.qkv_w, l.qkv_w, 3 * E * E);
-      up16(d.out_w, l.out_w, E * E);
-      up16(d.ffn1_w, l.ffn1_w, F * E);
-      up16(d.ffn2_w, l.ffn2_w, E * F);
+      up16(d.qkv_w, matrix(l.qkv_w, layer_tensor(li, "attn.qkv.weight")), 3 * E * E);
+      up16(d.out_w, matrix(l.out_w, layer_tensor(li, "attn.out.weight")), E * E);
+      up16(d.ffn1_w, matrix(l.ffn1_w, layer_tensor(li, "ffn1.weight")), F * E);
+      up16(d.ffn2_w, matrix(l.ffn2_w, layer_tensor(li, "ffn2.weight")), E * F);
       up32(d.qkv_b, l.qkv_b, 3 * E);
       up32(d.out_b, l.out_b, E);
       up32(d.ln1_g, l.ln1_g, E);
@@ -413,19 +419,20 @@ class CudaBackend final : public Backend {
       up32(d.ln2_g, l.ln2_g, E);
       up32(d.ln2_b, l.ln2_b, E);
     }
-    if (w_.pooler_w) {
-      up16(pooler_w_, w_.pooler_w, E * E);
+    if (c_.has_pooler) {
+      up16(pooler_w_, matrix(w_.pooler_w, "pooler.dense.weight"), E * E);
       up32(pooler_b_, w_.pooler_b, E);
     }
     if (c_.num_labels > 0) {
-      up16(head_dense_w_, w_.head_dense_w, E * E);
+      up16(head_dense_w_, matrix(w_.head_dense_w, "head.dense.weight"), E * E);
       up32(head_dense_b_, w_.head_dense_b, E);
-      up16(head_out_w_, w_.head_out_w, size_t(c_.num_labels) * E);
+      up16(head_out_w_, matrix(w_.head_out_w, "head.out.weight"), size_t(c_.num_labels) * E);
       up32(head_out_b_, w_.head_out_b, size_t(c_.num_labels));
     }
     cuda::sync(stream_);
   }
 
+  const Model& m_;
   const ModelConfig& c_;
   const ModelWeights& w_;
   Half16 t_ = Half16::f16;

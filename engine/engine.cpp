@@ -27,7 +27,10 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
   e->opts_ = opts;
   LoadOptions lo;
   lo.verify_checksums = opts.verify_checksums;
-  e->model_ = Model::load(path, lo);
+  // Only the reference path reads the weight matrices as it runs; the others
+  // pack or upload each once, so a 16-bit file's are not widened up front.
+  const bool reference = opts.path == Path::reference && opts.device == Device::cpu;
+  e->model_ = Model::load(path, lo, /*widen_matrices=*/reference);
   const ModelConfig& c = e->model_->config();
 
   e->max_length_ = c.max_length;
@@ -79,8 +82,8 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
   }
   const int budget = std::max(opts.max_batch_tokens, e->max_length_);
   e->backend_->reserve(budget, e->max_length_);
-  // A bf16/f16 file's matrices were widened to f32 for packing or upload;
-  // the backend has its own copy now.
+  // The backend has its own copy of the matrices now (none are kept widened
+  // here; this makes sure, and leaves no pointer to them).
   if (e->backend_->keeps_own_matrices()) e->model_->release_matrices();
   const size_t E = size_t(c.hidden);
   for (int i = 0; i < 2; ++i) {

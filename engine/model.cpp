@@ -17,8 +17,9 @@ std::string shape_str(const std::vector<int64_t>& s) {
 }
 }  // namespace
 
-std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& opts) {
+std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& opts, bool widen_matrices) {
   std::unique_ptr<Model> m(new Model());
+  m->widen_matrices_ = widen_matrices;
   m->file_ = XlmrFile::open(path, opts);
   try {
     m->config_ = ModelConfig::from_json(m->file_->config());
@@ -53,28 +54,28 @@ std::unique_ptr<Model> Model::load(const std::string& path, const LoadOptions& o
   }
   for (int i = 0; i < c.layers; ++i) {
     LayerWeights l;
-    l.qkv_w = m->f32(layer_tensor(i, "attn.qkv.weight"));
+    l.qkv_w = m->matrix(layer_tensor(i, "attn.qkv.weight"));
     l.qkv_b = m->f32(layer_tensor(i, "attn.qkv.bias"));
-    l.out_w = m->f32(layer_tensor(i, "attn.out.weight"));
+    l.out_w = m->matrix(layer_tensor(i, "attn.out.weight"));
     l.out_b = m->f32(layer_tensor(i, "attn.out.bias"));
     l.ln1_g = m->f32(layer_tensor(i, "ln1.weight"));
     l.ln1_b = m->f32(layer_tensor(i, "ln1.bias"));
-    l.ffn1_w = m->f32(layer_tensor(i, "ffn1.weight"));
+    l.ffn1_w = m->matrix(layer_tensor(i, "ffn1.weight"));
     l.ffn1_b = m->f32(layer_tensor(i, "ffn1.bias"));
-    l.ffn2_w = m->f32(layer_tensor(i, "ffn2.weight"));
+    l.ffn2_w = m->matrix(layer_tensor(i, "ffn2.weight"));
     l.ffn2_b = m->f32(layer_tensor(i, "ffn2.bias"));
     l.ln2_g = m->f32(layer_tensor(i, "ln2.weight"));
     l.ln2_b = m->f32(layer_tensor(i, "ln2.bias"));
     w.layers.push_back(l);
   }
   if (c.has_pooler) {
-    w.pooler_w = m->f32("pooler.dense.weight");
+    w.pooler_w = m->matrix("pooler.dense.weight");
     w.pooler_b = m->f32("pooler.dense.bias");
   }
   if (c.num_labels > 0) {
-    w.head_dense_w = m->f32("head.dense.weight");
+    w.head_dense_w = m->matrix("head.dense.weight");
     w.head_dense_b = m->f32("head.dense.bias");
-    w.head_out_w = m->f32("head.out.weight");
+    w.head_out_w = m->matrix("head.out.weight");
     w.head_out_b = m->f32("head.out.bias");
   }
   return m;
@@ -90,26 +91,37 @@ NormParams norm_params(const ModelWeights& w, const NormStep& step) {
   return {w.final_ln_g, w.final_ln_b};
 }
 
+const float* Model::matrix(const std::string& name) {
+  const TensorInfo* t = file_->find(name);
+  return widen_matrices_ || (t && t->dtype == DType::f32) ? f32(name) : nullptr;
+}
+
+const float* Model::tensor_f32(const std::string& name, std::vector<float>* scratch) const {
+  const TensorInfo* t = file_->find(name);
+  XLMR_CHECK(t, "tensor '" + name + "' is missing");
+  if (t->dtype == DType::f32) return static_cast<const float*>(file_->data(*t));
+  scratch->resize(size_t(t->numel()));
+  const auto* src = static_cast<const uint8_t*>(file_->data(*t));
+  for (size_t i = 0; i < scratch->size(); ++i) {
+    uint16_t h;
+    std::memcpy(&h, src + 2 * i, 2);
+    (*scratch)[i] = t->dtype == DType::f16 ? f16_to_f32(h) : bf16_to_f32(h);
+  }
+  return scratch->data();
+}
+
 const float* Model::f32(const std::string& name) {
   const TensorInfo* t = file_->find(name);
   XLMR_CHECK(t, "tensor '" + name + "' is missing");
-  if (t->dtype == DType::f32) return static_cast<const float*>(file_->data(*t));  // 64-byte aligned
-  std::vector<float> out(size_t(t->numel()));
-  const auto* src = static_cast<const uint8_t*>(file_->data(*t));
-  for (size_t i = 0; i < out.size(); ++i) {
-    uint16_t h;
-    std::memcpy(&h, src + 2 * i, 2);
-    out[i] = t->dtype == DType::f16 ? f16_to_f32(h) : bf16_to_f32(h);
-  }
-  std::vector<float>& kept = owned_[name];
-  kept = std::move(out);
-  return kept.data();
+  if (t->dtype == DType::f32) return tensor_f32(name, nullptr);  // in place, 64-byte aligned
+  return tensor_f32(name, &owned_[name]);                         // widened, kept until released
 }
 
 void Model::release_matrices() {
   auto drop = [&](const float*& p, const std::string& name) {
     owned_.erase(name);
     p = nullptr;
+    if (const TensorInfo* t = file_->find(name)) file_->drop_pages(*t);  // the mapped bytes too
   };
   for (int i = 0; i < int(weights_.layers.size()); ++i) {
     LayerWeights& l = weights_.layers[size_t(i)];

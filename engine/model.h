@@ -55,7 +55,16 @@ NormParams norm_params(const ModelWeights& w, const NormStep& step);
 class Model {
  public:
   // Opens, validates (config, tensor set, shapes) and maps the weights.
-  static std::unique_ptr<Model> load(const std::string& path, const LoadOptions& opts = {});
+  // widen_matrices false: the layer, pooler and head matrices of an f16/bf16
+  // file are not widened up front (their pointers in weights() stay nullptr),
+  // for a backend that reads each once, through tensor_f32(), to pack or
+  // upload it; the peak memory of a load then stays near the file's size.
+  static std::unique_ptr<Model> load(const std::string& path, const LoadOptions& opts = {},
+                                     bool widen_matrices = true);
+
+  // The f32 values of any tensor of the file: a pointer into the mapping for
+  // f32 data, else widened into *scratch (valid while scratch is unchanged).
+  const float* tensor_f32(const std::string& name, std::vector<float>* scratch) const;
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
@@ -65,12 +74,14 @@ class Model {
   // oneDNN, or on the GPU): frees the widened f32 copies of the layer,
   // pooler and head matrices of an f16/bf16 file (about twice the file's
   // size) and sets their pointers in weights() to nullptr. Embeddings,
-  // biases and LayerNorm parameters stay.
+  // biases and LayerNorm parameters stay; tensor_f32() still reads any.
   void release_matrices();
 
  private:
   Model() = default;
   const float* f32(const std::string& name);
+  const float* matrix(const std::string& name);  // f32(), or nullptr when matrices are not widened
+  bool widen_matrices_ = true;
 
   std::unique_ptr<XlmrFile> file_;
   ModelConfig config_;

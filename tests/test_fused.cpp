@@ -234,7 +234,7 @@ TEST_CASE("fused path options are checked", "[fused][errors]") {
   CHECK_THAT(e->describe(), Contains("cpu-fused"));
 }
 
-TEST_CASE("a bf16 file's widened matrices are freed once the backend has its own copy", "[fused]") {
+TEST_CASE("a bf16 file's matrices are widened only for packing, then freed", "[fused]") {
   // The BERT-arch fixture has a pooler; stored in bf16, its matrices are
   // widened to f32 at load for packing, then released.
   const std::string file = test::scratch("fused") + "/bert_bf16.xlmr";
@@ -252,9 +252,22 @@ TEST_CASE("a bf16 file's widened matrices are freed once the backend has its own
   CHECK(w.pooler_w == nullptr);
   CHECK(w.word != nullptr);  // the embedding kernel still reads these
   CHECK(w.layers.at(0).ln1_g != nullptr);
-  // A backend cannot pack what is gone: a clean error, not a crash.
+  // A backend made now reads the matrices from the file instead.
   auto backend = xlmr::make_cpu_backend(*model, {});
-  CHECK_THROWS_WITH(backend->reserve(64, 32), Contains("released"));
+  CHECK_NOTHROW(backend->reserve(64, 32));
+
+  // Loaded without widening (as the Engine does for the fused and CUDA
+  // paths), the matrices are never widened up front; the tensors read the same.
+  auto lazy = xlmr::Model::load(file, {}, false);
+  CHECK(lazy->weights().layers.at(0).qkv_w == nullptr);
+  CHECK(lazy->weights().word != nullptr);
+  std::vector<float> a;
+  const auto full = xlmr::Model::load(file);
+  const size_t n = size_t(3) * 64 * 64;  // the fixture's qkv matrix: [3E, E], E = 64
+  REQUIRE(lazy->config().hidden == 64);
+  const float* wl = lazy->tensor_f32("layers.0.attn.qkv.weight", &a);
+  CHECK(std::vector<float>(wl, wl + n) ==
+        std::vector<float>(full->weights().layers[0].qkv_w, full->weights().layers[0].qkv_w + n));
 
   // Through the Engine (which releases after packing), every output, the
   // pooler's included, is still the reference path's.

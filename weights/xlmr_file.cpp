@@ -292,6 +292,14 @@ const TensorInfo* XlmrFile::find(const std::string& name) const {
   return nullptr;
 }
 
+void XlmrFile::drop_pages(const TensorInfo& t) const {
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(base_ + t.offset), end = begin + t.nbytes;
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  // Advice only: a failure changes nothing but the resident size.
+  if (first < last) (void)::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 std::string XlmrFile::tokenizer_model() const {
   return std::string(reinterpret_cast<const char*>(base_ + tok_offset_), size_t(tok_size_));
 }

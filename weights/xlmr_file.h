@@ -78,6 +78,10 @@ class XlmrFile {
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find(const std::string& name) const;  // nullptr when absent
   const void* data(const TensorInfo& t) const { return base_ + t.offset; }
+  // Hands the whole pages inside a tensor's bytes back to the OS (they are
+  // clean, file-backed: a later read maps them in again from the file). For
+  // tensors a backend has copied and will not read again.
+  void drop_pages(const TensorInfo& t) const;
   std::string tokenizer_model() const;  // the SentencePiece model bytes
 
  private:
