@@ -99,18 +99,19 @@ class CpuBackend final : public Backend {
     ffn1_gemm_.reset(new Gemm(env_, GemmSpec{E, F, Epilogue::gelu, true, p, bf16_}, max_tokens));
     ffn2_gemm_.reset(new Gemm(env_, GemmSpec{F, E, Epilogue::none, false, p, false}, max_tokens));
     layers_.clear();
-    // Matrices come from the model one at a time: an f16/bf16 file's are
-    // widened into `wide` just for packing (Model::load(..., false)).
+    // Matrices are read from the file one at a time (an f16/bf16 one widened
+    // into `wide` just for packing), not through weights(), whose matrix
+    // pointers the engine releases (Model::release_matrices).
     std::vector<float> wide;
-    auto matrix = [&](const float* p, const std::string& name) { return p ? p : m_.tensor_f32(name, &wide); };
+    auto matrix = [&](const std::string& name) { return m_.tensor_f32(name, &wide); };
     for (size_t i = 0; i < w_.layers.size(); ++i) {
       const LayerWeights& l = w_.layers[i];
       const int li = int(i);
       LayerPack lp;
-      lp.qkv = qkv_gemm_->pack(matrix(l.qkv_w, layer_tensor(li, "attn.qkv.weight")), l.qkv_b);
-      lp.out = out_gemm_->pack(matrix(l.out_w, layer_tensor(li, "attn.out.weight")), nullptr);
-      lp.ffn1 = ffn1_gemm_->pack(matrix(l.ffn1_w, layer_tensor(li, "ffn1.weight")), l.ffn1_b);
-      lp.ffn2 = ffn2_gemm_->pack(matrix(l.ffn2_w, layer_tensor(li, "ffn2.weight")), nullptr);
+      lp.qkv = qkv_gemm_->pack(matrix(layer_tensor(li, "attn.qkv.weight")), l.qkv_b);
+      lp.out = out_gemm_->pack(matrix(layer_tensor(li, "attn.out.weight")), nullptr);
+      lp.ffn1 = ffn1_gemm_->pack(matrix(layer_tensor(li, "ffn1.weight")), l.ffn1_b);
+      lp.ffn2 = ffn2_gemm_->pack(matrix(layer_tensor(li, "ffn2.weight")), nullptr);
       layers_.push_back(std::move(lp));
     }
     // Sentence-level layers run on the [S, E] matrix of first tokens, in f32.
@@ -119,15 +120,15 @@ class CpuBackend final : public Backend {
                                ffn1_gemm_->scratchpad_bytes(), ffn2_gemm_->scratchpad_bytes()});
     if (c_.has_pooler) {
       pooler_gemm_.reset(new Gemm(env_, GemmSpec{E, E, Epilogue::tanh, true, Precision::f32, false, true}, max_seqs));
-      pooler_ = pooler_gemm_->pack(matrix(w_.pooler_w, "pooler.dense.weight"), w_.pooler_b);
+      pooler_ = pooler_gemm_->pack(matrix("pooler.dense.weight"), w_.pooler_b);
       scratch = std::max(scratch, pooler_gemm_->scratchpad_bytes());
     }
     if (c_.num_labels > 0) {
       head_dense_gemm_.reset(new Gemm(env_, GemmSpec{E, E, act, true, Precision::f32, false, true}, max_seqs));
       head_out_gemm_.reset(
           new Gemm(env_, GemmSpec{E, c_.num_labels, Epilogue::none, true, Precision::f32, false, true}, max_seqs));
-      head_dense_ = head_dense_gemm_->pack(matrix(w_.head_dense_w, "head.dense.weight"), w_.head_dense_b);
-      head_out_ = head_out_gemm_->pack(matrix(w_.head_out_w, "head.out.weight"), w_.head_out_b);
+      head_dense_ = head_dense_gemm_->pack(matrix("head.dense.weight"), w_.head_dense_b);
+      head_out_ = head_out_gemm_->pack(matrix("head.out.weight"), w_.head_out_b);
       scratch = std::max({scratch, head_dense_gemm_->scratchpad_bytes(), head_out_gemm_->scratchpad_bytes()});
     }
     scratchpad_.resize(scratch + 64);

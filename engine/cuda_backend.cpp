@@ -397,19 +397,20 @@ class CudaBackend final : public Backend {
       up32(final_g_, w_.final_ln_g, E);
       up32(final_b_, w_.final_ln_b, E);
     }
-    // Matrices come from the model one at a time: an f16/bf16 file's are
-    // widened into `wide` just for the upload (Model::load(..., false)).
+    // Matrices are read from the file one at a time (an f16/bf16 one widened
+    // into `wide` just for the upload), not through weights(), whose matrix
+    // pointers the engine releases (Model::release_matrices).
     std::vector<float> wide;
-    auto matrix = [&](const float* p, const std::string& name) { return p ? p : m_.tensor_f32(name, &wide); };
+    auto matrix = [&](const std::string& name) { return m_.tensor_f32(name, &wide); };
     layers_ = std::vector<DeviceLayer>(w_.layers.size());
     for (size_t i = 0; i < w_.layers.size(); ++i) {
       const LayerWeights& l = w_.layers[i];
       const int li = int(i);
       DeviceLayer& d = layers_[i];
-      up16(d.qkv_w, matrix(l.qkv_w, layer_tensor(li, "attn.qkv.weight")), 3 * E * E);
-      up16(d.out_w, matrix(l.out_w, layer_tensor(li, "attn.out.weight")), E * E);
-      up16(d.ffn1_w, matrix(l.ffn1_w, layer_tensor(li, "ffn1.weight")), F * E);
-      up16(d.ffn2_w, matrix(l.ffn2_w, layer_tensor(li, "ffn2.weight")), E * F);
+      up16(d.qkv_w, matrix(layer_tensor(li, "attn.qkv.weight")), 3 * E * E);
+      up16(d.out_w, matrix(layer_tensor(li, "attn.out.weight")), E * E);
+      up16(d.ffn1_w, matrix(layer_tensor(li, "ffn1.weight")), F * E);
+      up16(d.ffn2_w, matrix(layer_tensor(li, "ffn2.weight")), E * F);
       up32(d.qkv_b, l.qkv_b, 3 * E);
       up32(d.out_b, l.out_b, E);
       up32(d.ln1_g, l.ln1_g, E);
@@ -420,13 +421,13 @@ class CudaBackend final : public Backend {
       up32(d.ln2_b, l.ln2_b, E);
     }
     if (c_.has_pooler) {
-      up16(pooler_w_, matrix(w_.pooler_w, "pooler.dense.weight"), E * E);
+      up16(pooler_w_, matrix("pooler.dense.weight"), E * E);
       up32(pooler_b_, w_.pooler_b, E);
     }
     if (c_.num_labels > 0) {
-      up16(head_dense_w_, matrix(w_.head_dense_w, "head.dense.weight"), E * E);
+      up16(head_dense_w_, matrix("head.dense.weight"), E * E);
       up32(head_dense_b_, w_.head_dense_b, E);
-      up16(head_out_w_, matrix(w_.head_out_w, "head.out.weight"), size_t(c_.num_labels) * E);
+      up16(head_out_w_, matrix("head.out.weight"), size_t(c_.num_labels) * E);
       up32(head_out_b_, w_.head_out_b, size_t(c_.num_labels));
     }
     cuda::sync(stream_);

@@ -100,6 +100,7 @@ const float* Model::tensor_f32(const std::string& name, std::vector<float>* scra
   const TensorInfo* t = file_->find(name);
   XLMR_CHECK(t, "tensor '" + name + "' is missing");
   if (t->dtype == DType::f32) return static_cast<const float*>(file_->data(*t));
+  XLMR_CHECK(scratch, "tensor '" + name + "' is stored in 16 bits and needs a buffer to be widened into");
   scratch->resize(size_t(t->numel()));
   const auto* src = static_cast<const uint8_t*>(file_->data(*t));
   for (size_t i = 0; i < scratch->size(); ++i) {
