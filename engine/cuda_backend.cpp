@@ -94,7 +94,9 @@ class CudaBackend final : public Backend {
                    std::to_string(c_.head_dim()) + ")");
     t_ = o.precision == Precision::bf16 ? Half16::bf16 : Half16::f16;
     elt_ = 2;
-    name_ = "cuda (" + dev + ", " + to_string(o.precision) + ", ragged)";
+    attention_ = cuda::attention_prepare(t_, c_.head_dim());  // once: it may opt in to more shared memory
+    name_ = "cuda (" + dev + ", " + to_string(o.precision) + ", ragged, " + cuda::to_string(attention_) +
+            " attention)";
     graph_capacity_ = o.graphs ? o.graph_cache : 0;
     stream_ = cuda::stream_create();
     copy_stream_ = cuda::stream_create();
@@ -322,7 +324,8 @@ class CudaBackend final : public Backend {
         cuda::lt_gemm_run(qkv_gemm_, qkv_.get(), in, l.qkv_w.get(), l.qkv_b.as<float>(), N, stream_);
       });
       timed(Kernel::attention, 4.0 * attn_work * E, NE * elt_ * 4, [&] {
-        cuda::varlen_attention(t_, attn_.get(), qkv_.get(), d_cu, S, b.max_seqlen, c_.heads, c_.head_dim(), stream_);
+        cuda::varlen_attention(t_, attention_, attn_.get(), qkv_.get(), d_cu, S, b.max_seqlen, c_.heads,
+                               c_.head_dim(), stream_);
       });
       timed(Kernel::out_gemm, 2.0 * N * E * E, double(E) * E * elt_, [&] {
         cuda::lt_gemm_run(out_gemm_, proj_.get(), attn_.get(), l.out_w.get(), nullptr, N, stream_);
@@ -437,6 +440,7 @@ class CudaBackend final : public Backend {
   const ModelConfig& c_;
   const ModelWeights& w_;
   Half16 t_ = Half16::f16;
+  cuda::AttentionKernel attention_ = cuda::AttentionKernel::plain;
   size_t elt_ = 2;
   std::string name_;
   cuda::Stream stream_ = nullptr;

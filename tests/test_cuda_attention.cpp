@@ -1,7 +1,8 @@
-// cuda::varlen_attention against ref::attention_padded: head dims 64 and 32
-// (tensor cores; 12 and 16 heads), the fallback head dims, a ragged batch with every
-// tile edge (1, 15, 16, 17, 63, 64, 65, ...) and one 8192-token sequence, in
-// fp16 and bf16. The reference runs on the 16-bit inputs read back from the
+// cuda::varlen_attention against ref::attention_padded: head dims 64, 32, 80
+// and 128 on tensor cores (12 and 16 heads), the plain kernel at every head
+// dim, a ragged batch with every tile edge (1, 15, 16, 17, 63, 64, 65, ...)
+// and one 8192-token sequence, in fp16 and bf16; and which kernel
+// attention_prepare picks on which device. The reference runs on the 16-bit inputs read back from the
 // device, so the error measured is the kernel's alone. Output rows past the
 // batch are pre-filled with a NaN pattern and must come back untouched.
 // Without a GPU each case says so and passes; the same cases, smaller, also
@@ -43,6 +44,7 @@ struct Shape {
   std::vector<int> lengths;
   int heads = 1;
   int head_dim = 64;
+  bool plain = false;  // the plain kernel, whatever attention_prepare would pick
 };
 
 // What one device run saw and produced.
@@ -85,7 +87,8 @@ DeviceRun run_on_device(Half16 t, const Shape& sh, float qk_scale, uint32_t seed
   cu::copy_to_device(d_out.get(), fill.data(), out_elems * 2, s);
   cu::sync(s);
 
-  cu::varlen_attention(t, d_out.get(), d_qkv.get(), static_cast<const int32_t*>(d_cu.get()), S, max_seqlen,
+  const cu::AttentionKernel kernel = sh.plain ? cu::AttentionKernel::plain : cu::attention_prepare(t, sh.head_dim);
+  cu::varlen_attention(t, kernel, d_out.get(), d_qkv.get(), static_cast<const int32_t*>(d_cu.get()), S, max_seqlen,
                        sh.heads, sh.head_dim, s);
   cu::sync(s);
 
@@ -185,7 +188,9 @@ void check_against_reference(const Shape& sh, float qk_scale, uint32_t seed) {
   for (size_t k = 0; k < types.size(); ++k) {
     const Stats st = compare(want[k], runs[k].out, sh);
     std::ostringstream what;
-    what << type_name(types[k]) << ", " << sh.heads << " heads x D " << sh.head_dim << ", "
+    what << type_name(types[k]) << ", "
+         << cu::to_string(sh.plain ? cu::AttentionKernel::plain : cu::attention_prepare(types[k], sh.head_dim))
+         << " kernel, " << sh.heads << " heads x D " << sh.head_dim << ", "
          << sh.lengths.size() << " sequences up to " << *std::max_element(sh.lengths.begin(), sh.lengths.end())
          << " tokens, Q/K scale " << qk_scale << ": min cosine " << st.min_cosine << " (" << st.worst
          << "), max abs error " << st.max_abs_error;
@@ -204,9 +209,9 @@ const std::vector<int> kRagged = {1, 15, 16, 17, 63, 64, 65, 128, 300, 1000};
 // emulator needs about a second per million query-key pairs and head.
 int heads_for(int heads) { return test::gpu::kEmulated ? std::min(heads, 2) : heads; }
 const std::vector<int>& ragged_for(int head_dim) {
-  // The plain kernel of other head dims is the slow one to emulate: no 1000.
+  // Head dims other than 64 and the plain kernel are slower to emulate: no 1000.
   static const std::vector<int> shorter(kRagged.begin(), kRagged.end() - 1);
-  return test::gpu::kEmulated && head_dim != 64 && head_dim != 32 ? shorter : kRagged;
+  return test::gpu::kEmulated && head_dim != 64 ? shorter : kRagged;
 }
 
 }  // namespace
@@ -232,28 +237,63 @@ TEST_CASE("CUDA varlen attention, head dim 32 (tensor cores), ragged batch", "[c
   check_against_reference({ragged_for(32), heads_for(12), 32}, 1.f, 14);
 }
 
-TEST_CASE("CUDA varlen attention, other fallback head dims", "[cuda]") {
+TEST_CASE("CUDA varlen attention, head dim 80 (XLM-R XL), ragged batch", "[cuda]") {
   if (!have_gpu("varlen attention test")) return;
-  for (int D : {8, 16, 40, 48, 80, 96, 128}) {  // 80: XLM-R XL, 128: XXL
+  check_against_reference({ragged_for(80), heads_for(32), 80}, 1.f, 15);
+}
+
+TEST_CASE("CUDA varlen attention, head dim 128 (XLM-R XXL), ragged batch", "[cuda]") {
+  if (!have_gpu("varlen attention test")) return;
+  check_against_reference({ragged_for(128), heads_for(32), 128}, 1.f, 16);
+}
+
+TEST_CASE("CUDA varlen attention, the plain kernel at every head dim", "[cuda]") {
+  if (!have_gpu("varlen attention test")) return;
+  for (int D : {8, 16, 32, 40, 48, 64, 80, 96, 128}) {
     INFO("head dim " << D);
-    check_against_reference({{1, 17, 33, 65, 300}, test::gpu::kEmulated ? 1 : 3, D}, 1.f, uint32_t(20 + D));
+    check_against_reference({{1, 17, 33, 65, 300}, test::gpu::kEmulated ? 1 : 3, D, true}, 1.f, uint32_t(20 + D));
   }
+}
+
+TEST_CASE("CUDA attention_prepare picks tensor cores for 32, 64, 80 and 128 only", "[cuda]") {
+  if (!have_gpu("attention kernel choice test")) return;
+  const cu::DeviceLimits dev = cu::device_limits();
+  for (Half16 t : {Half16::f16, Half16::bf16}) {
+    for (int D = 8; D <= 128; D += 8) {
+      INFO(type_name(t) << ", head dim " << D << ", compute capability " << dev.cc_major << "." << dev.cc_minor
+                        << ", " << dev.smem_per_block_optin << " bytes of opt-in shared memory");
+      const bool small = D == 32 || D == 64;
+      // 80 needs 55 KiB, 128 needs 85 KiB of shared memory, and sm_80.
+      const size_t need = D == 80 ? 56320 : 87040;
+      const bool large = (D == 80 || D == 128) && dev.cc_major >= 8 && dev.smem_per_block_optin >= need;
+      CHECK(cu::attention_prepare(t, D) ==
+            (small || large ? cu::AttentionKernel::tensor_core : cu::AttentionKernel::plain));
+    }
+  }
+  CHECK_THROWS_WITH(cu::attention_prepare(Half16::f16, 136), Catch::Contains("multiple of 8 up to 128"));
+  CHECK_THROWS_WITH(cu::attention_prepare(Half16::f16, 60), Catch::Contains("multiple of 8 up to 128"));
+  // The tensor-core kernel refuses a head dim it was not built for.
+  DeviceBuffer d(64);
+  CHECK_THROWS_WITH(cu::varlen_attention(Half16::f16, cu::AttentionKernel::tensor_core, d.get(), d.get(),
+                                         static_cast<const int32_t*>(d.get()), 1, 1, 1, 48, nullptr),
+                    Catch::Contains("tensor-core kernel takes head sizes 32, 64, 80 and 128"));
 }
 
 TEST_CASE("CUDA varlen attention gives finite outputs for 16-bit inputs with peaked scores", "[cuda]") {
   if (!have_gpu("varlen attention test")) return;
   // Q and K x6: scores with a spread of a few hundred, so most probabilities
   // underflow to zero and the running max moves between tiles.
-  for (int D : {64, 32}) {
+  for (int D : {64, 32, 80, 128}) {
     INFO("head dim " << D);
     check_against_reference({{1, 2, 17, 64, 65, 200, 700}, test::gpu::kEmulated ? 1 : 4, D}, 6.f, uint32_t(30 + D));
   }
 }
 
 #ifdef XLMR_CUDA_EMULATION
-namespace xlmr::emulation {
-void set_schedule_seed(uint64_t seed);  // tests/emulation/emulator.h
-}
+namespace xlmr::emulation {  // tests/emulation/emulator.h
+void set_schedule_seed(uint64_t seed);
+void set_device_limits(int cc_major, int cc_minor, size_t smem_per_block_optin);
+}  // namespace xlmr::emulation
 
 // Emulator only: warps drifting apart and cp.async copies landing early or
 // late at random, so that a missing barrier or a K/V buffer refilled while
@@ -264,8 +304,28 @@ TEST_CASE("CUDA varlen attention under shuffled warp schedules", "[cuda]") {
     xlmr::emulation::set_schedule_seed(seed);
     check_against_reference({{1, 17, 64, 65, 200, 300}, 2, 64}, 1.f, uint32_t(40 + seed));
     check_against_reference({{1, 17, 65, 130}, 1, 32}, 1.f, uint32_t(50 + seed));
+    check_against_reference({{1, 17, 65, 130}, 1, 128}, 1.f, uint32_t(60 + seed));
   }
   xlmr::emulation::set_schedule_seed(0);
+}
+
+// Emulator only: smaller devices. An sm_86-like one (99 KiB a block) still
+// runs 128 on tensor cores; a Turing-like one (sm_75, 64 KiB) gets the plain
+// kernel for 80 and 128, and the results stay right.
+TEST_CASE("CUDA varlen attention on devices with less shared memory", "[cuda]") {
+  struct Restore {
+    ~Restore() { xlmr::emulation::set_device_limits(9, 0, size_t(227) << 10); }
+  } restore;
+  xlmr::emulation::set_device_limits(8, 6, size_t(99) << 10);
+  CHECK(cu::attention_prepare(Half16::bf16, 128) == cu::AttentionKernel::tensor_core);
+  CHECK(cu::attention_prepare(Half16::f16, 80) == cu::AttentionKernel::tensor_core);
+  xlmr::emulation::set_device_limits(8, 0, size_t(64) << 10);
+  CHECK(cu::attention_prepare(Half16::bf16, 80) == cu::AttentionKernel::tensor_core);
+  CHECK(cu::attention_prepare(Half16::bf16, 128) == cu::AttentionKernel::plain);
+  xlmr::emulation::set_device_limits(7, 5, size_t(64) << 10);
+  CHECK(cu::attention_prepare(Half16::f16, 80) == cu::AttentionKernel::plain);
+  CHECK(cu::attention_prepare(Half16::f16, 64) == cu::AttentionKernel::tensor_core);
+  check_against_reference({{1, 17, 65}, 1, 80}, 1.f, 70);
 }
 #endif
 

@@ -5,12 +5,15 @@
 // qkv [N, 3E] and out [N, E]; a query sees exactly the keys of its own
 // sequence. Nothing of size N x N is ever stored.
 //
-// head_dim 64 and 32, tensor cores (flash-attention-2 scheme): one CTA per
-// (64-query tile, head, sequence), 4 warps x 16 query rows. K/V tiles of 64 keys are
-// staged in shared memory with cp.async (double-buffered, zero-filled past the
-// sequence end); S = Q K^T and O += P V are mma.sync m16n8k16 products with
-// fp32 accumulators; the softmax is the online one, kept in registers, in the
-// exp2 domain (scores pre-multiplied by log2(e) / sqrt(D)).
+// Head dims 32, 64, 80 and 128, tensor cores (flash-attention-2 scheme): one
+// CTA per (64-query tile, head, sequence), 4 warps x 16 query rows. K/V tiles
+// of 64 keys are staged in shared memory with cp.async (double-buffered,
+// zero-filled past the sequence end); S = Q K^T and O += P V are mma.sync
+// m16n8k16 products with fp32 accumulators; the softmax is the online one,
+// kept in registers, in the exp2 domain (scores pre-multiplied by
+// log2(e) / sqrt(D)). 80 and 128 (XLM-R XL, XXL) need more than the 48 KiB of
+// shared memory a kernel gets without an opt-in; attention_prepare opts in
+// where the device allows it and otherwise picks the plain kernel.
 //
 // Other head dims (multiples of 8 up to 128): a plain fp32 kernel, one warp
 // per (query, head), keys 32 at a time.
@@ -187,24 +190,37 @@ __global__ void __launch_bounds__(kFbWarps * 32)
   attend_row_plain<T>(out, qkv, start, len, i, blockIdx.y, heads, D, scale, q_s[warp]);
 }
 
-// ---- head_dim 64 and 32: tensor-core kernel ----------------------------------
+// ---- head dims 32, 64, 80, 128: tensor-core kernel ------------------------
 // D, the head dim, is a template parameter: 64 (XLM-R base/large, bge-m3,
-// e5-base/large) or 32 (multilingual-e5-small). Q, two K and two V tiles of
-// 64 x (D + 8) 16-bit elements fit the 48 KiB of static shared memory up to
-// D = 64.
-constexpr bool tensor_core_head_dim(int d) { return d == 64 || d == 32; }
-constexpr int kBlockM = 64;   // query rows per CTA (4 warps x 16)
+// e5-base/large), 32 (multilingual-e5-small), 80 (XLM-R XL), 128 (XLM-R XXL).
+constexpr bool tensor_core_head_dim(int d) { return d == 32 || d == 64 || d == 80 || d == 128; }
+constexpr int kBlockM = 64;  // query rows per CTA (4 warps x 16)
+constexpr int kBlockN = 64;  // keys per K/V tile
 constexpr int kWarps = 4;
 constexpr int kThreads = kWarps * 32;
+constexpr size_t kDefaultSmem = size_t(48) << 10;  // dynamic shared memory a launch gets without an opt-in
+
+// Shared row stride in elements: D + 8 (80, 144, 176, 272 bytes) keeps every
+// row 16-byte aligned for cp.async and makes the fragment loads below
+// bank-conflict free: row r starts at word (D + 8) r / 2, i.e. bank 20r, 36r,
+// 44r, 68r mod 32, so 8 consecutive rows start on 8 different multiples of 4
+// and 8 rows x 4 words cover all 32 banks.
+constexpr int lds_of(int d) { return d + 8; }
+// Dynamic shared memory of one CTA: the Q tile and two K and two V tiles, each
+// 64 rows x (D + 8) 16-bit elements: 25 KiB (D 32), 45 KiB (64), 55 KiB (80),
+// 85 KiB (128).
+constexpr size_t mma_smem_bytes(int d) { return size_t(5) * kBlockM * size_t(lds_of(d)) * 2; }
+static_assert(kBlockM == kBlockN, "the Q tile and the K/V tiles share one size in mma_smem_bytes");
+static_assert(mma_smem_bytes(64) <= kDefaultSmem, "head dims up to 64 need no shared-memory opt-in");
+// CTAs per SM the register budget is sized for: three keep the registers at
+// <= 170 per thread, enough for the Q fragments, scores and output accumulator
+// up to D = 80; D = 128 holds twice the accumulator of 64 and gets 255.
+template <int D>
+constexpr int kMinCtasOf = D <= 80 ? 3 : 2;
 
 #ifndef XLMR_ATTENTION_NO_MMA
-constexpr int kBlockN = 64;  // keys per K/V tile
-// Shared row stride in elements: D + 8 (144 bytes for D = 64, 80 for 32)
-// keeps every row 16-byte aligned for cp.async and makes the fragment loads
-// below bank-conflict free (row r starts at bank 36r resp. 20r mod 32: 8 rows
-// start on 8 different multiples of 4, so 8 rows x 4 words cover all 32 banks).
 template <int D>
-constexpr int kLdsOf = D + 8;
+constexpr int kLdsOf = lds_of(D);
 
 // Stages rows [r0, r0 + 64) of one D-wide column slice (src points at row 0
 // of the sequence, slice start) into dst [64][D + 8]; rows >= len become zero.
@@ -225,36 +241,37 @@ __device__ __forceinline__ void load_tile(uint16_t* dst, const uint16_t* src, in
 }
 #endif
 
-// grid (ceil(max_seqlen / 64), H, S), block 128.
+// grid (ceil(max_seqlen / 64), H, S), block 128, mma_smem_bytes(D) of
+// dynamic shared memory.
 // Fragments of mma.m16n8k16 as in kernels/cuda/ptx.cuh (g = lane / 4,
 // t = lane % 4): A regs (row g | g+8, k 2t.. | 2t+8..), B regs (k 2t.. |
 // 2t+8.., col g), C (row g | g+8, cols 2t, 2t+1).
-// Three CTAs per SM: the register budget (<= 170) then holds Q fragments,
-// scores and the output accumulator without spilling.
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads, 3)
+__global__ void __launch_bounds__(kThreads, kMinCtasOf<D>)
     attention_mma_kernel(uint16_t* __restrict__ out,        // [N, E]
                          const uint16_t* __restrict__ qkv,  // [N, 3E]
                          const int32_t* __restrict__ cu_seqlens, int heads, float scale_log2) {
-  static_assert(D == 64 || D == 32, "head dims the tensor-core kernel is built for (tensor_core_head_dim)");
+  static_assert(D == 32 || D == 64 || D == 80 || D == 128, "head dims the tensor-core kernel is built for");
   constexpr int kD = D;
 #ifdef XLMR_ATTENTION_NO_MMA
-  constexpr float kScale = D == 64 ? 0.125f : 0.17677669529663688f;  // 1 / sqrt(D)
   // Pre-sm_80 device code: each warp runs its 16 rows through the plain path.
-  __shared__ float q_rows[kWarps][kD];
+  const float scale = scale_log2 * 0.6931471805599453f;  // back to 1 / sqrt(D)
+  float* q_rows = detail::dynamic_shared<float>();       // [kWarps][D], within mma_smem_bytes(D)
   const int start = cu_seqlens[blockIdx.z];
   const int len = cu_seqlens[blockIdx.z + 1] - start;
   const int warp = threadIdx.x / 32;
   for (int r = 0; r < 16; ++r) {
     const int i = blockIdx.x * kBlockM + warp * 16 + r;
-    if (i < len) attend_row_plain<T>(out, qkv, start, len, i, blockIdx.y, heads, kD, kScale, q_rows[warp]);
+    if (i < len) attend_row_plain<T>(out, qkv, start, len, i, blockIdx.y, heads, kD, scale, q_rows + warp * kD);
   }
-  (void)scale_log2;
 #else
   constexpr int kLds = kLdsOf<D>;
-  __shared__ __align__(16) uint16_t q_s[kBlockM * kLds];
-  __shared__ __align__(16) uint16_t k_s[2][kBlockN * kLds];
-  __shared__ __align__(16) uint16_t v_s[2][kBlockN * kLds];
+  constexpr int kTile = kBlockM * kLds;  // elements of one tile
+  // Q | K0 | K1 | V0 | V1. Buffers are picked by arithmetic, not from an
+  // array of pointers, which a runtime index would put in local memory.
+  uint16_t* const q_s = detail::dynamic_shared<uint16_t>();
+  auto k_s = [q_s](int b) { return q_s + (1 + b) * kTile; };
+  auto v_s = [q_s](int b) { return q_s + (3 + b) * kTile; };
 
   const int m0 = blockIdx.x * kBlockM;
   const int h = blockIdx.y;
@@ -277,8 +294,8 @@ __global__ void __launch_bounds__(kThreads, 3)
   // Group 0: the Q tile; group 1: K/V tile 0.
   load_tile<D>(q_s, q_src, m0, len, row_stride, tid);
   cp_async_commit();
-  load_tile<D>(k_s[0], k_src, 0, len, row_stride, tid);
-  load_tile<D>(v_s[0], v_src, 0, len, row_stride, tid);
+  load_tile<D>(k_s(0), k_src, 0, len, row_stride, tid);
+  load_tile<D>(v_s(0), v_src, 0, len, row_stride, tid);
   cp_async_commit();
   cp_async_wait<1>();
   __syncthreads();
@@ -311,8 +328,8 @@ __global__ void __launch_bounds__(kThreads, 3)
     // Prefetch tile j+1 into the other buffer. Its last readers finished in
     // iteration j-1, before that iteration's closing barrier.
     if (j + 1 < n_tiles) {
-      load_tile<D>(k_s[buf ^ 1], k_src, (j + 1) * kBlockN, len, row_stride, tid);
-      load_tile<D>(v_s[buf ^ 1], v_src, (j + 1) * kBlockN, len, row_stride, tid);
+      load_tile<D>(k_s(buf ^ 1), k_src, (j + 1) * kBlockN, len, row_stride, tid);
+      load_tile<D>(v_s(buf ^ 1), v_src, (j + 1) * kBlockN, len, row_stride, tid);
       cp_async_commit();
       cp_async_wait<1>();  // everything but tile j+1 has landed
     } else {
@@ -322,7 +339,7 @@ __global__ void __launch_bounds__(kThreads, 3)
 
     // S = Q K^T for 16 rows x 64 keys: 8 n-tiles of 8 keys.
     // B[k][n] = K[key n][dim k], so b0/b1 are two adjacent dims of one key row.
-    const uint16_t* ks = k_s[buf];
+    const uint16_t* ks = k_s(buf);
     float s[kBlockN / 8][4];
 #pragma unroll
     for (int nt = 0; nt < kBlockN / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
@@ -394,7 +411,7 @@ __global__ void __launch_bounds__(kThreads, 3)
     // fragment of keys [16kc, 16kc+16): (row g, keys 2t..) = s[2kc][0..1],
     // (row g+8) = s[2kc][2..3], keys +8 = s[2kc+1][..].
     // B[k][n] = V[key k][dim n]: b0 = V[2t][n], V[2t+1][n]; b1 = rows +8.
-    const uint16_t* vs = v_s[buf];
+    const uint16_t* vs = v_s(buf);
 #pragma unroll
     for (int kc = 0; kc < kBlockN / 16; ++kc) {
       uint32_t pa[4];
@@ -439,18 +456,40 @@ __global__ void __launch_bounds__(kThreads, 3)
 #endif
 }
 
+template <typename T, int D>
+const void* mma_kernel_symbol() {
+  return reinterpret_cast<const void*>(&attention_mma_kernel<T, D>);
+}
+
 template <typename T>
-void launch(void* out, const void* qkv, const int32_t* cu_seqlens, int n_seqs, int max_seqlen, int heads,
-            int head_dim, cudaStream_t stream) {
+void launch_mma(uint16_t* o, const uint16_t* in, const int32_t* cu_seqlens, const dim3& grid, int heads,
+                int head_dim, float scale_log2, cudaStream_t stream) {
+  const size_t smem = mma_smem_bytes(head_dim);
+  switch (head_dim) {
+    case 32:
+      XLMR_LAUNCH(grid, kThreads, smem, stream, attention_mma_kernel<T, 32>)(o, in, cu_seqlens, heads, scale_log2);
+      break;
+    case 64:
+      XLMR_LAUNCH(grid, kThreads, smem, stream, attention_mma_kernel<T, 64>)(o, in, cu_seqlens, heads, scale_log2);
+      break;
+    case 80:
+      XLMR_LAUNCH(grid, kThreads, smem, stream, attention_mma_kernel<T, 80>)(o, in, cu_seqlens, heads, scale_log2);
+      break;
+    default:
+      XLMR_LAUNCH(grid, kThreads, smem, stream, attention_mma_kernel<T, 128>)(o, in, cu_seqlens, heads, scale_log2);
+      break;
+  }
+}
+
+template <typename T>
+void launch(AttentionKernel k, void* out, const void* qkv, const int32_t* cu_seqlens, int n_seqs, int max_seqlen,
+            int heads, int head_dim, cudaStream_t stream) {
   auto* o = static_cast<uint16_t*>(out);
   const auto* in = static_cast<const uint16_t*>(qkv);
-  if (tensor_core_head_dim(head_dim)) {
+  if (k == AttentionKernel::tensor_core) {
     const float scale_log2 = float(1.4426950408889634 / std::sqrt(double(head_dim)));  // log2(e) / sqrt(D)
     const dim3 grid(unsigned((max_seqlen + kBlockM - 1) / kBlockM), unsigned(heads), unsigned(n_seqs));
-    if (head_dim == 64)
-      XLMR_LAUNCH(grid, kThreads, 0, stream, attention_mma_kernel<T, 64>)(o, in, cu_seqlens, heads, scale_log2);
-    else
-      XLMR_LAUNCH(grid, kThreads, 0, stream, attention_mma_kernel<T, 32>)(o, in, cu_seqlens, heads, scale_log2);
+    launch_mma<T>(o, in, cu_seqlens, grid, heads, head_dim, scale_log2, stream);
   } else {
     const float scale = float(1.0 / std::sqrt(double(head_dim)));
     const dim3 grid(unsigned((max_seqlen + kFbWarps - 1) / kFbWarps), unsigned(heads), unsigned(n_seqs));
@@ -459,14 +498,40 @@ void launch(void* out, const void* qkv, const int32_t* cu_seqlens, int n_seqs, i
   }
 }
 
+void check_head_dim(const char* what, int head_dim) {
+  XLMR_CHECK(head_dim > 0 && head_dim % 8 == 0 && head_dim <= kMaxD,
+             std::string(what) + ": head size must be a multiple of 8 up to 128, got " + std::to_string(head_dim));
+}
+
 }  // namespace
 
-void varlen_attention(Half16 t, void* out, const void* qkv, const int32_t* cu_seqlens, int n_seqs, int max_seqlen,
-                      int heads, int head_dim, Stream s) {
+const char* to_string(AttentionKernel k) { return k == AttentionKernel::tensor_core ? "tensor-core" : "plain"; }
+
+AttentionKernel attention_prepare(Half16 t, int head_dim) {
+  check_head_dim("attention_prepare", head_dim);
+  if (!tensor_core_head_dim(head_dim)) return AttentionKernel::plain;
+  const size_t smem = mma_smem_bytes(head_dim);
+  if (smem <= kDefaultSmem) return AttentionKernel::tensor_core;  // pre-sm_80 devices run it on the plain path
+  // 80 and 128: worth it only where mma.sync exists (sm_80), and possible
+  // only where a block may have that much shared memory.
+  const DeviceLimits dev = device_limits();
+  if (dev.cc_major < 8 || dev.smem_per_block_optin < smem) return AttentionKernel::plain;
+  const bool bf16 = t == Half16::bf16;
+  const void* kernel = head_dim == 80
+                           ? (bf16 ? mma_kernel_symbol<__nv_bfloat16, 80>() : mma_kernel_symbol<__half, 80>())
+                           : (bf16 ? mma_kernel_symbol<__nv_bfloat16, 128>() : mma_kernel_symbol<__half, 128>());
+  allow_dynamic_smem(kernel, smem);
+  return AttentionKernel::tensor_core;
+}
+
+void varlen_attention(Half16 t, AttentionKernel k, void* out, const void* qkv, const int32_t* cu_seqlens, int n_seqs,
+                      int max_seqlen, int heads, int head_dim, Stream s) {
   XLMR_CHECK(n_seqs >= 0 && max_seqlen >= 0, "varlen_attention: negative sequence count or length");
   if (n_seqs == 0 || max_seqlen == 0) return;
-  XLMR_CHECK(head_dim > 0 && head_dim % 8 == 0 && head_dim <= kMaxD,
-             "varlen_attention: head size must be a multiple of 8 up to 128, got " + std::to_string(head_dim));
+  check_head_dim("varlen_attention", head_dim);
+  XLMR_CHECK(k == AttentionKernel::plain || tensor_core_head_dim(head_dim),
+             "varlen_attention: the tensor-core kernel takes head sizes 32, 64, 80 and 128, not " +
+                 std::to_string(head_dim) + " (use the kernel attention_prepare chose)");
   // Grid y and z carry heads and sequences.
   XLMR_CHECK(heads > 0 && heads <= 65535 && n_seqs <= 65535,
              "varlen_attention: " + std::to_string(heads) + " heads x " + std::to_string(n_seqs) +
@@ -475,9 +540,9 @@ void varlen_attention(Half16 t, void* out, const void* qkv, const int32_t* cu_se
              "varlen_attention: qkv and out must be 16-byte aligned device pointers");
   const auto stream = static_cast<cudaStream_t>(s);
   if (t == Half16::f16)
-    launch<__half>(out, qkv, cu_seqlens, n_seqs, max_seqlen, heads, head_dim, stream);
+    launch<__half>(k, out, qkv, cu_seqlens, n_seqs, max_seqlen, heads, head_dim, stream);
   else
-    launch<__nv_bfloat16>(out, qkv, cu_seqlens, n_seqs, max_seqlen, heads, head_dim, stream);
+    launch<__nv_bfloat16>(k, out, qkv, cu_seqlens, n_seqs, max_seqlen, heads, head_dim, stream);
   detail::check_launch("varlen_attention");
 }
 

@@ -43,6 +43,18 @@ void capture_abort(Stream s) noexcept;  // ends a capture that cannot finish
 void graph_launch(GraphExec g, Stream s);
 void graph_destroy(GraphExec g) noexcept;
 
+// What the current device offers a kernel (cudaDeviceGetAttribute).
+struct DeviceLimits {
+  int cc_major = 0, cc_minor = 0;    // compute capability
+  size_t smem_per_block_optin = 0;  // most shared memory one block can opt in to
+};
+DeviceLimits device_limits();
+// Lets `kernel` (a __global__ function's address) launch with up to `bytes`
+// of dynamic shared memory on the current device
+// (cudaFuncSetAttribute(MaxDynamicSharedMemorySize)); needed above 48 KiB.
+// The call waits for copies in flight, so it belongs in setup, not per launch.
+void allow_dynamic_smem(const void* kernel, size_t bytes);
+
 // fp32 host data -> 16-bit device data (for weights at load; synchronous).
 void upload_f32_as(Half16 t, void* dst, const float* src, size_t n, Stream s);
 // 16-bit device data -> fp32 device data.
@@ -65,10 +77,19 @@ void add_bias_residual_layernorm(Half16 t, void* x, const void* y, const float* 
 // Variable-length multi-head attention over packed QKV rows [N, 3E] (Q | K |
 // V, head h at columns [h*D, (h+1)*D) of each), sequences given by device
 // cu_seqlens [S+1]; out [N, E]. Flash style: O(N) memory, no padding, any
-// sequence length up to 8192. Head dims 64 and 32 use tensor cores; other
-// head dims (multiples of 8, up to 128) use a plain fallback kernel.
-void varlen_attention(Half16 t, void* out, const void* qkv, const int32_t* cu_seqlens, int n_seqs,
-                      int max_seqlen, int heads, int head_dim, Stream s);
+// sequence length up to 8192. Head dims are multiples of 8 up to 128.
+//
+// Two kernels: tensor cores for head dims 32, 64, 80 and 128, and a plain
+// fp32 one for any head dim. attention_prepare picks the kernel for a head
+// dim on the current device, once, at setup: 80 and 128 need more than 48 KiB
+// of shared memory, which it opts the kernel in to where the device has it
+// (sm_80 and later); elsewhere it picks the plain kernel. varlen_attention
+// runs the kernel given.
+enum class AttentionKernel { tensor_core, plain };
+AttentionKernel attention_prepare(Half16 t, int head_dim);
+const char* to_string(AttentionKernel k);
+void varlen_attention(Half16 t, AttentionKernel k, void* out, const void* qkv, const int32_t* cu_seqlens,
+                      int n_seqs, int max_seqlen, int heads, int head_dim, Stream s);
 
 // out[s] = x[cu_seqlens[s]] (first token of each sequence), 16-bit [S, E].
 void gather_first(Half16 t, void* out, const void* x, const int32_t* cu_seqlens, int n_seqs, int hidden, Stream s);

@@ -180,6 +180,25 @@ void graph_destroy(GraphExec g) noexcept {
   if (cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(g)) != cudaSuccess) cudaGetLastError();
 }
 
+DeviceLimits device_limits() {
+  int dev = 0, major = 0, minor = 0, optin = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev), "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute");
+  DeviceLimits d;
+  d.cc_major = major;
+  d.cc_minor = minor;
+  d.smem_per_block_optin = size_t(std::max(optin, 0));
+  return d;
+}
+
+void allow_dynamic_smem(const void* kernel, size_t bytes) {
+  XLMR_CHECK(bytes <= size_t(INT32_MAX), "allow_dynamic_smem: " + std::to_string(bytes) + " bytes is out of range");
+  check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+        "cudaFuncSetAttribute(MaxDynamicSharedMemorySize)");
+}
+
 void upload_f32_as(Half16 t, void* dst, const float* src, size_t n, Stream s) {
   if (n == 0) return;
   // Converted on the host in chunks through one staging buffer, each chunk

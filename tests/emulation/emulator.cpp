@@ -17,7 +17,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -500,7 +502,21 @@ void mma_m16n8k16(bool bf16, float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
   mma_impl(d, all, lane_id());
 }
 
-void run_grid(dim3 grid_dim, dim3 block_dim, size_t dynamic_smem, void (*body)(void*), void* ctx) {
+namespace {
+// The emulated device, shared by every host thread as a real one is.
+struct Device {
+  std::mutex mu;
+  cuda::DeviceLimits limits{9, 0, size_t(227) << 10};
+  std::map<const void*, size_t> smem_optin;  // kernel -> bytes granted
+};
+Device& device() {
+  static Device d;
+  return d;
+}
+}  // namespace
+
+void run_grid(dim3 grid_dim, dim3 block_dim, size_t dynamic_smem, const void* kernel, void (*body)(void*),
+              void* ctx) {
   if (t_grid) {
     set_error(cudaErrorLaunchFailure, "emulator: a kernel launched from device code");
     return;
@@ -512,9 +528,18 @@ void run_grid(dim3 grid_dim, dim3 block_dim, size_t dynamic_smem, void (*body)(v
               "invalid configuration argument (grid " + dims(grid_dim) + ", block " + dims(block_dim) + ")");
     return;
   }
-  if (dynamic_smem > kMaxDynamicSmem) {
-    set_error(cudaErrorInvalidValue, "invalid argument (" + std::to_string(dynamic_smem) +
-                                         " bytes of dynamic shared memory; 48 KiB without an opt-in)");
+  size_t smem_limit = kMaxDynamicSmem;
+  {
+    Device& d = device();
+    std::lock_guard<std::mutex> lock(d.mu);
+    const auto it = d.smem_optin.find(kernel);
+    if (it != d.smem_optin.end() && it->second > smem_limit) smem_limit = it->second;
+  }
+  if (dynamic_smem > smem_limit) {
+    set_error(cudaErrorInvalidValue,
+              "invalid argument (" + std::to_string(dynamic_smem) + " bytes of dynamic shared memory; " +
+                  (smem_limit == kMaxDynamicSmem ? std::string("48 KiB without an opt-in)")
+                                                 : "the kernel opted in to " + std::to_string(smem_limit) + ")"));
     return;
   }
 
@@ -538,6 +563,24 @@ void run_grid(dim3 grid_dim, dim3 block_dim, size_t dynamic_smem, void (*body)(v
         run_block(g, make_uint3(x, y, z), grid_dim, block_dim);
   t_grid = nullptr;
   if (!g.error.empty()) set_error(cudaErrorLaunchFailure, "emulated kernel failed: " + g.error);
+}
+
+void set_device_limits(int cc_major, int cc_minor, size_t smem_per_block_optin) {
+  Device& d = device();
+  std::lock_guard<std::mutex> lock(d.mu);
+  d.limits = cuda::DeviceLimits{cc_major, cc_minor, smem_per_block_optin};
+}
+
+cuda::DeviceLimits device_limits() {
+  Device& d = device();
+  std::lock_guard<std::mutex> lock(d.mu);
+  return d.limits;
+}
+
+void allow_dynamic_smem(const void* kernel, size_t bytes) {
+  Device& d = device();
+  std::lock_guard<std::mutex> lock(d.mu);
+  d.smem_optin[kernel] = bytes;
 }
 
 // ---- streams and graphs -------------------------------------------------------

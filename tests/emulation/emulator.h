@@ -50,6 +50,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "kernels/cuda/cuda_kernels.h"
+
 namespace xlmr::emulation {
 
 // Where the calling emulated thread is.
@@ -91,8 +93,18 @@ void mma_m16n8k16(bool bf16, float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
 // - a missing barrier or a too-early buffer reuse then tends to show.
 void set_schedule_seed(uint64_t seed);
 
-// Runs body(ctx) as every thread of every block of the grid.
-void run_grid(dim3 grid, dim3 block, size_t dynamic_smem, void (*body)(void*), void* ctx);
+// Runs body(ctx) as every thread of every block of the grid; `kernel` (the
+// kernel's address) decides how much dynamic shared memory it may have.
+void run_grid(dim3 grid, dim3 block, size_t dynamic_smem, const void* kernel, void (*body)(void*), void* ctx);
+
+// The emulated device: compute capability and the most shared memory a block
+// can opt in to (default: 9.0 and 227 KiB, an H100's). Tests lower them to
+// see what a smaller device gets. Opt-ins already granted stay.
+void set_device_limits(int cc_major, int cc_minor, size_t smem_per_block_optin);
+cuda::DeviceLimits device_limits();
+// cudaFuncSetAttribute(kernel, MaxDynamicSharedMemorySize, bytes), checked by
+// the caller against device_limits(); 0 withdraws the opt-in.
+void allow_dynamic_smem(const void* kernel, size_t bytes);
 
 // Streams. Work submitted to a stream runs at once (every stream is
 // synchronous here) unless the stream is capturing a graph: then it is
@@ -132,7 +144,7 @@ class Launch {
     const size_t smem = smem_;
     submit(stream_, [call, grid, block, smem] {
       run_grid(
-          grid, block, smem,
+          grid, block, smem, reinterpret_cast<const void*>(call->kernel),
           [](void* c) {
             auto* k = static_cast<Call*>(c);
             std::apply(k->kernel, k->params);

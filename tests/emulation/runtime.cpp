@@ -79,6 +79,15 @@ uint16_t from_f32(Half16 t, float x) {
 
 }  // namespace
 
+DeviceLimits device_limits() { return emu::device_limits(); }
+void allow_dynamic_smem(const void* kernel, size_t bytes) {
+  // As cudaFuncSetAttribute: more than the device has is refused.
+  const DeviceLimits d = emu::device_limits();
+  XLMR_CHECK(bytes <= d.smem_per_block_optin,
+             "cudaFuncSetAttribute(MaxDynamicSharedMemorySize) failed: invalid argument (emulated)");
+  emu::allow_dynamic_smem(kernel, bytes);
+}
+
 void upload_f32_as(Half16 t, void* dst, const float* src, size_t n, Stream s) {
   auto* d = static_cast<uint16_t*>(dst);
   emu::submit(s, [=] {
