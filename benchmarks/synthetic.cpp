@@ -42,7 +42,7 @@ struct Job {
 
 }  // namespace
 
-xlmr::ModelConfig synthetic_config(const std::string& size, int vocab_size) {
+xlmr::ModelConfig synthetic_config(const std::string& size, int vocab_size, int layers) {
   xlmr::ModelConfig c;
   if (size == "small") {
     c.hidden = 256, c.heads = 4, c.ffn = 1024, c.layers = 4;
@@ -50,10 +50,16 @@ xlmr::ModelConfig synthetic_config(const std::string& size, int vocab_size) {
     c.hidden = 768, c.heads = 12, c.ffn = 3072, c.layers = 12;
   } else if (size == "large") {
     c.hidden = 1024, c.heads = 16, c.ffn = 4096, c.layers = 24;
+  } else if (size == "xl") {  // XLM-R XL and XXL: pre-LayerNorm, head sizes 80 and 128
+    c.hidden = 2560, c.heads = 32, c.ffn = 10240, c.layers = 36, c.norm = xlmr::Norm::pre;
+  } else if (size == "xxl") {
+    c.hidden = 4096, c.heads = 32, c.ffn = 16384, c.layers = 48, c.norm = xlmr::Norm::pre;
   } else {
-    XLMR_THROW("--synthetic must be small, base or large, not '" + size + "'");
+    XLMR_THROW("--synthetic must be small, base, large, xl or xxl, not '" + size + "'");
   }
   XLMR_CHECK(vocab_size > 4, "the synthetic model's vocabulary must be larger than 4");
+  XLMR_CHECK(layers >= 0, "--layers must be positive");
+  if (layers > 0) c.layers = layers;
   c.family = xlmr::Family::xlmr;
   c.vocab_size = vocab_size;
   c.max_positions = 514;

@@ -20,8 +20,11 @@
 
 namespace bench {
 
-// Throws xlmr::Error for a size other than small, base or large.
-xlmr::ModelConfig synthetic_config(const std::string& size, int vocab_size);
+// small, base, large (post-LayerNorm, head size 64), xl, xxl (pre-LayerNorm,
+// head sizes 80 and 128); layers > 0 replaces the size's layer count (a
+// few layers of XL time its kernels without its 14 GB). Throws xlmr::Error
+// for any other size.
+xlmr::ModelConfig synthetic_config(const std::string& size, int vocab_size, int layers = 0);
 
 // Writes the model to `path` (an .xlmr file) with `tokenizer_model` (the bytes
 // of a SentencePiece model, or empty) embedded.

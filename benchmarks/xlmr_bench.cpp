@@ -339,7 +339,7 @@ bool weight_bound(const RunResult& r, const Baseline& base) {
 }
 
 std::vector<Comparison> compare(const std::vector<RunResult>& runs, const std::vector<bench::Workload>& workloads,
-                                const Baseline& base) {
+                                const Baseline& base, bool cuda) {
   using xlmr::Path;
   using xlmr::Precision;
   std::vector<Comparison> out;
@@ -362,11 +362,15 @@ std::vector<Comparison> compare(const std::vector<RunResult>& runs, const std::v
       const RunResult* b = find_run(runs, w.name, Path::fused, padded, Precision::bf16);
       const RunResult* f = find_run(runs, w.name, Path::fused, padded, Precision::f32);
       if (b && f) out.push_back({w.name, "bf16/f32", b->combo.label(), f->combo.label(), b->tokens_per_s / f->tokens_per_s, ""});
-      const RunResult* ab = find_run(runs, w.name, Path::fused, padded, Precision::bf16, Precision::bf16);
-      const RunResult* af = find_run(runs, w.name, Path::fused, padded, Precision::bf16, Precision::f32);
-      if (ab && af)
-        out.push_back({w.name, "bf16 attention", ab->combo.label(), af->combo.label(),
-                       ab->tokens_per_s / af->tokens_per_s, "AMX tiles against fp32 FMAs, both with bf16 GEMMs"});
+      for (Precision p : {Precision::bf16, Precision::f16}) {
+        const RunResult* ab = find_run(runs, w.name, Path::fused, padded, p, p);
+        const RunResult* af = find_run(runs, w.name, Path::fused, padded, p, Precision::f32);
+        if (ab && af)
+          out.push_back({w.name, strf("%s attention", xlmr::to_string(p)), ab->combo.label(), af->combo.label(),
+                         ab->tokens_per_s / af->tokens_per_s,
+                         cuda ? strf("tensor cores against the plain fp32 kernel, both with %s GEMMs", xlmr::to_string(p))
+                              : std::string("AMX tiles against fp32 FMAs, both with bf16 GEMMs")});
+      }
     }
     for (const RunResult& r : runs) {
       if (r.workload != w.name || !r.weight_stream_ms || !weight_bound(r, base)) continue;
@@ -455,7 +459,7 @@ void print_attention_timings(FILE* out, const std::vector<bench::AttentionKernel
 struct Args {
   std::string model, synthetic, device = "cpu", path = "both", layout = "both", dtype = "f32", attention = "auto";
   std::vector<std::string> workloads;
-  int threads = 0, warmup = 2, iters = 10, vocab = 0;
+  int threads = 0, warmup = 2, iters = 10, vocab = 0, layers = 0;
   double min_time = 1.0;
   uint64_t seed = 0;
   std::string json_out, dump_workload, save_synthetic;
@@ -478,7 +482,11 @@ std::vector<Combo> plan_combos(const Args& a, std::vector<std::string>* notes) {
   // f16 is the CUDA path's (it is not part of "both", which means f32 and bf16).
   const auto dtypes = a.dtype == "f16" ? std::vector<std::string>{"f16"} : expand(a.dtype, "--dtype", {"f32", "bf16"});
   const bool want_f32 = std::find(dtypes.begin(), dtypes.end(), "f32") != dtypes.end();
-  if (a.attention != "auto") expand(a.attention, "--attention", {"f32", "bf16"});  // a bad value is an error anyway
+  // Attention's products: on the CPU f32 or bf16 (with bf16 GEMMs); on CUDA
+  // f32 (the plain kernel) or the GEMMs' 16-bit type (tensor cores).
+  const bool cuda = a.device == "cuda";
+  if (a.attention != "auto" && !(cuda && a.attention == "f16"))
+    expand(a.attention, "--attention", {"f32", "bf16"});  // a bad value is an error anyway
   std::vector<Combo> combos;
   for (const std::string& p : paths) {
     if (p == "reference") {
@@ -496,16 +504,16 @@ std::vector<Combo> plan_combos(const Args& a, std::vector<std::string>* notes) {
       for (const std::string& l : layouts) {
         const xlmr::Precision dt =
             d == "bf16" ? xlmr::Precision::bf16 : d == "f16" ? xlmr::Precision::f16 : xlmr::Precision::f32;
-        if (a.attention == "auto" || dt != xlmr::Precision::bf16 || a.device != "cpu") {
+        const bool choosable = cuda ? dt != xlmr::Precision::f32 : dt == xlmr::Precision::bf16;
+        if (a.attention == "auto" || !choosable) {
           combos.push_back({xlmr::Path::fused, l == "padded", dt, std::nullopt});
           continue;
         }
-        for (const std::string& at : expand(a.attention, "--attention", {"f32", "bf16"}))
-          combos.push_back({xlmr::Path::fused, l == "padded", dt,
-                            at == "bf16" ? xlmr::Precision::bf16 : xlmr::Precision::f32});
+        for (const std::string& at : expand(a.attention, "--attention", {"f32", d}))
+          combos.push_back({xlmr::Path::fused, l == "padded", dt, at == "f32" ? xlmr::Precision::f32 : dt});
       }
   }
-  if (a.attention != "auto" && (a.device != "cpu" || std::find(dtypes.begin(), dtypes.end(), "bf16") == dtypes.end()))
+  if (a.attention != "auto" && !cuda && std::find(dtypes.begin(), dtypes.end(), "bf16") == dtypes.end())
     notes->push_back("--attention " + a.attention + " applies to the fused CPU path with --dtype bf16: ignored here");
   return combos;
 }
@@ -523,7 +531,8 @@ int main(int argc, char** argv) {
   auto* model_opt = app.add_option("--model,-m", a.model, "the .xlmr model file to time")->type_name("M.xlmr");
   auto* synth_opt = app.add_option("--synthetic", a.synthetic,
                                    "time a random-weight model of XLM-R dimensions instead: small (E256 L4), "
-                                   "base (E768 L12) or large (E1024 L24)")
+                                   "base (E768 L12), large (E1024 L24), xl (E2560 L36, head size 80, "
+                                   "pre-LayerNorm) or xxl (E4096 L48, head size 128)")
                         ->type_name("SIZE");
   model_opt->excludes(synth_opt);
   app.add_option("--device", a.device, "cpu or cuda")->type_name("DEV")->default_str("cpu");
@@ -541,8 +550,10 @@ int main(int argc, char** argv) {
       ->type_name("T")
       ->default_str("f32");
   app.add_option("--attention", a.attention,
-                 "fused CPU path with --dtype bf16: attention's products in f32 (FMAs), bf16 (AMX tiles), both, "
-                 "or auto (the engine's default: bf16 where the CPU has AMX-BF16)")
+                 "attention's products on the fused path: f32, the 16-bit type, both, or auto (the engine's "
+                 "default). CPU with --dtype bf16: f32 FMAs or bf16 AMX tiles (auto: bf16 where the CPU has "
+                 "AMX-BF16). CUDA: f32 is the plain kernel, the --dtype the tensor-core one (auto: tensor cores "
+                 "where the card and head size allow)")
       ->type_name("A")
       ->default_str("auto");
   app.add_option("--threads,-t", a.threads, "CPU threads (default: OpenMP's default, normally all cores)")->type_name("N");
@@ -563,6 +574,7 @@ int main(int argc, char** argv) {
   app.add_option("--vocab", a.vocab,
                  "--synthetic: vocabulary size (default: what the demo tokenizer needs, or 32000 without it)")
       ->type_name("N");
+  app.add_option("--layers", a.layers, "--synthetic: this many layers instead of the size's")->type_name("N");
   app.add_option("--save-synthetic", a.save_synthetic, "--synthetic: keep the model in this file")->type_name("PATH");
   app.add_option("--cuda-graphs", a.cuda_graphs,
                  "CUDA: replay repeated batch shapes from captured graphs (on) or launch every kernel (off)")
@@ -594,8 +606,11 @@ int main(int argc, char** argv) {
     XLMR_CHECK(a.warmup >= 0, "--warmup must be >= 0");
     XLMR_CHECK(a.iters >= 1, "--iters must be >= 1");
     XLMR_CHECK(a.min_time >= 0 && std::isfinite(a.min_time), "--min-time must be >= 0");
-    XLMR_CHECK(a.synthetic.empty() || a.synthetic == "small" || a.synthetic == "base" || a.synthetic == "large",
-               "--synthetic must be small, base or large, not '" + a.synthetic + "'");
+    XLMR_CHECK(a.layers == 0 || !a.synthetic.empty(), "--layers goes with --synthetic");
+    XLMR_CHECK(a.layers >= 0, "--layers must be positive");
+    XLMR_CHECK(a.synthetic.empty() || a.synthetic == "small" || a.synthetic == "base" || a.synthetic == "large" ||
+                   a.synthetic == "xl" || a.synthetic == "xxl",
+               "--synthetic must be small, base, large, xl or xxl, not '" + a.synthetic + "'");
     XLMR_CHECK(a.vocab == 0 || !a.synthetic.empty(), "--vocab goes with --synthetic");
     XLMR_CHECK(a.vocab >= 0, "--vocab must be > 4");
     XLMR_CHECK(a.save_synthetic.empty() || !a.synthetic.empty(), "--save-synthetic goes with --synthetic");
@@ -638,7 +653,7 @@ int main(int argc, char** argv) {
         tokenizer_note = "no tokenizer (random ids stand in for text)";
       }
       XLMR_CHECK(vocab > 4, "--vocab must be > 4");
-      const xlmr::ModelConfig cfg = bench::synthetic_config(a.synthetic, vocab);
+      const xlmr::ModelConfig cfg = bench::synthetic_config(a.synthetic, vocab, a.layers);
       model_path = a.save_synthetic.empty() ? make_temp_model_path() : a.save_synthetic;
       progress("writing the synthetic " + a.synthetic + " model");
       bench::write_synthetic_model(model_path, cfg, spm, a.seed);
@@ -809,7 +824,7 @@ int main(int argc, char** argv) {
     }
     XLMR_CHECK(!runs.empty(), "no run could be made (see the warnings above)");
 
-    const std::vector<Comparison> cmp = compare(runs, workloads, base);
+    const std::vector<Comparison> cmp = compare(runs, workloads, base, device == xlmr::Device::cuda);
     print_comparisons(human, cmp, workloads);
     std::fflush(human);
 

@@ -89,6 +89,10 @@ struct CudaBackendOptions {
   int device = 0;
   bool graphs = true;    // replay repeated batch shapes from captured CUDA graphs
   int graph_cache = 32;  // most graphs kept (least recently used dropped)
+  // Attention's products: f32 runs the plain kernel, `precision` the
+  // tensor-core one (an error where the device or head size has none);
+  // unset: tensor cores where available.
+  std::optional<Precision> attention;
 };
 
 // The CUDA backend (kernels/cuda): 16-bit weights uploaded once, cuBLASLt

@@ -94,7 +94,15 @@ class CudaBackend final : public Backend {
                    std::to_string(c_.head_dim()) + ")");
     t_ = o.precision == Precision::bf16 ? Half16::bf16 : Half16::f16;
     elt_ = 2;
-    attention_ = cuda::attention_prepare(t_, c_.head_dim());  // once: it may opt in to more shared memory
+    if (o.attention == Precision::f32) {
+      attention_ = cuda::AttentionKernel::plain;
+    } else {
+      attention_ = cuda::attention_prepare(t_, c_.head_dim());  // once: it may opt in to more shared memory
+      XLMR_CHECK(!o.attention || attention_ == cuda::AttentionKernel::tensor_core,
+                 "--attention " + std::string(to_string(*o.attention)) + ": no tensor-core attention for head size " +
+                     std::to_string(c_.head_dim()) + " on this device (it takes 32, 64, 80 and 128 on sm_80 and " +
+                     "later); use --attention f32 or leave it out");
+    }
     name_ = "cuda (" + dev + ", " + to_string(o.precision) + ", ragged, " + cuda::to_string(attention_) +
             " attention)";
     graph_capacity_ = o.graphs ? o.graph_cache : 0;

@@ -55,13 +55,16 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
   const bool gpu = opts.device == Device::cuda;
   const Precision precision = opts.precision.value_or(
       c.dtype == DType::bf16 ? Precision::bf16 : (gpu ? Precision::f16 : Precision::f32));
-  XLMR_CHECK(!opts.attention || (!gpu && opts.path == Path::fused),
-             "the attention precision is a choice of the fused CPU path (CUDA attention runs in the GEMMs' "
-             "16-bit type; the reference path in f32)");
+  XLMR_CHECK(!opts.attention || opts.path == Path::fused,
+             "the attention precision is a choice of the fused path (the reference path computes in f32)");
+  XLMR_CHECK(!gpu || !opts.attention || *opts.attention == Precision::f32 || *opts.attention == precision,
+             std::string("on CUDA attention's products are f32 (the plain kernel) or the GEMMs' type, ") +
+                 to_string(precision) + " (tensor cores), not " + to_string(*opts.attention));
   if (gpu) {
     CudaBackendOptions co;
     co.precision = precision;
     co.graphs = opts.cuda_graphs;
+    co.attention = opts.attention;
     e->backend_ = make_cuda_backend(*e->model_, co);
     e->description_ = e->backend_->name();
   } else if (opts.path == Path::reference) {

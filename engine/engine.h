@@ -51,9 +51,12 @@ struct EngineOptions {
   int max_length = 0;           // tokens per sequence incl. specials; 0: the model's maximum
   bool verify_checksums = true; // per-tensor checksums at load
   bool cuda_graphs = true;      // CUDA: replay repeated batch shapes from captured graphs
-  // Fused CPU path with bf16 GEMMs: precision of attention's two products
-  // (Q.K^T, P.V). Default: bf16 on AMX tiles where the CPU has AMX-BF16 and
-  // the head dim is 32, 64, 96 or 128, else f32. With f32 GEMMs always f32.
+  // Fused path: precision of attention's two products (Q.K^T, P.V).
+  // CPU with bf16 GEMMs: bf16 on AMX tiles or f32; default bf16 where the CPU
+  // has AMX-BF16 and the head dim is 32, 64, 96 or 128. With f32 GEMMs
+  // always f32. CUDA: the GEMMs' 16-bit type (the tensor-core kernel) or f32
+  // (the plain kernel); default tensor cores where the device and head size
+  // allow (32, 64, 80, 128 on sm_80 and later).
   std::optional<Precision> attention;
 };
 

@@ -148,7 +148,8 @@ xlmr_status xlmr_engine_load(xlmr_engine* e, const char* path, const xlmr_params
     case XLMR_DTYPE_AUTO: break;
     case XLMR_DTYPE_F32: o.attention = xlmr::Precision::f32; break;
     case XLMR_DTYPE_BF16: o.attention = xlmr::Precision::bf16; break;
-    default: return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "attention must be XLMR_DTYPE_AUTO, _F32 or _BF16");
+    case XLMR_DTYPE_F16: o.attention = xlmr::Precision::f16; break;
+    default: return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "attention must be one of the xlmr_dtype values");
   }
   if (p.isa) o.isa = p.isa;
   o.padded = p.padded != 0;

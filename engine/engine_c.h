@@ -69,8 +69,10 @@ typedef struct {
   int max_length;       /* tokens per input incl. specials; 0: the model's maximum */
   int verify_checksums; /* 1 (default): check every tensor at load */
   int cuda_graphs;      /* CUDA: 1 (default) replays repeated batch shapes from captured graphs */
-  int attention;        /* xlmr_dtype: precision of attention's products on the fused CPU path with
-                           bf16 GEMMs; AUTO (default): bf16 on AMX-BF16 CPUs, else F32 */
+  int attention;        /* xlmr_dtype: precision of attention's products on the fused path. CPU with
+                           bf16 GEMMs: BF16 (AMX) or F32; AUTO (default): BF16 on AMX-BF16 CPUs.
+                           CUDA: the GEMMs' type (tensor cores) or F32 (the plain kernel); AUTO:
+                           tensor cores where the card and head size allow */
   int padded;           /* fused CPU path: 1 pads each batch to its longest input (comparison only) */
   const char* isa;      /* fused CPU path: NULL or "" (default, the best the CPU has), "avx512", "avx2" */
 } xlmr_params;

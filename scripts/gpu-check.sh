@@ -142,5 +142,20 @@ else
   log "PyTorch comparison skipped: python3 cannot import torch + transformers with CUDA here"
 fi
 
+# 5. The attention kernels against each other: tensor cores and the plain
+# fp32 kernel (--attention both) at head size 64 (large), 80 (a 4-layer
+# XL) and 128 (a 2-layer XXL), each pair in one process.
+log "xlmr-bench on CUDA: tensor-core against plain attention, head sizes 64, 80, 128"
+for spec in "large:0" "xl:4" "xxl:2"; do
+  size=${spec%%:*} layers=${spec##*:}
+  extra=()
+  [[ $layers != 0 ]] && extra=(--layers "$layers")
+  timeout 120 env LD_LIBRARY_PATH="$libpath" "$bin/xlmr-bench" --synthetic "$size" "${extra[@]}" --device cuda \
+    --dtype bf16 --path fused --layout ragged --attention both --workload range:16-512:16384 --workload lognormal:64 \
+    --iters 10 --min-time 0.5 --json "$out/bench-cuda-attention-$size.json" >"$out/bench-cuda-attention-$size.txt" 2>&1 ||
+    { status=1; log "CUDA ATTENTION BENCH ($size) FAILED"; }
+  grep -E "^summary|bf16 attention" "$out/bench-cuda-attention-$size.txt" | tee -a "$out/summary.txt"
+done
+
 log "done, status $status; results in $out"
 exit $status

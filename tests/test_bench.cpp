@@ -108,6 +108,21 @@ TEST_CASE("xlmr-bench --attention both: one bf16 run per attention precision, an
   for (const char* key : {"f32_ms", "bf16_ms", "f32_gflops", "bf16_gflops", "ratio"}) CHECK(k[key].get<double>() > 0);
 }
 
+TEST_CASE("xlmr-bench --synthetic xl --layers 1: XL's shape, pre-LayerNorm, one layer", "[bench][cli]") {
+  if (!have_bench()) return;
+  const auto r = test::run(bench() + " --synthetic xl --layers 1 --workload uniform:4x1 --iters 1 --warmup 0"
+                                     " --min-time 0 --path fused --layout ragged --dtype f32 --json - --quiet");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  const auto doc = nlohmann::json::parse(r.out);
+  CHECK(doc["model"]["hidden"] == 2560);
+  CHECK(doc["model"]["heads"] == 32);
+  CHECK(doc["model"]["ffn"] == 10240);
+  CHECK(doc["model"]["layers"] == 1);
+  REQUIRE(doc["runs"].size() == 1);
+  CHECK(doc["runs"][0]["n_tokens"] == 4);
+}
+
 TEST_CASE("xlmr-bench: bad arguments get one error line and exit 1", "[bench][cli][errors]") {
   if (!have_bench()) return;
   struct Case {
@@ -119,7 +134,9 @@ TEST_CASE("xlmr-bench: bad arguments get one error line and exit 1", "[bench][cl
       {"--synthetic small --workload lognormal:0", "the sequence count must be"},
       {"--synthetic small --workload file:/nonexistent.txt", "cannot open '/nonexistent.txt'"},
       {"--synthetic small --workload uniform:600x1", "exceeds the model's limit of 512"},
-      {"--synthetic huge", "--synthetic must be small, base or large"},
+      {"--synthetic huge", "--synthetic must be small, base, large, xl or xxl"},
+      {"--synthetic small --layers -1", "--layers must be positive"},
+      {"--model x.xlmr --layers 2", "--layers goes with --synthetic"},
       {"--synthetic small --path slow", "--path must be reference, fused or both"},
       {"--synthetic small --iters 0", "--iters must be >= 1"},
       {"--synthetic small --attention fp8", "--attention must be f32, bf16 or both"},

@@ -68,7 +68,7 @@ TEST_CASE("xlmr-infer: bad input gets one error line and a non-zero exit", "[cli
       {"--model '" + m + "' --device cuda", "0 2\n", "--device cuda"},
       {"--model '" + m + "' --device tpu", "0 2\n", "--device must be cpu or cuda"},
       {"--model '" + m + "' --pooling max", "0 2\n", "--pooling must be"},
-      {"--model '" + m + "' --attention f8", "0 2\n", "--attention must be auto, f32 or bf16"},
+      {"--model '" + m + "' --attention f8", "0 2\n", "--attention must be auto, f32, bf16 or f16"},
       {"--model '" + m + "' --input-format ids --attention bf16", "0 2\n", "bf16 attention runs with bf16 GEMMs"},
       {"--model '" + m + "' --pooling pooler --input-format ids --max-length 99", "0 2\n", "exceeds the model's limit"},
       {"--model '" + m + "' --input-format ids /nonexistent.txt", "", "cannot open input '/nonexistent.txt'"},

@@ -1,12 +1,14 @@
 // The CUDA path end to end against the CPU reference path: random models
-// with head sizes 64 and 32 (the tensor-core attention) and 80 (XLM-R XL's,
-// the plain kernel), fp16 and bf16, per-token cosine >= 0.999, max abs error reported.
+// with head sizes 64, 32 and 80 (XLM-R XL's), on the tensor-core attention
+// and on the plain kernel (--attention f32), fp16 and bf16, per-token cosine
+// >= 0.999, max abs error reported.
 // Without a GPU every case says so and passes; the error for --device cuda on
 // such a machine is tested in test_kernels.cpp. The same cases run on the CPU
 // emulator (tests/emulation: emulated kernels, streams and graphs, a plain
 // GEMM standing in for cuBLASLt), the graphs case with 20 sequences, not 40.
 #include <catch2/catch.hpp>
 
+#include <optional>
 #include <random>
 
 #include "engine/engine.h"
@@ -35,7 +37,8 @@ std::string gpu_model(int hidden, int heads, const std::string& tag) {
   return p;
 }
 
-void compare_to_reference(const std::string& model, xlmr::Precision precision) {
+void compare_to_reference(const std::string& model, xlmr::Precision precision,
+                          std::optional<xlmr::Precision> attention = std::nullopt) {
   std::mt19937 rng(9);
   std::vector<std::vector<int32_t>> seqs;
   for (int len : {1, 2, 16, 17, 64, 65, 130, 300, 512, 5}) {
@@ -51,7 +54,10 @@ void compare_to_reference(const std::string& model, xlmr::Precision precision) {
   xlmr::EngineOptions go;
   go.device = xlmr::Device::cuda;
   go.precision = precision;
+  go.attention = attention;
   auto e = xlmr::Engine::load(model, go);
+  const std::string kernel = attention == xlmr::Precision::f32 ? "plain attention" : "tensor-core attention";
+  CHECK_THAT(e->describe(), Catch::Contains(kernel));
   const auto got = e->encode_ids(seqs, enc);
   const size_t E = want[0].hidden.size() / size_t(want[0].n_tokens);
   for (size_t i = 0; i < seqs.size(); ++i) {
@@ -85,6 +91,14 @@ TEST_CASE("CUDA path matches the reference, head size 64 (tensor cores)", "[cuda
   const std::string m = gpu_model(128, 2, "hd64");
   compare_to_reference(m, xlmr::Precision::f16);
   compare_to_reference(m, xlmr::Precision::bf16);
+  compare_to_reference(m, xlmr::Precision::bf16, xlmr::Precision::bf16);  // asked for by name
+}
+
+TEST_CASE("CUDA path matches the reference, head size 64 on the plain attention kernel", "[cuda-e2e]") {
+  if (!have_gpu()) return;
+  const std::string m = gpu_model(128, 2, "hd64");
+  compare_to_reference(m, xlmr::Precision::f16, xlmr::Precision::f32);
+  compare_to_reference(m, xlmr::Precision::bf16, xlmr::Precision::f32);
 }
 
 TEST_CASE("CUDA path matches the reference, head size 32 (tensor cores)", "[cuda-e2e]") {
@@ -94,11 +108,28 @@ TEST_CASE("CUDA path matches the reference, head size 32 (tensor cores)", "[cuda
   compare_to_reference(m, xlmr::Precision::bf16);
 }
 
-TEST_CASE("CUDA path matches the reference, head size 80 (plain attention)", "[cuda-e2e]") {
+TEST_CASE("CUDA path matches the reference, head size 80 (XLM-R XL), on both attention kernels", "[cuda-e2e]") {
   if (!have_gpu()) return;
   const std::string m = gpu_model(160, 2, "hd80");
   compare_to_reference(m, xlmr::Precision::f16);
   compare_to_reference(m, xlmr::Precision::bf16);
+  compare_to_reference(m, xlmr::Precision::bf16, xlmr::Precision::f32);
+}
+
+TEST_CASE("CUDA path: --attention takes f32 or the GEMMs' type", "[cuda-e2e]") {
+  if (!have_gpu()) return;
+  const std::string m = gpu_model(128, 2, "hd64");
+  xlmr::EngineOptions go;
+  go.device = xlmr::Device::cuda;
+  go.precision = xlmr::Precision::bf16;
+  go.attention = xlmr::Precision::f16;
+  CHECK_THROWS_WITH(xlmr::Engine::load(m, go), Catch::Contains("f32 (the plain kernel) or the GEMMs' type, bf16"));
+  // Head size 48 has no tensor-core kernel: asking for one is refused, f32 runs.
+  const std::string m48 = gpu_model(96, 2, "hd48");
+  go.attention = xlmr::Precision::bf16;
+  CHECK_THROWS_WITH(xlmr::Engine::load(m48, go), Catch::Contains("no tensor-core attention for head size 48"));
+  go.attention.reset();
+  CHECK_THAT(xlmr::Engine::load(m48, go)->describe(), Catch::Contains("plain attention"));
 }
 
 namespace {
@@ -230,7 +261,8 @@ TEST_CASE("CUDA path matches PyTorch on the converted torchtext, Hugging Face, f
           "[cuda-e2e]") {
   if (!have_gpu()) return;
   // The checkpoints of test_pytorch.cpp (tiny models saved by PyTorch, head
-  // size 32: the plain attention kernel), held to PyTorch's fp32 outputs.
+  // sizes 32 and, for XL, 16: the tensor-core and the plain attention
+  // kernel), held to PyTorch's fp32 outputs.
   // The residual stream is 16-bit here, so each token's hidden vector is
   // held to cosine >= 0.9999 in f16 and >= 0.998 in bf16 (3 fewer mantissa
   // bits: ~64x the squared error; the worst token measured 0.99998 and

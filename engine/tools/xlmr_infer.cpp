@@ -214,8 +214,9 @@ int main(int argc, char** argv) {
       ->group(g_model)
       ->type_name("TYPE");
   app.add_option("--attention", attention_name,
-                 "fused CPU path with --dtype bf16: attention's products in bf16 on AMX tiles, or f32; auto: "
-                 "bf16 where the CPU has AMX-BF16 and the head dim is 32, 64, 96 or 128")
+                 "attention's products. CPU with --dtype bf16: bf16 on AMX tiles, or f32; auto: bf16 where the CPU "
+                 "has AMX-BF16 and the head dim is 32, 64, 96 or 128. CUDA: the --dtype (tensor cores) or f32 (the "
+                 "plain kernel); auto: tensor cores where the card and head dim allow")
       ->default_str("auto")
       ->group(g_model)
       ->type_name("TYPE");
@@ -335,7 +336,8 @@ int main(int argc, char** argv) {
     else XLMR_CHECK(dtype_name.empty(), "--dtype must be f32, bf16 or f16, not '" + dtype_name + "'");
     if (attention_name == "f32") eo.attention = xlmr::Precision::f32;
     else if (attention_name == "bf16") eo.attention = xlmr::Precision::bf16;
-    else XLMR_CHECK(attention_name == "auto", "--attention must be auto, f32 or bf16, not '" + attention_name + "'");
+    else if (attention_name == "f16") eo.attention = xlmr::Precision::f16;
+    else XLMR_CHECK(attention_name == "auto", "--attention must be auto, f32, bf16 or f16, not '" + attention_name + "'");
     eo.padded = padded;
     eo.isa = isa == "auto" ? "" : isa;
     XLMR_CHECK(threads >= 0, "--threads must be >= 0");
