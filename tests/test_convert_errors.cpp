@@ -4,10 +4,14 @@
 
 #include <cmath>
 #include <cstring>
+#include <filesystem>
+#include <stdexcept>
 
 #include "engine/error.h"
 #include "test_support.h"
+#include "tiny_model.h"
 #include "weights/convert.h"
+#include "weights/xlmr_file.h"
 
 using Catch::Matchers::Contains;
 
@@ -77,6 +81,38 @@ std::string write_st(const std::string& name, const std::vector<St>& ts) {
   const std::string p = test::scratch("convert-errors") + "/" + name;
   test::write_file(p, safetensors_bytes(ts));
   return p;
+}
+
+uint32_t le_at(const std::string& s, size_t at, int bytes) {
+  REQUIRE(at + size_t(bytes) <= s.size());
+  uint32_t v = 0;
+  for (int k = bytes - 1; k >= 0; --k) v = (v << 8) | uint8_t(s[at + size_t(k)]);
+  return v;
+}
+
+// Marks the storage records of a torch.save zip (stored, small, not zip64)
+// as deflated and makes each one's data a deflate stream that promises
+// 65535 bytes and ends sooner: the zip directory stays valid, so only
+// reading the tensor finds its bytes missing. Returns how many it changed.
+int cut_storages_short(std::string* zip) {
+  const size_t eocd = zip->rfind(std::string("PK\x05\x06", 4));
+  REQUIRE(eocd != std::string::npos);
+  size_t at = le_at(*zip, eocd + 16, 4);
+  int changed = 0;
+  for (uint32_t i = 0, n = le_at(*zip, eocd + 10, 2); i < n; ++i) {
+    REQUIRE(le_at(*zip, at, 4) == 0x02014b50u);
+    const uint32_t size = le_at(*zip, at + 24, 4), nlen = le_at(*zip, at + 28, 2);
+    const uint32_t local = le_at(*zip, at + 42, 4);
+    const std::string name = zip->substr(at + 46, nlen);
+    if (name.find("/data/") != std::string::npos && size > 16 && size < 65535) {
+      (*zip)[at + 10] = (*zip)[local + 8] = 8;  // method: deflate, in the directory and the local header
+      const size_t data = local + 30 + le_at(*zip, local + 26, 2) + le_at(*zip, local + 28, 2);
+      zip->replace(data, 5, std::string("\x00\xff\xff\x00\x00", 5));  // a stored block of 65535 bytes
+      ++changed;
+    }
+    at += 46 + nlen + le_at(*zip, at + 30, 2) + le_at(*zip, at + 32, 2);
+  }
+  return changed;
 }
 
 }  // namespace
@@ -159,4 +195,78 @@ TEST_CASE("without a recorded head count only released shapes are assumed, and s
   const auto given = xlmr::convert_checkpoint(write_st("odd-width.safetensors", tiny_hf(128)), dir + "/ow.xlmr", co);
   CHECK(given.config["model"]["heads"] == 4);
   CHECK(given.notes.empty());
+}
+
+TEST_CASE("tensor bytes found missing only when read still fail the conversion cleanly", "[convert][errors][lazy]") {
+  namespace fs = std::filesystem;
+  const std::string dir = test::scratch("convert-errors") + "/lazy-sharded";
+  fs::remove_all(dir);
+  fs::copy(test::fixture("smoke/hf_fp16_sharded"), dir);
+  const std::string shard = dir + "/pytorch_model-00002-of-00002.bin";
+  std::string zip = test::read_file(shard);
+  REQUIRE(cut_storages_short(&zip) > 4);
+  test::write_file(shard, zip);
+
+  // An earlier file at the output path survives, and no temporary is left.
+  const std::string out = test::scratch("convert-errors") + "/lazy.xlmr";
+  test::write_file(out, "earlier");
+  std::string msg = "(no error)";
+  try {
+    xlmr::convert_checkpoint(dir, out, {});
+  } catch (const xlmr::Error& e) {
+    msg = e.what();
+  }
+  CHECK_THAT(msg, Contains(shard) && Contains("zip entry 'pytorch_model-00002-of-00002/data/"));
+  CHECK(msg.find('\n') == std::string::npos);
+  CHECK(test::read_file(out) == "earlier");
+  CHECK_FALSE(fs::exists(out + ".tmp"));
+
+  // A safetensors file shorter than its header says is caught when opened.
+  const std::string st = safetensors_bytes(tiny_hf());
+  const std::string cut = test::scratch("convert-errors") + "/short.safetensors";
+  test::write_file(cut, st.substr(0, st.size() - 7));
+  CHECK_THAT(convert_error(cut), Contains(cut) && Contains("past the data buffer"));
+}
+
+TEST_CASE("the writer streams produced tensors into the same bytes", "[convert][format]") {
+  namespace fs = std::filesystem;
+  const std::string dir = test::scratch("convert-errors");
+  const xlmr::ModelConfig c = test::tiny_config();
+  const std::vector<xlmr::TensorToWrite> in_memory = test::tiny_tensors(c);
+  xlmr::write_xlmr_file(dir + "/memory.xlmr", c.to_json(), in_memory, "tok");
+
+  // Each tensor made only when the writer reaches it, in file order.
+  std::vector<xlmr::TensorToWrite> produced;
+  size_t next = 0;
+  for (size_t i = 0; i < in_memory.size(); ++i) {
+    xlmr::TensorToWrite t = in_memory[i];
+    t.data.clear();
+    t.produce = [&in_memory, &next, i](std::vector<uint8_t>& buf) {
+      CHECK(next++ == i);
+      CHECK(buf.empty());
+      buf = in_memory[i].data;
+    };
+    produced.push_back(std::move(t));
+  }
+  xlmr::write_xlmr_file(dir + "/streamed.xlmr", c.to_json(), produced, "tok");
+  CHECK(next == in_memory.size());
+  CHECK(test::read_file(dir + "/streamed.xlmr") == test::read_file(dir + "/memory.xlmr"));
+
+  // A producer that fails, or makes the wrong number of bytes, abandons the
+  // file: the earlier one stays, the temporary goes.
+  const std::string out = dir + "/abandoned.xlmr";
+  test::write_file(out, "earlier");
+  auto failing = produced;
+  failing[3].produce = [](std::vector<uint8_t>&) { XLMR_THROW("source went away"); };
+  next = 0;
+  CHECK_THROWS_WITH(xlmr::write_xlmr_file(out, c.to_json(), failing, ""), Contains("source went away"));
+  CHECK(test::read_file(out) == "earlier");
+  CHECK_FALSE(fs::exists(out + ".tmp"));
+  auto short_one = produced;
+  short_one.back().produce = [](std::vector<uint8_t>& buf) { buf.assign(4, 0); };
+  next = 0;
+  CHECK_THROWS_WITH(xlmr::write_xlmr_file(out, c.to_json(), short_one, ""),
+                    Contains("produced 4 bytes, its shape and dtype need"));
+  CHECK(test::read_file(out) == "earlier");
+  CHECK_FALSE(fs::exists(out + ".tmp"));
 }

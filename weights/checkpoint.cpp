@@ -3,6 +3,7 @@
 #include "weights/checkpoint.h"
 
 #include <cstring>
+#include <vector>
 
 #include "engine/error.h"
 #include "weights/file_io.h"
@@ -26,6 +27,29 @@ SourceKind sniff_checkpoint(const std::string& path) {
     if (header_len >= 2 && header_len <= size - 8 && head[8] == '{') return SourceKind::safetensors;
   }
   return SourceKind::unknown;
+}
+
+void SourceTensor::read_into(uint8_t* dst) const {
+  if (!bytes) XLMR_THROW("tensor '" + detail::printable(name) + "' has no data source");
+  bytes->read(dst, nbytes());
+}
+
+void SourceTensor::read(std::vector<uint8_t>* out) const {
+  const uint64_t n = nbytes();
+  if (out->capacity() < n) {
+    // Let the old buffer go first: growing in place would hold both for a
+    // moment, which for a multi-GB embedding is the peak.
+    std::vector<uint8_t>().swap(*out);
+    out->reserve(static_cast<size_t>(n));
+  }
+  out->resize(static_cast<size_t>(n));
+  read_into(out->data());
+}
+
+std::vector<uint8_t> SourceTensor::read() const {
+  std::vector<uint8_t> out;
+  read(&out);
+  return out;
 }
 
 Checkpoint read_checkpoint_file(const std::string& path) {

@@ -391,8 +391,8 @@ bool ignorable(const std::string& name, const Naming& nm) {
 
 // ---- dtype conversion -----------------------------------------------------
 
-float src_value(const SourceTensor& t, size_t i) {
-  const uint8_t* p = t.data.data();
+// Element i of a source tensor's bytes (`p`, as SourceTensor::read gives them).
+float src_value(const SourceTensor& t, const uint8_t* p, size_t i) {
   switch (t.dtype) {
     case SrcDType::f32: { float f; std::memcpy(&f, p + 4 * i, 4); return f; }
     case SrcDType::f64: { double d; std::memcpy(&d, p + 8 * i, 8); return float(d); }
@@ -403,14 +403,28 @@ float src_value(const SourceTensor& t, size_t i) {
   XLMR_THROW("tensor '" + t.name + "' has dtype " + dtype_name(t.dtype) + ", expected a floating type");
 }
 
+// Room a source tensor needs at the end of the output while it is converted
+// in place (append_converted): the larger of its size and its converted size.
+uint64_t conversion_room(const SourceTensor& t, DType dt) {
+  return std::max(t.nbytes(), uint64_t(t.numel()) * dtype_size(dt));
+}
+
+// Appends t, converted to dt, to *out. The source bytes are read straight
+// into *out and converted there, so a tensor costs the larger of its source
+// and converted sizes rather than both: the source goes at the end of that
+// room, and element i is read before it is written, at or before where
+// element i + 1 starts, so converting front to back never overwrites an
+// element not yet read (whether dt is narrower, as wide or wider).
 void append_converted(std::vector<uint8_t>* out, const SourceTensor& t, DType dt) {
   const size_t n = size_t(t.numel());
-  XLMR_CHECK(t.data.size() == n * dtype_size(t.dtype), "internal: the data of tensor '" + t.name + "' is gone");
   const size_t at = out->size();
-  out->resize(at + n * dtype_size(dt));
+  const size_t room = size_t(conversion_room(t, dt));
+  out->resize(at + room);
   uint8_t* dst = out->data() + at;
+  uint8_t* src = dst + (room - size_t(t.nbytes()));
+  t.read_into(src);
   for (size_t i = 0; i < n; ++i) {
-    const float v = src_value(t, i);
+    const float v = src_value(t, src, i);
     XLMR_CHECK(std::isfinite(v), "tensor '" + t.name + "' contains NaN or infinity at element " + std::to_string(i));
     if (dt == DType::f32) {
       std::memcpy(dst + 4 * i, &v, 4);
@@ -421,6 +435,7 @@ void append_converted(std::vector<uint8_t>* out, const SourceTensor& t, DType dt
       std::memcpy(dst + 2 * i, &h, 2);
     }
   }
+  out->resize(at + n * dtype_size(dt));
 }
 
 int hf_int(const nlohmann::json& cfg, const char* key, int fallback) {
@@ -447,7 +462,8 @@ ConvertReport convert_checkpoint(const std::string& src, const std::string& out_
   rep.tokenizer = srcs.tokenizer;
   const nlohmann::json hf = srcs.config_json.empty() ? nlohmann::json::object() : read_json(srcs.config_json);
 
-  // Load every shard into one list.
+  // Open every shard into one list: names, shapes and dtypes only. Each
+  // tensor's bytes are read from its shard when it is converted, below.
   Checkpoint all;
   for (const std::string& f : srcs.weight_files) {
     Checkpoint ck = read_checkpoint_file(f);
@@ -571,17 +587,6 @@ ConvertReport convert_checkpoint(const std::string& src, const std::string& out_
                " tensor(s) this converter does not know: " + list + " (pass --ignore-unknown to drop them)");
   }
   for (const std::string& u : unknown) rep.ignored.push_back(u);
-
-  // Memory: the checkpoint is held whole (XLM-R XL is 14 GB in f32). What the
-  // encoder does not use (LM heads, optimizer state) goes now, and each source
-  // tensor goes once converted, so the peak stays near the used part of the
-  // checkpoint instead of checkpoint plus converted copy.
-  auto release = [](SourceTensor& t) { std::vector<uint8_t>().swap(t.data); };
-  std::map<std::string, SourceTensor*> owned;
-  for (SourceTensor& t : all.tensors) {
-    if (used.count(t.name)) owned[t.name] = &t;
-    else release(t);
-  }
 
   // ---- config from shapes, config.json and the options ----
   auto src_of = [&](const std::string& canonical) { return namer.get(mapped.at(canonical).parts.front()); };
@@ -735,17 +740,39 @@ ConvertReport convert_checkpoint(const std::string& src, const std::string& out_
   if (!fairseq_head.empty()) j["provenance"]["fairseq_head"] = fairseq_head;
   if (!spm.empty()) j["provenance"]["tokenizer_source"] = rep.tokenizer_rebuilt ? "tokenizer.json" : "sentencepiece";
 
+  // Memory: nothing so far has read a tensor's bytes (everything above used
+  // names, shapes and dtypes). Each output tensor is made while the file is
+  // written: its sources are read one at a time into the writer's buffer,
+  // which is reused, and converted there. The peak is about the largest
+  // tensor, source or converted, not the checkpoint (XLM-R XXL is 43 GB in
+  // f32, its embedding 4.1 GB).
   std::vector<TensorToWrite> tensors;
   for (const SchemaEntry& s : schema) {
     TensorToWrite t;
     t.name = s.name;
     t.shape = s.shape;
     t.dtype = s.shape.size() == 2 ? opts.dtype : DType::f32;  // biases and LayerNorm stay f32
-    for (const std::string& p : mapped.at(s.name).parts) {
-      append_converted(&t.data, *namer.get(p), t.dtype);
-      release(*owned.at(p));  // each source feeds one canonical tensor
-    }
-    rep.bytes += t.data.size();
+    std::vector<const SourceTensor*> parts;
+    for (const std::string& p : mapped.at(s.name).parts) parts.push_back(namer.get(p));
+    const DType dt = t.dtype;
+    t.produce = [parts, dt](std::vector<uint8_t>& out) {
+      // The writer reserved the converted size; a part converted in place
+      // may need more for a moment (a wider source). Reserve that up front:
+      // growing a filled buffer would copy it, holding both.
+      uint64_t need = 0, at = 0;
+      for (const SourceTensor* p : parts) {
+        need = std::max(need, at + conversion_room(*p, dt));
+        at += uint64_t(p->numel()) * dtype_size(dt);
+      }
+      if (out.capacity() < need) {
+        std::vector<uint8_t>().swap(out);
+        out.reserve(size_t(need));
+      }
+      for (const SourceTensor* p : parts) append_converted(&out, *p, dt);
+    };
+    uint64_t numel = 1;
+    for (int64_t d : s.shape) numel *= uint64_t(d);
+    rep.bytes += numel * dtype_size(t.dtype);
     tensors.push_back(std::move(t));
   }
   write_xlmr_file(out_path, j, tensors, spm);

@@ -82,7 +82,10 @@ class InputFile {
     in_.seekg(static_cast<std::streamoff>(offset), std::ios::beg);
     in_.read(static_cast<char*>(dst), static_cast<std::streamsize>(n));
     if (!in_ || static_cast<uint64_t>(in_.gcount()) != n) {
-      XLMR_THROW(path_ + ": read error at offset " + std::to_string(offset));
+      // Sizes were checked against the size seen at open: a short read now
+      // means the file shrank since, or an I/O error.
+      XLMR_THROW(path_ + ": read error at offset " + std::to_string(offset) +
+                 " (file truncated or changed since it was opened?)");
     }
   }
 

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <limits>
+#include <memory>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -55,10 +57,27 @@ struct Entry {
   uint64_t begin, end;
 };
 
+// One tensor's bytes: a range of the file, checked against the file's size
+// when the header was read (and by InputFile again when read).
+class FileRange : public TensorBytes {
+ public:
+  FileRange(std::shared_ptr<detail::InputFile> file, uint64_t offset, uint64_t size)
+      : file_(std::move(file)), offset_(offset), size_(size) {}
+  void read(uint8_t* dst, uint64_t nbytes) const override {
+    if (nbytes != size_) XLMR_THROW(file_->path() + ": internal: tensor size changed since the header was read");
+    file_->read_at(offset_, dst, nbytes);
+  }
+
+ private:
+  std::shared_ptr<detail::InputFile> file_;
+  uint64_t offset_, size_;
+};
+
 }  // namespace
 
 Checkpoint read_safetensors(const std::string& path) {
-  detail::InputFile file(path);
+  auto shared_file = std::make_shared<detail::InputFile>(path);
+  detail::InputFile& file = *shared_file;
   const uint64_t fsize = file.size();
   if (fsize < 8) XLMR_THROW(path + ": safetensors file too short (" + std::to_string(fsize) + " bytes)");
   uint8_t lenbuf[8];
@@ -188,10 +207,9 @@ Checkpoint read_safetensors(const std::string& path) {
                " trailing bytes not covered by any tensor");
   }
 
+  // The bytes stay in the file until asked for (checkpoint.h).
   for (const Entry& e : entries) {
-    SourceTensor& t = ck.tensors[e.order];
-    t.data.resize(static_cast<size_t>(e.end - e.begin));
-    file.read_at(data_start + e.begin, t.data.data(), e.end - e.begin);
+    ck.tensors[e.order].bytes = std::make_shared<FileRange>(shared_file, data_start + e.begin, e.end - e.begin);
   }
   return ck;
 }

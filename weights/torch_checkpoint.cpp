@@ -1,7 +1,10 @@
 // PyTorch checkpoint readers: the zip container written by torch.save since
 // 1.6, and the older "legacy" stream (a run of pickles followed by the raw
 // storages). Both share the restricted unpickler and the flattening of the
-// unpickled object into named tensors plus metadata.
+// unpickled object into named tensors plus metadata. Opening reads the
+// pickle and locates and sizes every storage (zip directory, legacy element
+// counts); a tensor's elements are read from its storage only when asked for
+// (TorchView below).
 
 #include <zip.h>
 
@@ -49,9 +52,6 @@ struct StorageEntry {
   std::string key;
   SrcDType dtype = SrcDType::f32;
   int64_t numel = 0;  // elements, as declared by the persistent id
-  bool loaded = false;
-  std::vector<uint8_t> data;
-  int64_t uses = 0;  // tensors still to be materialised from it
 };
 
 struct StorageTable {
@@ -231,18 +231,100 @@ struct Flattener {
   }
 };
 
-// ---- materialising tensors ---------------------------------------------------
+// ---- tensors as views into storages -----------------------------------------
 
-using LoadStorage = std::function<void(StorageEntry&)>;
+// The storages' raw bytes, where the container keeps them: zip members, or
+// ranges of a legacy file. Each storage's declared size was checked against
+// what the file holds when the checkpoint was opened; read() checks the range
+// against it again.
+class StorageFile {
+ public:
+  virtual ~StorageFile() = default;
+  // Reads n bytes at byte `offset` of storage `id`.
+  virtual void read(int64_t id, uint64_t offset, uint8_t* dst, uint64_t n) = 0;
+};
 
-// `budget`: bytes all tensors still to be materialised may hold together.
-SourceTensor materialise(const std::string& path, const std::string& name, const Value* tv, StorageTable& table,
-                         const LoadStorage& load, uint64_t* budget) {
+// A tensor: sizes and strides (elements, never negative) from `first`, an
+// element of its root storage. Opening checked that every element it reaches
+// lies inside that storage.
+class TorchView : public TensorBytes {
+ public:
+  TorchView(std::shared_ptr<StorageFile> storages, std::string what, int64_t storage, int64_t first,
+            const pickle::TensorRef& tr, int64_t esize, int64_t span)
+      : storages_(std::move(storages)), what_(std::move(what)), storage_(storage), first_(first), sizes_(tr.sizes),
+        strides_(tr.strides), esize_(esize), span_(span) {
+    int64_t expect = 1;
+    for (size_t k = sizes_.size(); k-- > 0;) {
+      if (sizes_[k] != 1 && strides_[k] != expect) contiguous_ = false;
+      expect *= sizes_[k];
+    }
+  }
+
+  void read(uint8_t* dst, uint64_t nbytes) const override {
+    int64_t numel = 1;
+    for (int64_t d : sizes_) numel *= d;  // checked for overflow when opened
+    if (nbytes != static_cast<uint64_t>(numel * esize_)) XLMR_THROW(what_ + ": internal: size changed since opened");
+    if (numel == 0) return;
+    const uint64_t at = static_cast<uint64_t>(first_ * esize_);
+    if (contiguous_) {
+      storages_->read(storage_, at, dst, nbytes);
+      return;
+    }
+    // A strided view (a transpose, a column slice, a broadcast): read the
+    // elements it reaches, at most its storage, and gather them.
+    std::vector<uint8_t> span(static_cast<size_t>(span_ * esize_));
+    storages_->read(storage_, at, span.data(), span.size());
+    const uint8_t* base = span.data();
+    const size_t ndim = sizes_.size();  // >= 1: a 0-d tensor is contiguous
+    const int64_t inner_n = sizes_[ndim - 1];
+    const int64_t inner_s = strides_[ndim - 1];
+    std::vector<int64_t> idx(ndim, 0);
+    while (true) {
+      int64_t off = 0;
+      for (size_t k = 0; k + 1 < ndim; ++k) off += idx[k] * strides_[k];
+      const uint8_t* src = base + off * esize_;
+      if (inner_s == 1) {
+        std::memcpy(dst, src, static_cast<size_t>(inner_n * esize_));
+        dst += inner_n * esize_;
+      } else {
+        for (int64_t j = 0; j < inner_n; ++j) {
+          std::memcpy(dst, src + j * inner_s * esize_, static_cast<size_t>(esize_));
+          dst += esize_;
+        }
+      }
+      size_t k = ndim - 1;
+      bool done = true;
+      while (k-- > 0) {
+        if (++idx[k] < sizes_[k]) {
+          done = false;
+          break;
+        }
+        idx[k] = 0;
+      }
+      if (done) break;
+    }
+  }
+
+ private:
+  std::shared_ptr<StorageFile> storages_;
+  std::string what_;  // "<path>: tensor '<name>'", for messages
+  int64_t storage_, first_;
+  std::vector<int64_t> sizes_, strides_;
+  int64_t esize_;
+  int64_t span_;  // elements from first_ to the last one reached, inclusive
+  bool contiguous_ = true;
+};
+
+// Checks one tensor against its storage and describes it; reads nothing.
+// `budget`: bytes all tensors still to be described may hold, or read,
+// together.
+SourceTensor describe(const std::string& path, const std::string& name, const Value* tv, const StorageTable& table,
+                      const std::shared_ptr<StorageFile>& storages, uint64_t* budget) {
   const pickle::TensorRef& tr = *tv->tensor;
   const pickle::StorageRef& sr = *tr.storage->storage;
   const std::string what = path + ": tensor '" + detail::printable(name) + "'";
   if (sr.id < 0 || static_cast<size_t>(sr.id) >= table.entries.size()) XLMR_THROW(what + " refers to an unknown storage");
-  StorageEntry& root = table.entries[static_cast<size_t>(sr.id)];
+  const StorageEntry& root = table.entries[static_cast<size_t>(sr.id)];
   const int64_t esize = static_cast<int64_t>(dtype_size(sr.dtype));
 
   SourceTensor t;
@@ -272,97 +354,53 @@ SourceTensor materialise(const std::string& path, const std::string& name, const
       XLMR_THROW(what + " reaches element " + std::to_string(max_index) + " of a storage with " +
                  std::to_string(sr.numel) + " elements");
     }
+    // The (view) storage lies inside its root, whose size the file was
+    // checked to hold: so does every element the tensor reaches.
+    if (sr.offset < 0 || sr.numel > root.numel || sr.offset > root.numel - sr.numel) {
+      XLMR_THROW(what + " storage data is shorter than declared");
+    }
     const uint64_t out_bytes = static_cast<uint64_t>(numel) * static_cast<uint64_t>(esize);
     const uint64_t storage_bytes = static_cast<uint64_t>(sr.numel) * static_cast<uint64_t>(esize);
     if (out_bytes > std::max(storage_bytes, kMaxViewExpansionBytes)) {
       XLMR_THROW(what + " expands its storage to an implausible size");
     }
-    if (out_bytes > *budget) {
+    // Reading a strided view reads every element between its first and last
+    // (TorchView), which for a sparse slice is more than it holds: charge
+    // that too, so that reading all tensors costs a bounded multiple of the
+    // stored bytes even when a small file names one wide view many times.
+    const uint64_t span_bytes = static_cast<uint64_t>(max_index - tr.offset + 1) * static_cast<uint64_t>(esize);
+    const uint64_t cost = std::max(out_bytes, span_bytes);
+    if (cost > *budget) {
       XLMR_THROW(what + ": the tensors add up to far more bytes than the checkpoint stores "
                         "(one storage shared by too many names or views)");
     }
-    *budget -= out_bytes;
+    *budget -= cost;
   }
-
-  if (!root.loaded) load(root);
-  root.uses -= 1;
-  const bool last_use = root.uses <= 0;
-
-  if (numel > 0) {
-    const int64_t need = (sr.offset + sr.numel) * esize;  // bounded by root.numel at registration
-    if (static_cast<int64_t>(root.data.size()) < need) XLMR_THROW(what + " storage data is shorter than declared");
-    const uint8_t* base = root.data.data() + (sr.offset + tr.offset) * esize;
-    const size_t nbytes = static_cast<size_t>(numel * esize);
-
-    bool contiguous = true;
-    int64_t expect = 1;
-    for (size_t k = ndim; k-- > 0;) {
-      if (tr.sizes[k] != 1 && tr.strides[k] != expect) contiguous = false;
-      expect *= tr.sizes[k];
-    }
-    if (contiguous && last_use && sr.offset + tr.offset == 0 && nbytes == root.data.size()) {
-      t.data = std::move(root.data);
-    } else if (contiguous) {
-      t.data.assign(base, base + nbytes);
-    } else {
-      t.data.resize(nbytes);
-      uint8_t* dst = t.data.data();
-      const int64_t inner_n = tr.sizes[ndim - 1];  // ndim >= 1: a 0-d tensor is always contiguous
-      const int64_t inner_s = tr.strides[ndim - 1];
-      std::vector<int64_t> idx(ndim, 0);
-      while (true) {
-        int64_t off = 0;
-        for (size_t k = 0; k + 1 < ndim; ++k) off += idx[k] * tr.strides[k];
-        const uint8_t* src = base + off * esize;
-        if (inner_s == 1) {
-          std::memcpy(dst, src, static_cast<size_t>(inner_n * esize));
-          dst += inner_n * esize;
-        } else {
-          for (int64_t j = 0; j < inner_n; ++j) {
-            std::memcpy(dst, src + j * inner_s * esize, static_cast<size_t>(esize));
-            dst += esize;
-          }
-        }
-        size_t k = ndim - 1;
-        bool done = true;
-        while (k-- > 0) {
-          if (++idx[k] < tr.sizes[k]) {
-            done = false;
-            break;
-          }
-          idx[k] = 0;
-        }
-        if (done) break;
-      }
-    }
-  }
-  if (last_use) {
-    std::vector<uint8_t>().swap(root.data);
-  }
+  const int64_t first = empty ? 0 : sr.offset + tr.offset;
+  const int64_t span = empty ? 0 : max_index - tr.offset + 1;
+  t.bytes = std::make_shared<TorchView>(storages, what, sr.id, first, tr, esize, span);
   return t;
 }
 
-Checkpoint finish(const std::string& path, const char* format, const Value* root, StorageTable& table,
-                  const LoadStorage& load) {
+Checkpoint finish(const std::string& path, const char* format, const Value* root, const StorageTable& table,
+                  const std::shared_ptr<StorageFile>& storages) {
   Flattener fl;
   fl.path = path;
   std::optional<nlohmann::json> meta = fl.walk(root, "", 0);
   Checkpoint ck;
   ck.format = format;
   if (meta && meta->is_object()) ck.metadata = std::move(*meta);
-  for (auto& nt : fl.tensors) {
-    const int64_t id = nt.second->tensor->storage->storage->id;
-    if (id >= 0 && static_cast<size_t>(id) < table.entries.size()) table.entries[static_cast<size_t>(id)].uses += 1;
-  }
-  // Declared storage bytes, each checked against the data at registration;
+  // Declared storage bytes, each checked against the file at registration;
   // capped well below where the product with kMaxSharedCopies would wrap.
+  // Nothing is copied any more when the checkpoint is opened, but a consumer
+  // reading every tensor still would: the same limit keeps that bounded.
   uint64_t stored = 0;
   for (const StorageEntry& e : table.entries) {
     stored = std::min<uint64_t>(stored + static_cast<uint64_t>(e.numel) * dtype_size(e.dtype), uint64_t(1) << 60);
   }
   uint64_t budget = stored * kMaxSharedCopies + kMaxViewExpansionBytes;
   ck.tensors.reserve(fl.tensors.size());
-  for (auto& nt : fl.tensors) ck.tensors.push_back(materialise(path, nt.first, nt.second, table, load, &budget));
+  for (auto& nt : fl.tensors) ck.tensors.push_back(describe(path, nt.first, nt.second, table, storages, &budget));
   return ck;
 }
 
@@ -393,14 +431,16 @@ class ZipArchive {
   }
 
   zip_t* get() const { return z_.get(); }
+  const std::string& path() const { return path_; }
 
   // Index of the entry with exactly this name, or -1. Names are compared as
   // stored (raw bytes), like the listing that found <root>.
   zip_int64_t find(const std::string& name) const { return zip_name_locate(z_.get(), name.c_str(), ZIP_FL_ENC_RAW); }
 
   // Size of an entry's uncompressed data, checked against what its
-  // compressed form could plausibly expand to.
-  uint64_t entry_size(zip_int64_t idx, const std::string& name) const {
+  // compressed form could plausibly expand to. *stored: whether the data is
+  // kept uncompressed (torch.save does), so that a read can seek into it.
+  uint64_t entry_size(zip_int64_t idx, const std::string& name, bool* stored_out = nullptr) const {
     zip_stat_t st;
     zip_stat_init(&st);
     if (zip_stat_index(z_.get(), static_cast<zip_uint64_t>(idx), 0, &st) != 0) {
@@ -414,14 +454,35 @@ class ZipArchive {
     if (stored ? st.size != st.comp_size : st.size / 1100 > st.comp_size + 1024) {
       XLMR_THROW(path_ + ": zip entry '" + detail::printable(name) + "' has an implausible size");
     }
+    if (stored_out) *stored_out = stored;
     return st.size;
   }
 
-  // Reads the first n bytes of an entry.
-  void read(zip_int64_t idx, const std::string& name, uint8_t* dst, uint64_t n) const {
+  // Reads n bytes of an entry's data from byte `offset`. A stored entry is
+  // seeked into; compressed data can only be decoded from its start, so the
+  // bytes before `offset` are decoded and dropped.
+  void read(zip_int64_t idx, const std::string& name, uint64_t offset, uint8_t* dst, uint64_t n, bool stored) const {
     zip_file_t* f = zip_fopen_index(z_.get(), static_cast<zip_uint64_t>(idx), 0);
     if (!f) XLMR_THROW(path_ + ": cannot open zip entry '" + detail::printable(name) + "' (" + zip_strerror(z_.get()) + ")");
     std::unique_ptr<zip_file_t, ZipFileCloser> fh(f);
+    if (offset > 0 && stored) {
+      if (zip_fseek(f, static_cast<zip_int64_t>(offset), SEEK_SET) != 0) {
+        XLMR_THROW(path_ + ": cannot seek in zip entry '" + detail::printable(name) + "' (" + zip_file_strerror(f) +
+                   ")");
+      }
+    } else if (offset > 0) {
+      std::vector<uint8_t> skip(static_cast<size_t>(std::min<uint64_t>(offset, 1u << 20)));
+      for (uint64_t left = offset; left > 0;) {
+        const uint64_t chunk = std::min<uint64_t>(left, skip.size());
+        read_fully(f, name, skip.data(), chunk);
+        left -= chunk;
+      }
+    }
+    read_fully(f, name, dst, n);
+  }
+
+ private:
+  void read_fully(zip_file_t* f, const std::string& name, uint8_t* dst, uint64_t n) const {
     uint64_t got = 0;
     while (got < n) {
       const uint64_t chunk = std::min<uint64_t>(n - got, 1u << 30);
@@ -432,10 +493,42 @@ class ZipArchive {
     }
   }
 
- private:
   std::string path_;
   uint64_t file_size_;
   std::unique_ptr<zip_t, ZipCloser> z_;
+};
+
+// The storages of a zip checkpoint: members <root>/data/<key>, kept open in
+// the archive (libzip holds the file) until the last tensor is gone.
+class ZipStorages : public StorageFile {
+ public:
+  struct Member {
+    zip_int64_t index = -1;
+    std::string name;
+    uint64_t bytes = 0;  // declared by the pickle; the member holds at least this many
+    bool stored = false;
+  };
+
+  explicit ZipStorages(std::shared_ptr<ZipArchive> zip) : zip_(std::move(zip)) {}
+  void add(int64_t id, Member m) { members_.emplace(id, std::move(m)); }
+  bool has(int64_t id) const { return members_.count(id) > 0; }
+
+  void read(int64_t id, uint64_t offset, uint8_t* dst, uint64_t n) override {
+    auto it = members_.find(id);
+    if (it == members_.end()) {
+      XLMR_THROW(path() + ": internal: storage " + std::to_string(id) + " was not registered");
+    }
+    const Member& m = it->second;
+    if (offset > m.bytes || n > m.bytes - offset) {
+      XLMR_THROW(path() + ": read past the end of storage record '" + detail::printable(m.name) + "'");
+    }
+    zip_->read(m.index, m.name, offset, dst, n, m.stored);
+  }
+
+ private:
+  const std::string& path() const { return zip_->path(); }
+  std::shared_ptr<ZipArchive> zip_;
+  std::unordered_map<int64_t, Member> members_;
 };
 
 Checkpoint read_torch_zip(const std::string& path) {
@@ -444,7 +537,8 @@ Checkpoint read_torch_zip(const std::string& path) {
     detail::InputFile f(path);
     file_size = f.size();
   }
-  ZipArchive zip(path, file_size);
+  auto shared_zip = std::make_shared<ZipArchive>(path, file_size);
+  ZipArchive& zip = *shared_zip;
 
   // <root> is the single top-level folder holding data.pkl.
   const zip_int64_t count = zip_get_num_entries(zip.get(), 0);
@@ -470,7 +564,7 @@ Checkpoint read_torch_zip(const std::string& path) {
     const uint64_t n = zip.entry_size(bo, root + "/byteorder");
     if (n > 64) XLMR_THROW(path + ": byteorder record is too long");
     std::string s(static_cast<size_t>(n), '\0');
-    zip.read(bo, root + "/byteorder", reinterpret_cast<uint8_t*>(s.data()), n);
+    zip.read(bo, root + "/byteorder", 0, reinterpret_cast<uint8_t*>(s.data()), n, false);
     while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
     if (s != "little") XLMR_THROW(path + ": checkpoint byte order is '" + detail::printable(s, 16) + "'; only little-endian is supported");
   }
@@ -481,26 +575,30 @@ Checkpoint read_torch_zip(const std::string& path) {
   const uint64_t pkl_size = zip.entry_size(pkl_idx, pkl_name);
   if (pkl_size > kMaxPickleBytes) XLMR_THROW(path + ": " + detail::printable(pkl_name) + " is larger than 1 GiB");
   std::vector<uint8_t> pkl(static_cast<size_t>(pkl_size));
-  zip.read(pkl_idx, pkl_name, pkl.data(), pkl_size);
+  zip.read(pkl_idx, pkl_name, 0, pkl.data(), pkl_size, false);
 
   StorageTable table;
-  std::unordered_map<int64_t, zip_int64_t> storage_entry;  // storage id -> zip index
+  auto storages = std::make_shared<ZipStorages>(shared_zip);
   pickle::Unpickler up(pkl.data(), pkl.size(), path + ": " + detail::printable(pkl_name));  // prefixes its messages
   up.set_persistent_load([&](pickle::Unpickler& u, Value* pid) -> Value* {
     SrcDType dtype;
     int64_t numel;
     const int64_t id = register_storage(u, table, pid, 5, &dtype, &numel);
-    if (!storage_entry.count(id)) {
-      const std::string member = root + "/data/" + table.entries[static_cast<size_t>(id)].key;
-      const zip_int64_t idx = zip.find(member);
-      if (idx < 0) XLMR_THROW(path + ": storage record '" + detail::printable(member) + "' is missing from the archive");
-      const uint64_t have = zip.entry_size(idx, member);
-      const uint64_t need = static_cast<uint64_t>(numel) * dtype_size(dtype);
-      if (have < need) {
-        XLMR_THROW(path + ": storage record '" + detail::printable(member) + "' holds " + std::to_string(have) + " bytes, needs " +
-                   std::to_string(need));
+    if (!storages->has(id)) {
+      // Located and sized now, from the zip directory; read when a tensor is.
+      ZipStorages::Member m;
+      m.name = root + "/data/" + table.entries[static_cast<size_t>(id)].key;
+      m.index = zip.find(m.name);
+      if (m.index < 0) {
+        XLMR_THROW(path + ": storage record '" + detail::printable(m.name) + "' is missing from the archive");
       }
-      storage_entry.emplace(id, idx);
+      const uint64_t have = zip.entry_size(m.index, m.name, &m.stored);
+      m.bytes = static_cast<uint64_t>(numel) * dtype_size(dtype);
+      if (have < m.bytes) {
+        XLMR_THROW(path + ": storage record '" + detail::printable(m.name) + "' holds " + std::to_string(have) +
+                   " bytes, needs " + std::to_string(m.bytes));
+      }
+      storages->add(id, std::move(m));
     }
     Value* s = u.make(Kind::storage);
     s->storage->id = id;
@@ -511,24 +609,40 @@ Checkpoint read_torch_zip(const std::string& path) {
   });
   size_t offset = 0;
   const Value* obj = up.load(&offset);
-
-  LoadStorage load = [&](StorageEntry& e) {
-    const int64_t id = table.by_key.at(e.key);
-    const zip_int64_t idx = storage_entry.at(id);
-    const uint64_t need = static_cast<uint64_t>(e.numel) * dtype_size(e.dtype);
-    e.data.resize(static_cast<size_t>(need));
-    zip.read(idx, root + "/data/" + e.key, e.data.data(), need);
-    e.loaded = true;
-  };
-  return finish(path, "torch-zip", obj, table, load);
+  return finish(path, "torch-zip", obj, table, storages);
 }
 
 // ---- legacy ---------------------------------------------------------------
 
 const uint8_t kLegacyMagic[10] = {0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
 
+// The storages of a legacy file: each one's raw elements at a known offset,
+// after its 8-byte element count.
+class LegacyStorages : public StorageFile {
+ public:
+  explicit LegacyStorages(std::shared_ptr<detail::InputFile> file) : file_(std::move(file)) {}
+  void add(int64_t id, uint64_t offset, uint64_t bytes) { ranges_[id] = {offset, bytes}; }
+  bool has(int64_t id) const { return ranges_.count(id) > 0; }
+
+  void read(int64_t id, uint64_t offset, uint8_t* dst, uint64_t n) override {
+    auto it = ranges_.find(id);
+    if (it == ranges_.end()) {
+      XLMR_THROW(file_->path() + ": internal: storage " + std::to_string(id) + " was not located");
+    }
+    if (offset > it->second.second || n > it->second.second - offset) {
+      XLMR_THROW(file_->path() + ": internal: read past the end of a storage");
+    }
+    file_->read_at(it->second.first + offset, dst, n);
+  }
+
+ private:
+  std::shared_ptr<detail::InputFile> file_;
+  std::unordered_map<int64_t, std::pair<uint64_t, uint64_t>> ranges_;  // id -> (file offset, declared bytes)
+};
+
 Checkpoint read_torch_legacy(const std::string& path) {
-  detail::InputFile file(path);
+  auto shared_file = std::make_shared<detail::InputFile>(path);
+  detail::InputFile& file = *shared_file;
   const uint64_t fsize = file.size();
 
   // The pickles come first and their total length is unknown: parse from a
@@ -590,7 +704,10 @@ Checkpoint read_torch_legacy(const std::string& path) {
         XLMR_THROW(path + ": legacy torch file has no storage key list");
       }
 
-      // Raw storages follow, in the order of the key list.
+      // Raw storages follow, in the order of the key list, each after its
+      // element count: the counts are read and checked now, the elements
+      // skipped until a tensor is read.
+      auto storages = std::make_shared<LegacyStorages>(shared_file);
       uint64_t pos = off;
       std::unordered_set<std::string> seen;
       for (const Value* k : keys->items) {
@@ -600,7 +717,7 @@ Checkpoint read_torch_legacy(const std::string& path) {
           XLMR_THROW(path + ": legacy storage '" + detail::printable(k->str, 64) + "' is not used by any tensor");
         }
         if (!seen.insert(k->str).second) XLMR_THROW(path + ": legacy storage '" + detail::printable(k->str, 64) + "' is listed twice");
-        StorageEntry& e = table.entries[static_cast<size_t>(found->second)];
+        const StorageEntry& e = table.entries[static_cast<size_t>(found->second)];
         uint8_t cnt[8];
         file.read_at(pos, cnt, 8);
         pos += 8;
@@ -613,21 +730,18 @@ Checkpoint read_torch_legacy(const std::string& path) {
           XLMR_THROW(path + ": legacy storage '" + detail::printable(e.key, 64) + "' holds " + std::to_string(count) + " elements, needs " +
                      std::to_string(e.numel));
         }
-        const uint64_t need = static_cast<uint64_t>(e.numel) * esize;
-        e.data.resize(static_cast<size_t>(need));
-        file.read_at(pos, e.data.data(), need);
-        e.loaded = true;
+        storages->add(found->second, pos, static_cast<uint64_t>(e.numel) * esize);
         pos += count * esize;
       }
       // Every storage the pickle declared must have its data here: the size
       // budget in finish() counts them all.
-      LoadStorage load = [&](StorageEntry& e) {
-        XLMR_THROW(path + ": legacy storage '" + detail::printable(e.key, 64) + "' has no data (missing from the storage list)");
-      };
-      for (StorageEntry& e : table.entries) {
-        if (!e.loaded) load(e);
+      for (size_t id = 0; id < table.entries.size(); ++id) {
+        if (!storages->has(static_cast<int64_t>(id))) {
+          XLMR_THROW(path + ": legacy storage '" + detail::printable(table.entries[id].key, 64) +
+                     "' has no data (missing from the storage list)");
+        }
       }
-      return finish(path, "torch-legacy", obj, table, load);
+      return finish(path, "torch-legacy", obj, table, storages);
     } catch (const Error&) {
       if (up.ran_out_of_input() && prefix < fsize && prefix < kMaxPickleBytes) {
         prefix = std::min<uint64_t>(fsize, prefix * 4);

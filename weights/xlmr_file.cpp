@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -82,6 +83,53 @@ uint64_t meta_checksum(const uint8_t* header, const void* json, size_t json_size
 // a + b <= limit, without overflow.
 bool fits(uint64_t a, uint64_t b, uint64_t limit) { return a <= limit && b <= limit - a; }
 
+// PATH.tmp while it is being written: removed again unless renamed into
+// place, so that a failure (a full disk, a producer's exception) leaves
+// neither a partial file nor a stray temporary.
+class TmpFile {
+ public:
+  explicit TmpFile(const std::string& path) : path_(path + ".tmp") {
+    f_ = std::fopen(path_.c_str(), "wb");
+    XLMR_CHECK(f_, "cannot create '" + path_ + "': " + std::strerror(errno));
+  }
+  ~TmpFile() {
+    if (f_) std::fclose(f_);
+    if (!renamed_) std::remove(path_.c_str());
+  }
+  TmpFile(const TmpFile&) = delete;
+  TmpFile& operator=(const TmpFile&) = delete;
+
+  uint64_t pos() const { return pos_; }
+  void write(const void* p, size_t n) {
+    if (n && std::fwrite(p, 1, n, f_) != n) failed();
+    pos_ += n;
+  }
+  void pad_to(uint64_t target) {
+    static const uint8_t zeros[kXlmrAlignment] = {0};
+    while (pos_ < target) write(zeros, size_t(std::min<uint64_t>(target - pos_, kXlmrAlignment)));
+  }
+  void seek(uint64_t to) {
+    if (::fseeko(f_, off_t(to), SEEK_SET) != 0) failed();
+    pos_ = to;
+  }
+  void rename_to(const std::string& path) {
+    FILE* f = f_;
+    f_ = nullptr;
+    if (std::fclose(f) != 0) failed();
+    XLMR_CHECK(std::rename(path_.c_str(), path.c_str()) == 0,
+               "cannot rename '" + path_ + "' to '" + path + "': " + std::strerror(errno));
+    renamed_ = true;
+  }
+
+ private:
+  [[noreturn]] void failed() { XLMR_THROW("failed writing '" + path_ + "' (disk full?)"); }
+
+  std::string path_;
+  FILE* f_ = nullptr;
+  uint64_t pos_ = 0;
+  bool renamed_ = false;
+};
+
 }  // namespace
 
 void write_xlmr_file(const std::string& path, const nlohmann::json& config,
@@ -92,10 +140,13 @@ void write_xlmr_file(const std::string& path, const nlohmann::json& config,
   const uint64_t dir_size = uint64_t(tensors.size()) * kXlmrDirEntrySize;
   const uint64_t data_offset = align_up(dir_offset + dir_size, kXlmrAlignment);
 
+  // The layout follows from names, shapes and dtypes alone, so the header and
+  // directory can be written before any tensor's bytes exist; only the
+  // checksums wait for the bytes (filled in below).
   std::vector<uint8_t> dir(dir_size, 0);
   std::set<std::string> names;
   uint64_t cursor = data_offset;
-  std::vector<uint64_t> offsets;
+  std::vector<uint64_t> offsets, sizes;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const TensorToWrite& t = tensors[i];
     XLMR_CHECK(!t.name.empty() && t.name.size() <= kXlmrMaxName,
@@ -108,7 +159,8 @@ void write_xlmr_file(const std::string& path, const nlohmann::json& config,
       XLMR_CHECK(d > 0, "tensor '" + t.name + "' has a non-positive dimension");
       numel *= uint64_t(d);
     }
-    XLMR_CHECK(t.data.size() == numel * dtype_size(t.dtype),
+    const uint64_t nbytes = numel * dtype_size(t.dtype);
+    XLMR_CHECK(t.produce || t.data.size() == nbytes,
                "tensor '" + t.name + "': data size does not match its shape and dtype");
     uint8_t* e = dir.data() + i * kXlmrDirEntrySize;
     std::memcpy(e + kEntName, t.name.data(), t.name.size());
@@ -117,10 +169,10 @@ void write_xlmr_file(const std::string& path, const nlohmann::json& config,
     for (size_t d = 0; d < t.shape.size(); ++d) put_u64(e + kEntShape + 8 * d, uint64_t(t.shape[d]));
     cursor = align_up(cursor, kXlmrAlignment);
     offsets.push_back(cursor);
+    sizes.push_back(nbytes);
     put_u64(e + kEntOffset, cursor);
-    put_u64(e + kEntNBytes, t.data.size());
-    put_u64(e + kEntChecksum, XXH64(t.data.data(), t.data.size(), 0));
-    cursor += t.data.size();
+    put_u64(e + kEntNBytes, nbytes);
+    cursor += nbytes;
   }
   const uint64_t data_end = align_up(cursor, kXlmrAlignment);
   const uint64_t tok_offset = data_end;
@@ -140,40 +192,45 @@ void write_xlmr_file(const std::string& path, const nlohmann::json& config,
   put_u64(header + kOffTokOffset, tok_offset);
   put_u64(header + kOffTokSize, tokenizer_model.size());
   put_u64(header + kOffTokChecksum, XXH64(tokenizer_model.data(), tokenizer_model.size(), 0));
-  put_u64(header + kOffMetaChecksum, meta_checksum(header, json.data(), json.size(), dir.data(), dir.size()));
 
-  const std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  XLMR_CHECK(f, "cannot create '" + tmp + "': " + std::strerror(errno));
-  uint64_t pos = 0;
-  bool ok = true;
-  auto write = [&](const void* p, size_t n) {
-    if (ok && n && std::fwrite(p, 1, n, f) != n) ok = false;
-    pos += n;
-  };
-  auto pad_to = [&](uint64_t target) {
-    static const uint8_t zeros[kXlmrAlignment] = {0};
-    while (pos < target) write(zeros, size_t(std::min<uint64_t>(target - pos, kXlmrAlignment)));
-  };
-  write(header, sizeof header);
-  write(json.data(), json.size());
-  pad_to(dir_offset);
-  write(dir.data(), dir.size());
+  TmpFile out(path);
+  // Header and directory go out first without their checksums, to be
+  // rewritten in place at the end: the file is the same, byte for byte, as
+  // if everything had been in memory at once.
+  out.write(header, sizeof header);
+  out.write(json.data(), json.size());
+  out.pad_to(dir_offset);
+  out.write(dir.data(), dir.size());
+  std::vector<uint8_t> buffer;  // a produced tensor's bytes, reused: the largest one's size
   for (size_t i = 0; i < tensors.size(); ++i) {
-    pad_to(offsets[i]);
-    write(tensors[i].data.data(), tensors[i].data.size());
+    const TensorToWrite& t = tensors[i];
+    const std::vector<uint8_t>* bytes = &t.data;
+    if (t.produce) {
+      if (buffer.capacity() < sizes[i]) {
+        std::vector<uint8_t>().swap(buffer);  // not both the old and the new buffer at once
+        buffer.reserve(size_t(sizes[i]));
+      }
+      buffer.clear();
+      t.produce(buffer);
+      XLMR_CHECK(buffer.size() == sizes[i], "tensor '" + t.name + "': produced " + std::to_string(buffer.size()) +
+                                                " bytes, its shape and dtype need " + std::to_string(sizes[i]));
+      bytes = &buffer;
+    }
+    out.pad_to(offsets[i]);
+    out.write(bytes->data(), bytes->size());
+    put_u64(dir.data() + i * kXlmrDirEntrySize + kEntChecksum, XXH64(bytes->data(), bytes->size(), 0));
   }
-  pad_to(tok_offset);
-  write(tokenizer_model.data(), tokenizer_model.size());
-  if (std::fclose(f) != 0) ok = false;
-  if (!ok) {
-    std::remove(tmp.c_str());
-    XLMR_THROW("failed writing '" + tmp + "' (disk full?)");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    XLMR_THROW("cannot rename '" + tmp + "' to '" + path + "': " + std::strerror(errno));
-  }
+  out.pad_to(tok_offset);
+  out.write(tokenizer_model.data(), tokenizer_model.size());
+  XLMR_CHECK(out.pos() == file_size, "internal: wrote " + std::to_string(out.pos()) + " bytes of " +
+                                         std::to_string(file_size));
+
+  put_u64(header + kOffMetaChecksum, meta_checksum(header, json.data(), json.size(), dir.data(), dir.size()));
+  out.seek(dir_offset);
+  out.write(dir.data(), dir.size());
+  out.seek(0);
+  out.write(header, sizeof header);
+  out.rename_to(path);
 }
 
 std::unique_ptr<XlmrFile> XlmrFile::open(const std::string& path, const LoadOptions& opts) {

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,11 +51,20 @@ struct TensorToWrite {
   std::string name;
   DType dtype = DType::f32;
   std::vector<int64_t> shape;
-  std::vector<uint8_t> data;  // numel * dtype_size bytes, row-major
+  std::vector<uint8_t> data;  // numel * dtype_size bytes, row-major; unused when `produce` is set
+  // Makes the bytes while the file is being written instead: called once,
+  // in file order, to fill the buffer with numel * dtype_size bytes. The
+  // writer reuses one buffer for all tensors, so a converter holds one
+  // converted tensor at a time, not the model. An exception it throws
+  // abandons the file (the temporary is removed) and propagates.
+  std::function<void(std::vector<uint8_t>&)> produce;
 };
 
 // Writes the file atomically (to PATH.tmp, then rename). `config` is the JSON
-// section (see docs/weights-format.md for its keys).
+// section (see docs/weights-format.md for its keys). Tensors are written one
+// at a time, in order; their offsets follow from the shapes and dtypes, and
+// the checksums in the directory are filled in once each tensor's bytes
+// have been written.
 void write_xlmr_file(const std::string& path, const nlohmann::json& config,
                      const std::vector<TensorToWrite>& tensors, const std::string& tokenizer_model);
 

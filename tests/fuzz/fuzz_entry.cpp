@@ -256,8 +256,12 @@ Outcome run_xlmr(const uint8_t* data, size_t size) {
 
 namespace {
 
+// Opening reads no tensor bytes (weights/checkpoint.h): every tensor is read
+// here too, so that the lazy, bounds-checked reads see the hostile input as
+// well. An input is accepted only when all of them succeed.
 void check_checkpoint(const Checkpoint& ck) {
   std::set<std::string> names;
+  std::vector<uint8_t> bytes;
   for (const SourceTensor& t : ck.tensors) {
     if (!names.insert(t.name).second) violation("accepted checkpoint repeats tensor '" + t.name + "'");
     int64_t numel = 1;
@@ -265,8 +269,9 @@ void check_checkpoint(const Checkpoint& ck) {
       if (d < 0) violation("accepted tensor '" + t.name + "' has a negative dimension");
       numel *= d;
     }
-    if (t.data.size() != uint64_t(numel) * dtype_size(t.dtype)) {
-      violation("accepted tensor '" + t.name + "' holds " + std::to_string(t.data.size()) +
+    t.read(&bytes);
+    if (bytes.size() != uint64_t(numel) * dtype_size(t.dtype)) {
+      violation("accepted tensor '" + t.name + "' holds " + std::to_string(bytes.size()) +
                 " bytes for " + std::to_string(numel) + " elements");
     }
   }
