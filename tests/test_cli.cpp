@@ -9,6 +9,7 @@
 #include "test_support.h"
 #include "tiny_model.h"
 #include "tokenizer/tokenizer.h"
+#include "weights/convert.h"
 
 using Catch::Matchers::Contains;
 using Catch::Matchers::StartsWith;
@@ -113,6 +114,42 @@ TEST_CASE("xlmr-convert: bad sources get one error line and a non-zero exit", "[
     CHECK_THAT(r.err, Contains(c.message));
     CHECK(test::lines(r.err).size() == 1);
   }
+}
+
+TEST_CASE("xlmr-convert reports progress per tensor; --progress always draws it into a log", "[cli]") {
+  const std::string src = test::fixture("smoke/hf");
+  const std::string out = test::scratch("cli-convert") + "/progress.xlmr";
+  // The library's callback: one call a tensor, counts rising to the totals.
+  std::vector<xlmr::ConvertProgress> calls;
+  xlmr::ConvertOptions o;
+  o.progress = [&](const xlmr::ConvertProgress& p) { calls.push_back(p); };
+  const xlmr::ConvertReport r = xlmr::convert_checkpoint(src, out, o);
+  REQUIRE(calls.size() == r.n_tensors);
+  for (size_t i = 0; i < calls.size(); ++i) {
+    CHECK(calls[i].tensors_done == i + 1);
+    CHECK(calls[i].tensors_total == r.n_tensors);
+    CHECK(calls[i].bytes_total == r.bytes);
+    if (i > 0) CHECK(calls[i].bytes_done > calls[i - 1].bytes_done);
+  }
+  CHECK(calls.back().bytes_done == r.bytes);
+
+  // Not a terminal: the first count, then at most a line a second, and the
+  // last; --quiet keeps the summary out but not an asked-for progress line.
+  const auto a = test::run(convert() + " '" + src + "' '" + out + "' --progress always --quiet");
+  REQUIRE(a.status == 0);
+  const std::string total = std::to_string(r.n_tensors);
+  CHECK_THAT(a.err, StartsWith("xlmr-convert: 1/" + total + " tensors, "));
+  CHECK_THAT(a.err, Contains("xlmr-convert: " + total + "/" + total + " tensors, "));
+  CHECK_THAT(a.err, Contains(" MB, "));
+  // auto: only on a terminal; never: never.
+  for (const char* mode : {"auto", "never"}) {
+    const auto b = test::run(convert() + " '" + src + "' '" + out + "' --progress " + mode + " --quiet");
+    REQUIRE(b.status == 0);
+    CHECK_THAT(b.err, !Contains("tensors, "));
+  }
+  const auto bad = test::run(convert() + " '" + src + "' '" + out + "' --progress sometimes");
+  CHECK(bad.status == 1);
+  CHECK_THAT(bad.err, Contains("--progress must be auto, always or never"));
 }
 
 TEST_CASE("xlmr-infer runs the demo model on text, warning on truncation and bad UTF-8", "[cli][demo]") {

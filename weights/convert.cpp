@@ -746,6 +746,13 @@ ConvertReport convert_checkpoint(const std::string& src, const std::string& out_
   // which is reused, and converted there. The peak is about the largest
   // tensor, source or converted, not the checkpoint (XLM-R XXL is 43 GB in
   // f32, its embedding 4.1 GB).
+  ConvertProgress progress;
+  progress.tensors_total = schema.size();
+  for (const SchemaEntry& s : schema) {
+    uint64_t numel = 1;
+    for (int64_t d : s.shape) numel *= uint64_t(d);
+    progress.bytes_total += numel * dtype_size(s.shape.size() == 2 ? opts.dtype : DType::f32);
+  }
   std::vector<TensorToWrite> tensors;
   for (const SchemaEntry& s : schema) {
     TensorToWrite t;
@@ -755,7 +762,7 @@ ConvertReport convert_checkpoint(const std::string& src, const std::string& out_
     std::vector<const SourceTensor*> parts;
     for (const std::string& p : mapped.at(s.name).parts) parts.push_back(namer.get(p));
     const DType dt = t.dtype;
-    t.produce = [parts, dt](std::vector<uint8_t>& out) {
+    t.produce = [parts, dt, &progress, &opts](std::vector<uint8_t>& out) {
       // The writer reserved the converted size; a part converted in place
       // may need more for a moment (a wider source). Reserve that up front:
       // growing a filled buffer would copy it, holding both.
@@ -769,12 +776,14 @@ ConvertReport convert_checkpoint(const std::string& src, const std::string& out_
         out.reserve(size_t(need));
       }
       for (const SourceTensor* p : parts) append_converted(&out, *p, dt);
+      // Reported once converted; the writer writes it next.
+      progress.tensors_done += 1;
+      progress.bytes_done += out.size();
+      if (opts.progress) opts.progress(progress);
     };
-    uint64_t numel = 1;
-    for (int64_t d : s.shape) numel *= uint64_t(d);
-    rep.bytes += numel * dtype_size(t.dtype);
     tensors.push_back(std::move(t));
   }
+  rep.bytes = progress.bytes_total;
   write_xlmr_file(out_path, j, tensors, spm);
   rep.config = j;
   rep.n_tensors = tensors.size();

@@ -5,6 +5,7 @@
 // one file with the tokenizer embedded.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,11 @@
 
 namespace xlmr {
 
+struct ConvertProgress {
+  size_t tensors_done = 0, tensors_total = 0;
+  uint64_t bytes_done = 0, bytes_total = 0;  // of the output's tensor data
+};
+
 struct ConvertOptions {
   std::string tokenizer_path;    // SentencePiece model or tokenizer.json; default: sentencepiece.bpe.model,
                                  // else tokenizer.json, beside the source
@@ -24,6 +30,10 @@ struct ConvertOptions {
   std::string head_name;         // fairseq classification head to keep, when there are several
   int heads = 0;                 // attention heads; 0: config.json, fairseq args, or a released shape's
   bool ignore_unknown = false;   // drop tensors that match no known name instead of failing
+  // Called as each output tensor is converted, just before it is written,
+  // with the counts so far and in all (the last call has done == total).
+  // Converting a large checkpoint takes minutes: this feeds a progress line.
+  std::function<void(const ConvertProgress&)> progress;
 };
 
 struct ConvertReport {

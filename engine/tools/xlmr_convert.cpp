@@ -1,5 +1,8 @@
 // xlmr-convert: turns a torchtext, Hugging Face or fairseq XLM-R-family
 // checkpoint into one .xlmr file (docs/weights-format.md).
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
 #include <string>
 
@@ -8,6 +11,55 @@
 #include "engine/error.h"
 #include "weights/convert.h"
 #include "weights/xlmr_file.h"
+
+namespace {
+
+// The progress line: tensors and bytes written of the total, and the time.
+// On a terminal it is redrawn in place at most ten times a second, from half
+// a second on (quick conversions stay silent); elsewhere (--progress always
+// into a log) it is a plain line at most once a second, and the last one.
+class ConvertProgressLine {
+ public:
+  ConvertProgressLine(bool enabled, bool terminal) : enabled_(enabled), terminal_(terminal) {}
+
+  void update(const xlmr::ConvertProgress& p) {
+    if (!enabled_) return;
+    const auto now = Clock::now();
+    const double since_start = seconds(start_, now);
+    const bool last = p.tensors_done == p.tensors_total;
+    if (terminal_ && since_start < 0.5) return;  // (a quick conversion shows nothing)
+    if (!last && drawn_ && seconds(last_, now) < (terminal_ ? 0.1 : 1.0)) return;
+    last_ = now;
+    drawn_ = true;
+    const bool gb = p.bytes_total >= 1000000000;
+    const double unit = gb ? 1e9 : 1e6;
+    char line[160];
+    std::snprintf(line, sizeof line, "xlmr-convert: %zu/%zu tensors, %.*f of %.*f %s, %.0f s", p.tensors_done,
+                  p.tensors_total, gb ? 2 : 1, double(p.bytes_done) / unit, gb ? 2 : 1, double(p.bytes_total) / unit,
+                  gb ? "GB" : "MB", since_start);
+    std::fprintf(stderr, terminal_ ? "\r%s\033[K" : "%s\n", line);
+    open_line_ = terminal_;
+    if (last) end_line();
+    std::fflush(stderr);
+  }
+
+  // Ends a line drawn in place, so that what follows starts on its own.
+  void end_line() {
+    if (open_line_) std::fputc('\n', stderr);
+    open_line_ = false;
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  static double seconds(Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double>(b - a).count();
+  }
+  bool enabled_, terminal_;
+  Clock::time_point start_ = Clock::now(), last_;
+  bool drawn_ = false, open_line_ = false;
+};
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -39,12 +91,22 @@ int main(int argc, char** argv) {
                  "released XLM-R-family width)");
   app.add_flag("--ignore-unknown", opts.ignore_unknown, "drop tensors with names this converter does not know");
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
+  std::string progress_mode = "auto";
+  app.add_option("--progress", progress_mode,
+                 "progress line on standard error: auto (when it is a terminal and without --quiet), always, never")
+      ->default_str("auto");
   app.set_version_flag("--version", std::string("xlmr-convert ") + XLMR_VERSION + " (writes .xlmr format version " +
                                         std::to_string(xlmr::kXlmrFormatVersion) + ")");
   CLI11_PARSE(app, argc, argv);
 
+  const bool err_tty = ::isatty(STDERR_FILENO);
+  ConvertProgressLine progress(progress_mode == "always" || (progress_mode == "auto" && err_tty && !quiet),
+                               err_tty);
   try {
     if (!xlmr::parse_dtype(dtype, &opts.dtype)) XLMR_THROW("--dtype must be f32, f16 or bf16, not '" + dtype + "'");
+    XLMR_CHECK(progress_mode == "auto" || progress_mode == "always" || progress_mode == "never",
+               "--progress must be auto, always or never, not '" + progress_mode + "'");
+    opts.progress = [&progress](const xlmr::ConvertProgress& p) { progress.update(p); };
     const xlmr::ConvertReport r = xlmr::convert_checkpoint(src, out, opts);
     if (r.tokenizer.empty())
       std::fprintf(stderr,
@@ -77,6 +139,7 @@ int main(int argc, char** argv) {
       }
     }
   } catch (const std::exception& e) {
+    progress.end_line();
     std::fprintf(stderr, "xlmr-convert: error: %s\n", e.what());
     return 1;
   }
