@@ -9,7 +9,9 @@
 // CTA per (64-query tile, head, sequence), 4 warps x 16 query rows. K/V tiles
 // of 64 keys are staged in shared memory with cp.async (double-buffered,
 // zero-filled past the sequence end); S = Q K^T and O += P V are mma.sync
-// m16n8k16 products with fp32 accumulators; the softmax is the online one,
+// m16n8k16 products with fp32 accumulators, their K and V operands loaded
+// by ldmatrix (V transposed on the way), one instruction for two products;
+// the softmax is the online one,
 // kept in registers, in the exp2 domain (scores pre-multiplied by
 // log2(e) / sqrt(D)). 80 and 128 (XLM-R XL, XXL) need more than the 48 KiB of
 // shared memory a kernel gets without an opt-in; attention_prepare opts in
@@ -89,6 +91,8 @@ struct Elem<__nv_bfloat16> {
 using ptx::cp_async_16;
 using ptx::cp_async_commit;
 using ptx::cp_async_wait;
+using ptx::ldmatrix_x4;
+using ptx::ldmatrix_x4_trans;
 
 __device__ __forceinline__ uint32_t lds32(const uint16_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 #endif
@@ -338,17 +342,23 @@ __global__ void __launch_bounds__(kThreads, kMinCtasOf<D>)
     __syncthreads();
 
     // S = Q K^T for 16 rows x 64 keys: 8 n-tiles of 8 keys.
-    // B[k][n] = K[key n][dim k], so b0/b1 are two adjacent dims of one key row.
+    // B[k][n] = K[key n][dim k]: b0 = (key g, dims 2t, 2t+1), b1 = dims +8,
+    // exactly what ldmatrix gives of the 8 x 8 block (keys, dims) of K. One
+    // x4 load serves n-tiles nt and nt+1: matrix m (lanes 8m..8m+7 name its
+    // rows) is keys (nt + m / 2) * 8 + i, dims kk * 16 + (m % 2) * 8.
     const uint16_t* ks = k_s(buf);
+    const uint16_t* k_row = ks + ((lane / 16) * 8 + lane % 8) * kLds + ((lane / 8) % 2) * 8;
     float s[kBlockN / 8][4];
 #pragma unroll
     for (int nt = 0; nt < kBlockN / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < kD / 16; ++kk) {
 #pragma unroll
-      for (int nt = 0; nt < kBlockN / 8; ++nt) {
-        const uint16_t* kp = ks + (nt * 8 + g) * kLds + kk * 16 + 2 * t;
-        Elem<T>::mma(s[nt], qf[kk], lds32(kp), lds32(kp + 8));
+      for (int nt = 0; nt < kBlockN / 8; nt += 2) {
+        uint32_t b[4];
+        ldmatrix_x4(b, k_row + nt * 8 * kLds + kk * 16);
+        Elem<T>::mma(s[nt], qf[kk], b[0], b[1]);
+        Elem<T>::mma(s[nt + 1], qf[kk], b[2], b[3]);
       }
     }
 
@@ -410,8 +420,13 @@ __global__ void __launch_bounds__(kThreads, kMinCtasOf<D>)
     // O += P V. The C fragments of n-tiles 2kc and 2kc+1 are exactly the A
     // fragment of keys [16kc, 16kc+16): (row g, keys 2t..) = s[2kc][0..1],
     // (row g+8) = s[2kc][2..3], keys +8 = s[2kc+1][..].
-    // B[k][n] = V[key k][dim n]: b0 = V[2t][n], V[2t+1][n]; b1 = rows +8.
+    // B[k][n] = V[key k][dim n]: b0 = (keys 2t, 2t+1, dim g), b1 = keys +8:
+    // the transposed 8 x 8 blocks (keys, dims) of V, which ldmatrix .trans
+    // gives. One x4 load serves head-dim tiles dt and dt+1: matrix m is keys
+    // kc * 16 + (m % 2) * 8 + i, dims (dt + m / 2) * 8.
     const uint16_t* vs = v_s(buf);
+    const uint16_t* v_row = vs + (((lane / 8) % 2) * 8 + lane % 8) * kLds + (lane / 16) * 8;
+    static_assert(kD % 16 == 0, "head-dim tiles go in pairs");
 #pragma unroll
     for (int kc = 0; kc < kBlockN / 16; ++kc) {
       uint32_t pa[4];
@@ -419,13 +434,12 @@ __global__ void __launch_bounds__(kThreads, kMinCtasOf<D>)
       pa[1] = Elem<T>::pack(s[2 * kc][2], s[2 * kc][3]);
       pa[2] = Elem<T>::pack(s[2 * kc + 1][0], s[2 * kc + 1][1]);
       pa[3] = Elem<T>::pack(s[2 * kc + 1][2], s[2 * kc + 1][3]);
-      const uint16_t* vrow = vs + (kc * 16 + 2 * t) * kLds + g;
 #pragma unroll
-      for (int dt = 0; dt < kD / 8; ++dt) {
-        const uint16_t* vp = vrow + dt * 8;
-        const uint32_t b0 = uint32_t(vp[0]) | (uint32_t(vp[kLds]) << 16);
-        const uint32_t b1 = uint32_t(vp[8 * kLds]) | (uint32_t(vp[9 * kLds]) << 16);
-        Elem<T>::mma(o[dt], pa, b0, b1);
+      for (int dt = 0; dt < kD / 8; dt += 2) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, v_row + kc * 16 * kLds + dt * 8);
+        Elem<T>::mma(o[dt], pa, b[0], b[1]);
+        Elem<T>::mma(o[dt + 1], pa, b[2], b[3]);
       }
     }
     __syncthreads();  // all reads of buffer `buf` done before it is refilled

@@ -1,6 +1,7 @@
 // The PTX instructions the attention kernel issues directly: the warp-wide
 // tensor-core product mma.sync m16n8k16 (fp16 or bf16 inputs, fp32
-// accumulators) and cp.async 16-byte global -> shared copies. sm_80 and
+// accumulators), ldmatrix (shared memory -> mma fragments) and cp.async
+// 16-byte global -> shared copies. sm_80 and
 // newer. Under XLMR_CUDA_EMULATION (tests/emulation) the emulator supplies
 // functions of the same names and semantics instead.
 //
@@ -35,6 +36,30 @@ __device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t 
       "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Four 8 x 8 matrices of 16-bit elements from shared memory, warp-wide:
+// lane 8m + i gives the address of row i of matrix m (16 bytes, 16-byte
+// aligned), and each lane receives r[m] = (row lane / 4, elements
+// 2 (lane % 4), +1) of matrix m - the layout of an mma A or B register.
+// The _trans form transposes each matrix on the way: r[m] holds (rows
+// 2 (lane % 4) and 2 (lane % 4) + 1, column lane / 4), the first in the low
+// 16 bits. Reads memory other lanes' cp.async copies wrote, so it is
+// ordered as a memory access ("memory" clobber).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a)
+               : "memory");
+}
+
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(a)
+               : "memory");
 }
 
 // 16-byte global -> shared copy into this thread's current group; when

@@ -453,6 +453,38 @@ const uint32_t* warp_exchange(const char* op, unsigned mask, const uint32_t* min
 
 void* dynamic_shared_memory() { return grid().smem.data(); }
 
+void ldmatrix_x4(bool trans, uint32_t (&r)[4], const void* row) {
+  Fiber& f = me();
+  const uintptr_t a = reinterpret_cast<uintptr_t>(row);
+  if (a % 16 != 0) {
+    fail(block_name(f.where) + ": ldmatrix with a row address that is not 16-byte aligned");
+    r[0] = r[1] = r[2] = r[3] = 0;
+    return;
+  }
+  // Every lane names one row: lanes 8m..8m+7 rows 0..7 of matrix m (8 x 8
+  // 16-bit elements, 16 bytes a row). Each lane then receives, of matrix m,
+  // the 32-bit word (row lane / 4, elements 2 (lane % 4), +1), or with .trans
+  // that word of the transposed matrix: elements (rows 2 (lane % 4) and
+  // 2 (lane % 4) + 1, column lane / 4), the first in the low 16 bits.
+  const uint32_t mine[2] = {uint32_t(uint64_t(a) & 0xffffffffu), uint32_t(uint64_t(a) >> 32)};
+  const uint32_t* all = warp_exchange(trans ? "ldmatrix.trans" : "ldmatrix", 0xffffffffu, mine, 2);
+  auto row_of = [&](int src_lane) {
+    const uint32_t* w = all + size_t(src_lane) * kExchangeWords;
+    return reinterpret_cast<const unsigned char*>(uintptr_t(uint64_t(w[0]) | (uint64_t(w[1]) << 32)));
+  };
+  const int lane = lane_id(), g = lane / 4, t = lane % 4;
+  for (int m = 0; m < 4; ++m) {
+    if (!trans) {
+      std::memcpy(&r[m], row_of(8 * m + g) + 4 * t, 4);
+    } else {
+      uint16_t lo, hi;
+      std::memcpy(&lo, row_of(8 * m + 2 * t) + 2 * g, 2);
+      std::memcpy(&hi, row_of(8 * m + 2 * t + 1) + 2 * g, 2);
+      r[m] = uint32_t(lo) | (uint32_t(hi) << 16);
+    }
+  }
+}
+
 void cp_async(void* smem, const void* gmem, bool valid) {
   Fiber& f = me();
   if (reinterpret_cast<uintptr_t>(smem) % 16 != 0 || reinterpret_cast<uintptr_t>(gmem) % 16 != 0) {

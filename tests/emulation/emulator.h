@@ -82,6 +82,10 @@ void cp_async(void* smem, const void* gmem, bool valid);
 void cp_async_commit();
 void cp_async_wait(int pending);
 
+// ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: `row` is this lane's row
+// address (16-byte aligned) of one of four 8 x 8 16-bit matrices.
+void ldmatrix_x4(bool trans, uint32_t (&r)[4], const void* row);
+
 // d += A B for one mma.m16n8k16 with fp32 accumulators.
 void mma_m16n8k16(bool bf16, float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
 
@@ -223,6 +227,8 @@ inline void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0
   ::xlmr::emulation::mma_m16n8k16(true, d, a, b0, b1);
 }
 inline void cp_async_16(void* smem, const void* gmem, bool valid) { ::xlmr::emulation::cp_async(smem, gmem, valid); }
+inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) { ::xlmr::emulation::ldmatrix_x4(false, r, row); }
+inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) { ::xlmr::emulation::ldmatrix_x4(true, r, row); }
 inline void cp_async_commit() { ::xlmr::emulation::cp_async_commit(); }
 template <int pending>
 void cp_async_wait() {
