@@ -111,6 +111,27 @@ __global__ void mma_kernel(const uint16_t* A, const uint16_t* B, const float* C,
   for (int i = 0; i < 4; ++i) D[(g + 8 * (i / 2)) * 8 + 2 * t + i % 2] = d[i];
 }
 
+// ldmatrix x4 (and .trans): the 32 rows of four 8 x 8 matrices lie in shared
+// memory in a scrambled order, 16 elements apart; lane 8m + i names row i of
+// matrix m wherever it is. Element (m, i, j) is m * 64 + i * 8 + j. out: per
+// lane, its 4 words, then the 4 words of the .trans load. offset: added to
+// every row address (1: misaligned).
+__global__ void ldmatrix_kernel(uint32_t* out, int offset) {
+  __shared__ __align__(16) uint16_t s[32 * 16];
+  const int lane = threadIdx.x;
+  const int slot = (lane * 13 + 5) % 32;  // where row `lane` is kept
+  for (int j = 0; j < 8; ++j) s[slot * 16 + j] = uint16_t(lane * 8 + j);
+  __syncwarp();
+  const uint16_t* row = s + slot * 16 + offset;
+  uint32_t r[4], rt[4];
+  xlmr::cuda::ptx::ldmatrix_x4(r, row);
+  xlmr::cuda::ptx::ldmatrix_x4_trans(rt, row);
+  for (int m = 0; m < 4; ++m) {
+    out[lane * 8 + m] = r[m];
+    out[lane * 8 + 4 + m] = rt[m];
+  }
+}
+
 // cp.async: the copy lands at the wait that covers its group, not before.
 __global__ void cp_async_kernel(const float* src, float* seen) {
   __shared__ __align__(16) float s[8];
@@ -205,6 +226,24 @@ TEMPLATE_TEST_CASE("emulator: mma.sync m16n8k16 multiplies by the PTX fragment l
       INFO("row " << r << " column " << c);
       CHECK(D[size_t(r * 8 + c)] == want);
     }
+}
+
+TEST_CASE("emulator: ldmatrix gathers rows from every lane's address, as the PTX ISA lays them out", "[emulator]") {
+  std::vector<uint32_t> out(32 * 8, 0);
+  XLMR_LAUNCH(1, 32, 0, nullptr, ldmatrix_kernel)(out.data(), 0);
+  REQUIRE(launch_outcome() == "ok");
+  auto element = [](int m, int i, int j) { return uint32_t(m * 64 + i * 8 + j); };
+  for (int lane = 0; lane < 32; ++lane)
+    for (int m = 0; m < 4; ++m) {
+      const int g = lane / 4, t = lane % 4;
+      INFO("lane " << lane << " matrix " << m);
+      // (row g, columns 2t and 2t+1), the lower column in the low half
+      CHECK(out[size_t(lane * 8 + m)] == (element(m, g, 2 * t) | (element(m, g, 2 * t + 1) << 16)));
+      // .trans: (rows 2t and 2t+1, column g)
+      CHECK(out[size_t(lane * 8 + 4 + m)] == (element(m, 2 * t, g) | (element(m, 2 * t + 1, g) << 16)));
+    }
+  XLMR_LAUNCH(1, 32, 0, nullptr, ldmatrix_kernel)(out.data(), 1);
+  CHECK(launch_outcome().find("ldmatrix with a row address that is not 16-byte aligned") != std::string::npos);
 }
 
 TEST_CASE("emulator: cp.async copies land at the wait that covers them", "[emulator]") {
