@@ -154,6 +154,10 @@ TEST_CASE("C API: every engine option of xlmr_params reaches the engine", "[c-ap
   p.attention = XLMR_DTYPE_BF16;  // bf16 attention runs with bf16 GEMMs only
   CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
   CHECK_THAT(xlmr_engine_last_error(e), Contains("bf16 GEMMs"));
+  p = d;
+  p.attention = XLMR_DTYPE_F16;  // reaches the engine: a CUDA choice, refused on the CPU
+  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
+  CHECK_THAT(xlmr_engine_last_error(e), Contains("attention precision must be f32 or bf16"));
   xlmr_engine_destroy(e);
 }
 
