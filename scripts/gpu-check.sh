@@ -111,8 +111,14 @@ tail -3 "$out/tests-cuda-e2e.txt" | tee -a "$out/summary.txt"
 sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 if [[ -x $sanitizer ]]; then
   log "compute-sanitizer (memcheck) on the GPU kernel tests"
-  timeout 150 env LD_LIBRARY_PATH="$libpath" "$sanitizer" --tool memcheck --error-exitcode 9 "$bin/xlmr-tests" "[cuda]" >"$out/sanitizer.txt" 2>&1 ||
-    { status=1; log "COMPUTE-SANITIZER REPORTED ERRORS"; }
+  timeout 150 env LD_LIBRARY_PATH="$libpath" "$sanitizer" --tool memcheck --error-exitcode 9 "$bin/xlmr-tests" "[cuda]" >"$out/sanitizer.txt" 2>&1
+  rc=$?
+  case $rc in
+    0) ;;
+    124) status=1; log "COMPUTE-SANITIZER RAN OUT OF TIME (150 s): no verdict" ;;
+    9) status=1; log "COMPUTE-SANITIZER REPORTED ERRORS" ;;
+    *) status=1; log "COMPUTE-SANITIZER RUN FAILED (exit $rc: a test failed under it?)" ;;
+  esac
   grep -E "ERROR SUMMARY|passed|failed" "$out/sanitizer.txt" | tail -3 | tee -a "$out/summary.txt"
 else
   log "compute-sanitizer not found: skipped"
