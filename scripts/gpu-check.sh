@@ -15,7 +15,7 @@
 # A GPU machine without the -dev packages gets the carried programs: carry
 #   build-gpu/xlmr-tests build-gpu/xlmr-bench build-gpu/xlmr-infer
 #   build-gpu/xlmr-convert build-gpu/lib
-# (about 54 MiB; --pack prints the total; the working tree adds ~4 MiB of the
+# (about 55 MiB; --pack prints the total; the working tree adds ~5 MiB of the
 # 64 MiB a device call may carry). Only the programs see build-gpu/lib
 # (LD_LIBRARY_PATH is set for them alone), so Python and PyTorch keep their own
 # libraries.

@@ -10,14 +10,15 @@
 // and switch only where threads of a real GPU wait for each other:
 //   __syncthreads()              every live thread of the block must arrive
 //   __syncwarp, __shfl*_sync,    every lane of the warp must arrive at the
-//   mma.sync                     same kind of operation, then all go on
+//   ldmatrix, mma.sync           same kind of operation, then all go on
 // so a missing barrier, a barrier in divergent code or a shuffle with lanes
 // missing is reported (as a launch failure), not silently tolerated.
 // __shared__ variables become function statics (one block runs at a time).
 // cp.async copies are deferred until the cp.async.wait_group that covers
 // them, so reading a tile before waiting for it reads stale data, as on the
 // device. mma.sync m16n8k16 gathers the warp's fragments and multiplies them
-// in fp32 following the PTX ISA's fragment layout. Fresh device memory and
+// in fp32 following the PTX ISA's fragment layout; ldmatrix gathers the
+// lanes' row addresses and deals out the words by the same ISA. Fresh device memory and
 // shared memory are filled with 0xff bytes (NaN in fp16, bf16 and fp32).
 //
 // Streams are synchronous; a stream capturing a graph records its work, and
