@@ -368,7 +368,8 @@ std::vector<Comparison> compare(const std::vector<RunResult>& runs, const std::v
         if (ab && af)
           out.push_back({w.name, strf("%s attention", xlmr::to_string(p)), ab->combo.label(), af->combo.label(),
                          ab->tokens_per_s / af->tokens_per_s,
-                         cuda ? strf("tensor cores against the plain fp32 kernel, both with %s GEMMs", xlmr::to_string(p))
+                         cuda ? strf("tensor cores against the plain fp32 kernel, both with %s GEMMs",
+                                     xlmr::to_string(p))
                               : std::string("AMX tiles against fp32 FMAs, both with bf16 GEMMs")});
       }
     }
@@ -459,7 +460,7 @@ void print_attention_timings(FILE* out, const std::vector<bench::AttentionKernel
 struct Args {
   std::string model, synthetic, device = "cpu", path = "both", layout = "both", dtype = "f32", attention = "auto";
   std::vector<std::string> workloads;
-  int threads = 0, warmup = 2, iters = 10, vocab = 0, layers = 0;
+  int threads = 0, warmup = 2, iters = 10, vocab = 0, layers = 0, gpu = 0;
   double min_time = 1.0;
   uint64_t seed = 0;
   std::string json_out, dump_workload, save_synthetic;
@@ -536,6 +537,9 @@ int main(int argc, char** argv) {
                         ->type_name("SIZE");
   model_opt->excludes(synth_opt);
   app.add_option("--device", a.device, "cpu or cuda")->type_name("DEV")->default_str("cpu");
+  app.add_option("--gpu", a.gpu, "--device cuda: which GPU, 0-based among the visible ones")
+      ->type_name("N")
+      ->default_str("0");
   app.add_option("--workload,-w", a.workloads,
                  "tutorial-short, tutorial-long, uniform:LxB, lognormal:N, range:LO-HI:TOKENS or file:PATH; repeat for several "
                  "(default: tutorial-short tutorial-long lognormal:64)")
@@ -608,6 +612,8 @@ int main(int argc, char** argv) {
     XLMR_CHECK(a.min_time >= 0 && std::isfinite(a.min_time), "--min-time must be >= 0");
     XLMR_CHECK(a.layers == 0 || !a.synthetic.empty(), "--layers goes with --synthetic");
     XLMR_CHECK(a.layers >= 0, "--layers must be positive");
+    XLMR_CHECK(a.gpu >= 0, "--gpu must be 0 or more");
+    XLMR_CHECK(a.gpu == 0 || a.device == "cuda", "--gpu goes with --device cuda");
     XLMR_CHECK(a.synthetic.empty() || a.synthetic == "small" || a.synthetic == "base" || a.synthetic == "large" ||
                    a.synthetic == "xl" || a.synthetic == "xxl",
                "--synthetic must be small, base, large, xl or xxl, not '" + a.synthetic + "'");
@@ -760,7 +766,7 @@ int main(int argc, char** argv) {
     std::map<std::string, std::string> unavailable;  // combo label -> why
     if (device == xlmr::Device::cuda) {
       std::string why_not, name;
-      if (!xlmr::cuda::device_available(&why_not, &name)) {
+      if (!xlmr::cuda::device_available(&why_not, &name, a.gpu)) {
         std::fprintf(stderr, "xlmr-bench: warning: --device cuda: %s: every run skipped\n", why_not.c_str());
         for (const Combo& c : combos) unavailable[c.label()] = why_not;
       }
@@ -790,6 +796,7 @@ int main(int argc, char** argv) {
         eo.max_batch_tokens = int(budget);
         eo.verify_checksums = false;
         eo.cuda_graphs = a.cuda_graphs == "on";
+        eo.gpu = a.gpu;
         if (c.path == xlmr::Path::fused) {
           eo.precision = c.dtype;
           eo.padded = c.padded;

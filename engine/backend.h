@@ -85,8 +85,8 @@ struct CpuBackendOptions {
 std::unique_ptr<Backend> make_cpu_backend(const Model& model, const CpuBackendOptions& opts);
 
 struct CudaBackendOptions {
-  // The backend runs on the CUDA runtime's current device (docs/api.md).
   Precision precision = Precision::f16;  // f16 or bf16
+  int gpu = 0;                           // which visible GPU (0-based)
   bool graphs = true;    // replay repeated batch shapes from captured CUDA graphs
   int graph_cache = 32;  // most graphs kept (least recently used dropped)
   // Attention's products: f32 runs the plain kernel, `precision` the

@@ -84,9 +84,10 @@ struct DeviceLayer {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend(const Model& m, const CudaBackendOptions& o) : m_(m), c_(m.config()), w_(m.weights()) {
+  CudaBackend(const Model& m, const CudaBackendOptions& o) : m_(m), c_(m.config()), w_(m.weights()), gpu_(o.gpu) {
     std::string why, dev;
-    XLMR_CHECK(cuda::device_available(&why, &dev), "--device cuda: " + why);
+    XLMR_CHECK(cuda::device_available(&why, &dev, gpu_), "--device cuda: " + why);
+    const cuda::DeviceScope on(gpu_);
     XLMR_CHECK(o.precision == Precision::f16 || o.precision == Precision::bf16,
                "the CUDA path computes in f16 or bf16 (use --dtype f16 or bf16)");
     XLMR_CHECK(c_.head_dim() % 8 == 0 && c_.head_dim() <= 128,
@@ -113,6 +114,13 @@ class CudaBackend final : public Backend {
   }
 
   ~CudaBackend() override {
+    // Everything freed here and by the members after this body lives on
+    // gpu_; restore_, destroyed last, gives the thread its device back.
+    try {
+      restore_.previous = cuda::current_device();
+      cuda::set_device(gpu_);
+    } catch (const Error&) {  // nothing can be done about it in a destructor
+    }
     graphs_.reset();
     gemms_.clear();
     lt_.reset();
@@ -125,8 +133,11 @@ class CudaBackend final : public Backend {
   bool padded() const override { return false; }
   bool keeps_own_matrices() const override { return true; }  // uploaded in the constructor
 
+  // Every entry point makes the engine's GPU current for its duration: a
+  // program may call from any thread, with any device current.
   void reserve(int max_tokens, int max_seqlen) override {
     XLMR_CHECK(max_tokens >= max_seqlen && max_seqlen >= 1, "cuda backend: bad workspace request");
+    const cuda::DeviceScope on(gpu_);
     graphs_.reset();  // captured graphs point into the old buffers
     const cuda_plan::Workspace w = cuda_plan::workspace(c_, max_tokens);
     cap_tokens_ = max_tokens;
@@ -169,6 +180,7 @@ class CudaBackend final : public Backend {
     const int S = b.n_seqs, N = b.n_tokens, E = c_.hidden;
     if (S == 0) return;
     XLMR_CHECK(N <= cap_tokens_ && b.max_seqlen <= cap_seqlen_, "cuda backend: batch larger than the workspace");
+    const cuda::DeviceScope on(gpu_);
     const bool profile = profiler_.enabled();
 
     // 1. This batch's ids, positions and cu_seqlens: already on their way
@@ -444,9 +456,21 @@ class CudaBackend final : public Backend {
     cuda::sync(stream_);
   }
 
+  // Declared first, so destroyed last: see ~CudaBackend.
+  struct RestoreDevice {
+    int previous = -1;
+    ~RestoreDevice() {
+      if (previous < 0) return;
+      try {
+        cuda::set_device(previous);
+      } catch (const Error&) {
+      }
+    }
+  } restore_;
   const Model& m_;
   const ModelConfig& c_;
   const ModelWeights& w_;
+  const int gpu_;  // the device everything of this engine lives on
   Half16 t_ = Half16::f16;
   cuda::AttentionKernel attention_ = cuda::AttentionKernel::plain;
   size_t elt_ = 2;

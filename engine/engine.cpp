@@ -14,9 +14,11 @@ namespace xlmr {
 Engine::~Engine() = default;
 
 std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOptions& opts) {
+  XLMR_CHECK(opts.gpu >= 0, "the GPU index must be 0 or more, not " + std::to_string(opts.gpu));
+  XLMR_CHECK(opts.gpu == 0 || opts.device == Device::cuda, "a GPU index goes with --device cuda");
   if (opts.device == Device::cuda) {
     std::string why;
-    XLMR_CHECK(cuda::device_available(&why), "--device cuda: " + why);
+    XLMR_CHECK(cuda::device_available(&why, nullptr, opts.gpu), "--device cuda: " + why);
     XLMR_CHECK(opts.path == Path::fused, "--device cuda runs the fused path only (the reference path is CPU)");
     XLMR_CHECK(!opts.padded, "--padded is a CPU comparison mode; the CUDA path is always ragged");
   }
@@ -65,6 +67,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
     co.precision = precision;
     co.graphs = opts.cuda_graphs;
     co.attention = opts.attention;
+    co.gpu = opts.gpu;
     e->backend_ = make_cuda_backend(*e->model_, co);
     e->description_ = e->backend_->name();
   } else if (opts.path == Path::reference) {

@@ -51,6 +51,7 @@ struct EngineOptions {
   int max_length = 0;           // tokens per sequence incl. specials; 0: the model's maximum
   bool verify_checksums = true; // per-tensor checksums at load
   bool cuda_graphs = true;      // CUDA: replay repeated batch shapes from captured graphs
+  int gpu = 0;                  // CUDA: which GPU, 0-based among the visible ones (CUDA_VISIBLE_DEVICES)
   // Fused path: precision of attention's two products (Q.K^T, P.V).
   // CPU with bf16 GEMMs: bf16 on AMX tiles or f32; default bf16 where the CPU
   // has AMX-BF16 and the head dim is 32, 64, 96 or 128. With f32 GEMMs

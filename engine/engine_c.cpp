@@ -106,6 +106,7 @@ xlmr_params xlmr_default_params(void) {
   p.attention = XLMR_DTYPE_AUTO;
   p.padded = 0;
   p.isa = nullptr;
+  p.gpu = 0;
   return p;
 }
 
@@ -154,6 +155,7 @@ xlmr_status xlmr_engine_load(xlmr_engine* e, const char* path, const xlmr_params
   if (p.isa) o.isa = p.isa;
   o.padded = p.padded != 0;
   o.cuda_graphs = p.cuda_graphs != 0;
+  o.gpu = p.gpu;
   o.threads = p.threads;
   o.max_batch_tokens = p.max_batch_tokens;
   o.max_length = p.max_length;

@@ -75,6 +75,7 @@ typedef struct {
                            tensor cores where the card and head size allow */
   int padded;           /* fused CPU path: 1 pads each batch to its longest input (comparison only) */
   const char* isa;      /* fused CPU path: NULL or "" (default, the best the CPU has), "avx512", "avx2" */
+  int gpu;              /* CUDA: which GPU, 0-based among the visible ones (default 0) */
 } xlmr_params;
 
 typedef struct {

@@ -136,6 +136,8 @@ TEST_CASE("xlmr-bench: bad arguments get one error line and exit 1", "[bench][cl
       {"--synthetic small --workload uniform:600x1", "exceeds the model's limit of 512"},
       {"--synthetic huge", "--synthetic must be small, base, large, xl or xxl"},
       {"--synthetic small --layers -1", "--layers must be positive"},
+      {"--synthetic small --gpu -1", "--gpu must be 0 or more"},
+      {"--synthetic small --gpu 1", "--gpu goes with --device cuda"},
       {"--model x.xlmr --layers 2", "--layers goes with --synthetic"},
       {"--synthetic small --path slow", "--path must be reference, fused or both"},
       {"--synthetic small --iters 0", "--iters must be >= 1"},

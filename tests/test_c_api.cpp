@@ -112,6 +112,7 @@ TEST_CASE("C API: every engine option of xlmr_params reaches the engine", "[c-ap
   const xlmr_params d = xlmr_default_params();
   CHECK(d.cuda_graphs == 1);
   CHECK(d.attention == XLMR_DTYPE_AUTO);
+  CHECK(d.gpu == 0);
   CHECK(d.padded == 0);
   CHECK(d.isa == nullptr);
 
@@ -154,6 +155,10 @@ TEST_CASE("C API: every engine option of xlmr_params reaches the engine", "[c-ap
   p.attention = XLMR_DTYPE_BF16;  // bf16 attention runs with bf16 GEMMs only
   CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
   CHECK_THAT(xlmr_engine_last_error(e), Contains("bf16 GEMMs"));
+  p = d;
+  p.gpu = 1;  // reaches the engine: a CUDA choice
+  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
+  CHECK_THAT(xlmr_engine_last_error(e), Contains("a GPU index goes with --device cuda"));
   p = d;
   p.attention = XLMR_DTYPE_F16;  // reaches the engine: a CUDA choice, refused on the CPU
   CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);

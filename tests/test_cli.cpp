@@ -68,6 +68,8 @@ TEST_CASE("xlmr-infer: bad input gets one error line and a non-zero exit", "[cli
       {"--model '" + m + "' --input-format text", "hello\n", "carries no tokenizer"},
       {"--model '" + m + "' --device cuda", "0 2\n", "--device cuda"},
       {"--model '" + m + "' --device tpu", "0 2\n", "--device must be cpu or cuda"},
+      {"--model '" + m + "' --input-format ids --gpu 1", "0 2\n", "a GPU index goes with --device cuda"},
+      {"--model '" + m + "' --input-format ids --gpu -1", "0 2\n", "the GPU index must be 0 or more"},
       {"--model '" + m + "' --pooling max", "0 2\n", "--pooling must be"},
       {"--model '" + m + "' --attention f8", "0 2\n", "--attention must be auto, f32, bf16 or f16"},
       {"--model '" + m + "' --input-format ids --attention bf16", "0 2\n", "bf16 attention runs with bf16 GEMMs"},

@@ -116,6 +116,18 @@ TEST_CASE("CUDA path matches the reference, head size 80 (XLM-R XL), on both att
   compare_to_reference(m, xlmr::Precision::bf16, xlmr::Precision::f32);
 }
 
+TEST_CASE("CUDA path: the GPU index picks a visible card; one that is not there is one clear error", "[cuda-e2e]") {
+  if (!have_gpu()) return;
+  const std::string m = gpu_model(128, 2, "hd64");
+  xlmr::EngineOptions go;
+  go.device = xlmr::Device::cuda;
+  go.gpu = 0;
+  CHECK(xlmr::Engine::load(m, go)->encode_ids({{0, 5, 6, 2}}, {}).size() == 1);
+  go.gpu = 4096;
+  CHECK_THROWS_WITH(xlmr::Engine::load(m, go), Catch::Contains("there is no GPU 4096: ") &&
+                                                   Catch::Contains(" visible (numbered from 0"));
+}
+
 TEST_CASE("CUDA path: --attention takes f32 or the GEMMs' type", "[cuda-e2e]") {
   if (!have_gpu()) return;
   const std::string m = gpu_model(128, 2, "hd64");

@@ -194,7 +194,7 @@ int main(int argc, char** argv) {
                           long_mode = "truncate", output_format, npy_values = "embedding", progress_mode = "auto";
   std::vector<std::string> inputs;
   bool normalize = false, hidden = false, no_verify = false, padded = false;
-  int max_length = 0, threads = 0, batch_tokens = 8192, stride = -1;
+  int max_length = 0, threads = 0, batch_tokens = 8192, stride = -1, gpu = 0;
 
   const std::string g_model = "Model and compute", g_in = "Input", g_long = "Long inputs", g_out = "Output";
   app.add_option("--model,-m", model_path, "the .xlmr model file (make one with xlmr-convert)")
@@ -202,6 +202,10 @@ int main(int argc, char** argv) {
       ->group(g_model)
       ->type_name("FILE");
   app.add_option("--device", device, "cpu or cuda")->default_str("cpu")->group(g_model)->type_name("DEV");
+  app.add_option("--gpu", gpu, "--device cuda: which GPU, 0-based among the visible ones (CUDA_VISIBLE_DEVICES)")
+      ->default_str("0")
+      ->group(g_model)
+      ->type_name("N");
   app.add_option("--path", path_name,
                  "compute path: fused (the fast kernels, no padding) or reference (plain padded kernels, "
                  "the slow oracle)")
@@ -327,6 +331,7 @@ int main(int argc, char** argv) {
     if (device == "cpu") eo.device = xlmr::Device::cpu;
     else if (device == "cuda") eo.device = xlmr::Device::cuda;
     else XLMR_THROW("--device must be cpu or cuda, not '" + device + "'");
+    eo.gpu = gpu;
     if (path_name == "reference") eo.path = xlmr::Path::reference;
     else if (path_name == "fused") eo.path = xlmr::Path::fused;
     else XLMR_THROW("--path must be reference or fused, not '" + path_name + "'");

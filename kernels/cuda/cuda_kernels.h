@@ -18,6 +18,31 @@ enum class Half16 { f16, bf16 };
 using Stream = void*;  // cudaStream_t
 
 // ---- small runtime helpers (throw xlmr::Error with the CUDA message) -----
+// Makes GPU `index` the calling host thread's current device (cudaSetDevice):
+// every call below, and every kernel, goes to the current device.
+void set_device(int index);
+int current_device();  // cudaGetDevice
+// Sets a device for a scope and gives the thread its previous one back.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int index) : previous_(current_device()) {
+    if (index != previous_) set_device(index);
+    changed_ = index != previous_;
+  }
+  ~DeviceScope() {
+    if (!changed_) return;
+    try {
+      set_device(previous_);
+    } catch (...) {  // a destructor may not throw; the next checked call reports a broken device
+    }
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  int previous_;
+  bool changed_ = false;
+};
 void* device_malloc(size_t bytes);          // cudaMalloc
 void device_free(void* p) noexcept;         // cudaFree (nullptr ok)
 void* host_malloc_pinned(size_t bytes);     // cudaMallocHost

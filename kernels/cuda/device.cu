@@ -6,7 +6,7 @@
 
 namespace xlmr::cuda {
 
-bool device_available(std::string* why, std::string* device_name) {
+bool device_available(std::string* why, std::string* device_name, int index) {
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
   if (err == cudaErrorInsufficientDriver) {
@@ -33,10 +33,17 @@ bool device_available(std::string* why, std::string* device_name) {
     if (why) *why = "no CUDA device found";
     return false;
   }
+  if (index < 0 || index >= count) {
+    if (why)
+      *why = "there is no GPU " + std::to_string(index) + ": " + std::to_string(count) + " visible (numbered from 0" +
+             ", as CUDA_VISIBLE_DEVICES leaves them)";
+    return false;
+  }
   cudaDeviceProp prop;
-  err = cudaGetDeviceProperties(&prop, 0);
+  err = cudaGetDeviceProperties(&prop, index);
   if (err != cudaSuccess) {
-    if (why) *why = std::string("cannot query CUDA device 0 (") + cudaGetErrorString(err) + ")";
+    if (why) *why = "cannot query CUDA device " + std::to_string(index) + " (" + cudaGetErrorString(err) + ")";
+    cudaGetLastError();
     return false;
   }
   if (device_name) *device_name = prop.name;

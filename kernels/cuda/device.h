@@ -6,8 +6,9 @@
 
 namespace xlmr::cuda {
 
-// True when a CUDA device can be used; otherwise *why says why not
-// (no driver, no device, driver too old, built without CUDA).
-bool device_available(std::string* why, std::string* device_name = nullptr);
+// True when CUDA device `index` (0-based, among the visible ones) can be
+// used; otherwise *why says why not (no driver, no device, driver too old,
+// no such index, built without CUDA).
+bool device_available(std::string* why, std::string* device_name = nullptr, int index = 0);
 
 }  // namespace xlmr::cuda

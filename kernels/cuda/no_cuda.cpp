@@ -3,7 +3,7 @@
 
 namespace xlmr::cuda {
 
-bool device_available(std::string* why, std::string*) {
+bool device_available(std::string* why, std::string*, int) {
   if (why) *why = "this build of xlmr-engine has no CUDA support (configure with -DXLMR_CUDA=ON)";
   return false;
 }

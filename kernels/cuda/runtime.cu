@@ -180,6 +180,14 @@ void graph_destroy(GraphExec g) noexcept {
   if (cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(g)) != cudaSuccess) cudaGetLastError();
 }
 
+void set_device(int index) { check(cudaSetDevice(index), "cudaSetDevice"); }
+
+int current_device() {
+  int d = 0;
+  check(cudaGetDevice(&d), "cudaGetDevice");
+  return d;
+}
+
 DeviceLimits device_limits() {
   int dev = 0, major = 0, minor = 0, optin = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");

@@ -29,11 +29,22 @@ namespace xlmr::cuda {
 
 namespace emu = ::xlmr::emulation;
 
-bool device_available(std::string* why, std::string* device_name) {
+bool device_available(std::string* why, std::string* device_name, int index) {
+  if (index != 0) {  // one emulated device, as device.cu words it
+    if (why)
+      *why = "there is no GPU " + std::to_string(index) +
+             ": 1 visible (numbered from 0, as CUDA_VISIBLE_DEVICES leaves them)";
+    return false;
+  }
   if (why) why->clear();
   if (device_name) *device_name = "CPU emulator";
   return true;
 }
+
+void set_device(int index) {
+  XLMR_CHECK(index == 0, "cudaSetDevice(" + std::to_string(index) + ") failed: invalid device ordinal (emulated)");
+}
+int current_device() { return 0; }
 
 void* device_malloc(size_t bytes) {
   void* p = nullptr;
