@@ -109,7 +109,8 @@ void add_bias_residual_layernorm(Half16 t, void* x, const void* y, const float* 
 // dim on the current device, once, at setup: 80 and 128 need more than 48 KiB
 // of shared memory, which it opts the kernel in to where the device has it
 // (sm_80 and later); elsewhere it picks the plain kernel. varlen_attention
-// runs the kernel given.
+// runs the kernel given (at 80 and 128 the tensor-core launch fails unless
+// attention_prepare chose it on this device).
 enum class AttentionKernel { tensor_core, plain };
 AttentionKernel attention_prepare(Half16 t, int head_dim);
 const char* to_string(AttentionKernel k);
