@@ -87,7 +87,38 @@ class CudaBackend final : public Backend {
   CudaBackend(const Model& m, const CudaBackendOptions& o) : m_(m), c_(m.config()), w_(m.weights()), gpu_(o.gpu) {
     std::string why, dev;
     XLMR_CHECK(cuda::device_available(&why, &dev, gpu_), "--device cuda: " + why);
-    const cuda::DeviceScope on(gpu_);
+    // gpu_ is current until the end of the constructor; should it throw,
+    // also while the members are freed, and restore_ (destroyed last) gives
+    // the thread its device back.
+    restore_.previous = cuda::current_device();
+    cuda::set_device(gpu_);
+    try {
+      setup(o, dev);
+      cuda::set_device(restore_.previous);
+    } catch (...) {
+      release();  // the handles the destructor would free; the members follow
+      throw;
+    }
+    restore_.previous = -1;
+  }
+
+  ~CudaBackend() override {
+    // Everything freed here and by the members after this body lives on
+    // gpu_; restore_, destroyed last, gives the thread its device back.
+    try {
+      restore_.previous = cuda::current_device();
+      cuda::set_device(gpu_);
+    } catch (const Error&) {  // nothing can be done about it in a destructor
+    }
+    release();
+  }
+
+  const char* name() const override { return name_.c_str(); }
+  bool padded() const override { return false; }
+  bool keeps_own_matrices() const override { return true; }  // uploaded in the constructor
+
+ private:
+  void setup(const CudaBackendOptions& o, const std::string& dev) {
     XLMR_CHECK(o.precision == Precision::f16 || o.precision == Precision::bf16,
                "the CUDA path computes in f16 or bf16 (use --dtype f16 or bf16)");
     XLMR_CHECK(c_.head_dim() % 8 == 0 && c_.head_dim() <= 128,
@@ -113,26 +144,21 @@ class CudaBackend final : public Backend {
     upload_weights();
   }
 
-  ~CudaBackend() override {
-    // Everything freed here and by the members after this body lives on
-    // gpu_; restore_, destroyed last, gives the thread its device back.
-    try {
-      restore_.previous = cuda::current_device();
-      cuda::set_device(gpu_);
-    } catch (const Error&) {  // nothing can be done about it in a destructor
-    }
+  // What the members do not free themselves (each call takes a null handle).
+  void release() noexcept {
     graphs_.reset();
     gemms_.clear();
     lt_.reset();
-    for (UploadSlot& u : slots_) cuda::event_destroy(u.uploaded);
+    for (UploadSlot& u : slots_) {
+      cuda::event_destroy(u.uploaded);
+      u.uploaded = nullptr;
+    }
     cuda::stream_destroy(copy_stream_);
     cuda::stream_destroy(stream_);
+    copy_stream_ = stream_ = nullptr;
   }
 
-  const char* name() const override { return name_.c_str(); }
-  bool padded() const override { return false; }
-  bool keeps_own_matrices() const override { return true; }  // uploaded in the constructor
-
+ public:
   // Every entry point makes the engine's GPU current for its duration: a
   // program may call from any thread, with any device current.
   void reserve(int max_tokens, int max_seqlen) override {
