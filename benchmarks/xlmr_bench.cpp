@@ -122,8 +122,9 @@ struct Combo {
   xlmr::Path path = xlmr::Path::fused;
   bool padded = false;
   xlmr::Precision dtype = xlmr::Precision::f32;
-  // Fused CPU path, bf16 GEMMs: attention's products, when --attention names
-  // one (unset: the engine's default).
+  // Fused path: attention's products, when --attention names one (CPU with
+  // bf16 GEMMs: f32 or bf16; CUDA: f32, the plain kernel, or the GEMMs' type,
+  // tensor cores). Unset: the engine's default.
   std::optional<xlmr::Precision> attention;
 
   const char* path_name() const { return path == xlmr::Path::fused ? "fused" : "reference"; }

@@ -489,9 +489,12 @@ void launch_mma(uint16_t* o, const uint16_t* in, const int32_t* cu_seqlens, cons
     case 80:
       XLMR_LAUNCH(grid, kThreads, smem, stream, attention_mma_kernel<T, 80>)(o, in, cu_seqlens, heads, scale_log2);
       break;
-    default:
+    case 128:
       XLMR_LAUNCH(grid, kThreads, smem, stream, attention_mma_kernel<T, 128>)(o, in, cu_seqlens, heads, scale_log2);
       break;
+    default:  // varlen_attention checked tensor_core_head_dim: a head dim added there needs its case here
+      XLMR_THROW("varlen_attention: internal: no tensor-core kernel instantiated for head size " +
+                 std::to_string(head_dim));
   }
 }
 
