@@ -24,6 +24,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -782,6 +783,7 @@ int main(int argc, char** argv) {
 
     // ---- the runs
     std::vector<RunResult> runs;
+    std::set<std::string> noted;  // engine notes already shown
     const size_t total = workloads.size() * combos.size();
     size_t index = 0;
     for (const bench::Workload& w : workloads) {
@@ -812,6 +814,8 @@ int main(int argc, char** argv) {
           std::fprintf(stderr, "xlmr-bench: warning: %s: %s: skipped\n", c.label().c_str(), e.what());
           continue;
         }
+        for (const std::string& n : engine->notes())
+          if (noted.insert(n).second) std::fprintf(human, "note: %s: %s\n", c.label().c_str(), n.c_str());
         RunResult r;
         try {
           r = time_run(*engine, w, c, base, a.warmup, a.iters, a.min_time);

@@ -84,6 +84,11 @@ struct CpuBackendOptions {
 // the build has no oneDNN or the CPU lacks what the options ask for.
 std::unique_ptr<Backend> make_cpu_backend(const Model& model, const CpuBackendOptions& opts);
 
+// Whether the fused CPU path's bf16 GEMMs run on bf16 instructions here
+// (AVX512_BF16 or AMX-BF16; cpu::has_native_bf16_gemm). False in a build
+// without oneDNN.
+bool cpu_has_native_bf16_gemm();
+
 struct CudaBackendOptions {
   Precision precision = Precision::f16;  // f16 or bf16
   int gpu = 0;                           // which visible GPU (0-based)

@@ -323,6 +323,8 @@ std::unique_ptr<Backend> make_cpu_backend(const Model& model, const CpuBackendOp
   return std::unique_ptr<Backend>(new CpuBackend(model, opts));
 }
 
+bool cpu_has_native_bf16_gemm() { return cpu::has_native_bf16_gemm(); }
+
 }  // namespace xlmr
 
 #else  // !XLMR_HAVE_ONEDNN
@@ -333,6 +335,7 @@ namespace xlmr {
 std::unique_ptr<Backend> make_cpu_backend(const Model&, const CpuBackendOptions&) {
   XLMR_THROW("this build has no fused CPU path (configured without oneDNN); use --path reference");
 }
+bool cpu_has_native_bf16_gemm() { return false; }
 }  // namespace xlmr
 
 #endif

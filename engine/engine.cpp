@@ -55,8 +55,28 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
                    " pieces, too many for the model's vocabulary of " + std::to_string(c.vocab_size));
   }
   const bool gpu = opts.device == Device::cuda;
-  const Precision precision = opts.precision.value_or(
-      c.dtype == DType::bf16 ? Precision::bf16 : (gpu ? Precision::f16 : Precision::f32));
+  // A bf16 file computes in bf16, except where the CPU's bf16 GEMMs would be
+  // emulated (several times slower than f32) or are not there at all.
+  std::string no_bf16;  // why bf16 GEMMs are a poor default here ("" where they are fine)
+  if (!gpu && opts.path == Path::fused) {
+    if (opts.isa == "avx2")
+      no_bf16 = "--isa avx2 has no bf16 GEMMs";
+    else if (!cpu_has_native_bf16_gemm())
+      no_bf16 = "this CPU has neither AVX512_BF16 nor AMX-BF16, so bf16 GEMMs would run several times slower";
+  }
+  Precision precision = gpu ? Precision::f16 : Precision::f32;
+  if (opts.precision) {
+    precision = *opts.precision;
+    if (precision == Precision::bf16 && !no_bf16.empty() && opts.isa != "avx2")
+      e->notes_.push_back("--dtype bf16: this CPU has neither AVX512_BF16 nor AMX-BF16, so its bf16 GEMMs run "
+                          "several times slower than --dtype f32");
+  } else if (c.dtype == DType::bf16 && !no_bf16.empty()) {
+    e->notes_.push_back("computing in f32, not the file's bf16: " + no_bf16 +
+                        "; the matrices are widened once at load, to twice their memory" +
+                        (opts.isa == "avx2" ? "" : "; --dtype bf16 keeps them bf16"));
+  } else if (c.dtype == DType::bf16) {
+    precision = Precision::bf16;
+  }
   XLMR_CHECK(!opts.attention || opts.path == Path::fused,
              "the attention precision is a choice of the fused path (the reference path computes in f32)");
   XLMR_CHECK(!gpu || !opts.attention || *opts.attention == Precision::f32 || *opts.attention == precision,

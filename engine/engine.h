@@ -43,7 +43,9 @@ struct EngineOptions {
   Path path = Path::fused;      // reference: the plain padded oracle ("slow path")
   int threads = 0;              // 0: all cores
   // GEMM precision of the fused path; default: bf16 when the file's matrices
-  // are bf16, else f32. The reference path is always f32.
+  // are bf16 (on CPU only where it has AVX512_BF16 or AMX-BF16; elsewhere
+  // f32, said in notes()), else f32 on CPU and f16 on CUDA. The reference
+  // path is always f32.
   std::optional<Precision> precision;
   bool padded = false;          // fused path: pad to the longest sequence (comparison only)
   std::string isa;              // fused CPU path: "" (best available), "avx512" or "avx2"
@@ -89,6 +91,9 @@ class Engine {
   const char* backend_name() const;
   // One line: backend, instruction set, precision, layout, threads.
   const std::string& describe() const { return description_; }
+  // Things about this load a user should know, one line each (empty when
+  // none): a default changed for this machine, an option that runs slowly here.
+  const std::vector<std::string>& notes() const { return notes_; }
   // Per-kernel timings of the forwards run so far (enable() it first).
   Profiler& profiler();
   // CUDA graph captures/replays and overlapped uploads so far.
@@ -114,6 +119,7 @@ class Engine {
   EngineOptions opts_;
   int max_length_ = 0;
   std::string description_;
+  std::vector<std::string> notes_;
   std::mutex mu_;
   // Host staging for two batches (the one running and the next), sized at load.
   std::vector<int32_t> ids_[2], cu_seqlens_[2];

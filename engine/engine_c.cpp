@@ -15,6 +15,7 @@
 
 struct xlmr_engine {
   std::unique_ptr<xlmr::Engine> engine;
+  std::string notes;  // the engine's notes, one per line
   std::string last_error;
   std::mutex mu;  // guards last_error; the Engine serialises its own calls
 };
@@ -160,7 +161,11 @@ xlmr_status xlmr_engine_load(xlmr_engine* e, const char* path, const xlmr_params
   o.max_batch_tokens = p.max_batch_tokens;
   o.max_length = p.max_length;
   o.verify_checksums = p.verify_checksums != 0;
-  return guarded(e, XLMR_ERROR_LOAD, [&] { e->engine = xlmr::Engine::load(path, o); });
+  e->notes.clear();
+  return guarded(e, XLMR_ERROR_LOAD, [&] {
+    e->engine = xlmr::Engine::load(path, o);
+    for (const std::string& n : e->engine->notes()) e->notes += (e->notes.empty() ? "" : "\n") + n;
+  });
 }
 
 int xlmr_engine_hidden_size(const xlmr_engine* e) { return e && e->engine ? e->engine->config().hidden : 0; }
@@ -171,6 +176,7 @@ int xlmr_engine_has_tokenizer(const xlmr_engine* e) { return e && e->engine && e
 const char* xlmr_engine_describe(const xlmr_engine* e) {
   return e && e->engine ? e->engine->describe().c_str() : "";
 }
+const char* xlmr_engine_notes(const xlmr_engine* e) { return e && e->engine ? e->notes.c_str() : ""; }
 
 xlmr_status xlmr_encode_texts(xlmr_engine* e, const char* const* texts, size_t n, const xlmr_encode_params* params,
                               float* embeddings, float* logits, int32_t* n_tokens) {

@@ -105,6 +105,10 @@ int xlmr_engine_has_tokenizer(const xlmr_engine* engine);
 /* One line: backend, instruction set, precision, layout, threads ("" before
  * a load); valid until the next load or destroy. */
 const char* xlmr_engine_describe(const xlmr_engine* engine);
+/* What a user should know about this load, one note per line, "" when none:
+ * e.g. a bf16 file computing in f32 on a CPU without bf16 instructions.
+ * Valid until the next load or destroy. */
+const char* xlmr_engine_notes(const xlmr_engine* engine);
 
 /* Encode n texts (UTF-8, NUL-terminated; invalid bytes are replaced, long
  * texts truncated to max_length). Outputs, each optional (NULL skips it):

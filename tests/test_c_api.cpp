@@ -6,6 +6,7 @@
 #include "engine/engine_c.h"
 #include "test_support.h"
 #include "tiny_model.h"
+#include "weights/convert.h"
 
 using Catch::Matchers::Contains;
 
@@ -163,6 +164,27 @@ TEST_CASE("C API: every engine option of xlmr_params reaches the engine", "[c-ap
   p.attention = XLMR_DTYPE_F16;  // reaches the engine: a CUDA choice, refused on the CPU
   CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
   CHECK_THAT(xlmr_engine_last_error(e), Contains("attention precision must be f32 or bf16"));
+  CHECK(std::string(xlmr_engine_notes(e)).empty());  // no model
+
+  // The engine's notes: none for this f32 file; for a bf16 file under --isa
+  // avx2 (no bf16 GEMMs there), the one saying it computes in f32.
+  p = d;
+  REQUIRE(xlmr_engine_load(e, model.c_str(), &p) == XLMR_OK);
+  CHECK(std::string(xlmr_engine_notes(e)).empty());
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    const std::string bf16 = test::scratch("c-api") + "/hf_bf16.xlmr";
+    xlmr::ConvertOptions co;
+    co.dtype = xlmr::DType::bf16;
+    xlmr::convert_checkpoint(test::fixture("smoke/hf"), bf16, co);
+    p.isa = "avx2";
+    REQUIRE(xlmr_engine_load(e, bf16.c_str(), &p) == XLMR_OK);
+    xlmr::EngineOptions avx2;
+    avx2.isa = "avx2";
+    const auto notes = xlmr::Engine::load(bf16, avx2)->notes();
+    REQUIRE(notes.size() == 1);
+    CHECK(std::string(xlmr_engine_notes(e)) == notes[0]);
+    CHECK_THAT(xlmr_engine_notes(e), Contains("--isa avx2 has no bf16 GEMMs"));
+  }
   xlmr_engine_destroy(e);
 }
 

@@ -94,6 +94,34 @@ TEST_CASE("xlmr-infer: bad input gets one error line and a non-zero exit", "[cli
   CHECK_THAT(r.err, Contains("truncated"));
 }
 
+TEST_CASE("xlmr-infer: a bf16 file on a CPU without bf16 instructions runs in f32, with one note", "[cli][bf16]") {
+  const std::string dir = test::scratch("cli-bf16");
+  const auto conv = test::run(convert() + " '" + test::fixture("smoke/hf") + "' '" + dir + "/m.xlmr' --dtype bf16");
+  REQUIRE(conv.status == 0);
+  const std::string m = "--model '" + dir + "/m.xlmr' --input-format ids";
+  const std::string input = "0 5 6 7 2\n0 9 2\n";
+  // DNNL_MAX_CPU_ISA=AVX512_CORE hides AVX512_BF16 and AMX from oneDNN, so
+  // this is such a CPU on any machine.
+  const std::string capped = "DNNL_MAX_CPU_ISA=AVX512_CORE " + infer() + " " + m;
+  const auto dflt = test::run(capped, input);
+  REQUIRE(dflt.status == 0);
+  REQUIRE(test::lines(dflt.err).size() == 1);
+  CHECK_THAT(dflt.err, StartsWith("xlmr-infer: note: computing in f32, not the file's bf16"));
+  // What it ran is --dtype f32, exactly.
+  const auto f32 = test::run(capped + " --dtype f32", input);
+  REQUIRE(f32.status == 0);
+  CHECK(f32.err.empty());
+  CHECK(f32.out == dflt.out);
+  // Asked for bf16 there, it runs bf16, and says it is slow.
+  if (__builtin_cpu_supports("avx512bw")) {
+    const auto bf16 = test::run(capped + " --dtype bf16", input);
+    REQUIRE(bf16.status == 0);
+    CHECK(test::lines(bf16.err).size() == 1);
+    CHECK_THAT(bf16.err, StartsWith("xlmr-infer: note: --dtype bf16: this CPU has neither AVX512_BF16 nor AMX-BF16"));
+    CHECK(bf16.out != f32.out);
+  }
+}
+
 TEST_CASE("xlmr-convert: bad sources get one error line and a non-zero exit", "[cli][errors]") {
   const std::string dir = test::scratch("cli-convert");
   test::write_file(dir + "/garbage.bin", "this is not a checkpoint at all");

@@ -3,6 +3,7 @@
 // row tails of 16-lane vectors): outputs, layouts, thread counts, ISAs, bf16.
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
 #include <random>
 
 #include "engine/backend.h"
@@ -234,6 +235,70 @@ TEST_CASE("fused path options are checked", "[fused][errors]") {
   // A fused engine describes itself.
   auto e = xlmr::Engine::load(m);
   CHECK_THAT(e->describe(), Contains("cpu-fused"));
+}
+
+TEST_CASE("a bf16 file computes in bf16 only where the CPU has bf16 instructions, else in f32 with a note",
+          "[fused][bf16]") {
+  const std::string file = test::scratch("fused") + "/hf_bf16.xlmr";
+  xlmr::ConvertOptions co;
+  co.dtype = xlmr::DType::bf16;
+  xlmr::convert_checkpoint(test::fixture("smoke/hf"), file, co);
+  const bool native = xlmr::cpu_has_native_bf16_gemm();
+  // oneDNN's answer agrees with the CPU's flags (unless DNNL_MAX_CPU_ISA caps it).
+  if (!std::getenv("DNNL_MAX_CPU_ISA"))
+    CHECK(native == (__builtin_cpu_supports("avx512bf16") || __builtin_cpu_supports("amx-bf16")));
+
+  const std::vector<std::vector<int32_t>> ids = {{0, 5, 6, 7, 2}, {0, 9, 10, 11, 12, 13, 2}};
+  xlmr::EncodeOptions enc;
+  enc.hidden = true;
+  auto by_default = xlmr::Engine::load(file);
+  xlmr::EngineOptions same;
+  same.precision = native ? xlmr::Precision::bf16 : xlmr::Precision::f32;
+  auto explicit_engine = xlmr::Engine::load(file, same);
+  INFO(by_default->describe());
+  if (native) {
+    CHECK_THAT(by_default->describe(), Contains(", bf16, "));
+    CHECK(by_default->notes().empty());
+  } else {
+    CHECK_THAT(by_default->describe(), Contains(", f32, "));
+    REQUIRE(by_default->notes().size() == 1);
+    CHECK_THAT(by_default->notes()[0], Contains("computing in f32, not the file's bf16: this CPU has neither"));
+    CHECK_THAT(by_default->notes()[0], Contains("--dtype bf16 keeps them bf16"));
+  }
+  // The default is exactly the precision it names: the same outputs, bit for bit.
+  const auto a = by_default->encode_ids(ids, enc);
+  const auto b = explicit_engine->encode_ids(ids, enc);
+  for (size_t i = 0; i < ids.size(); ++i) CHECK(max_diff(a[i].hidden, b[i].hidden) == 0);
+  CHECK(explicit_engine->notes().empty());
+
+  // Asked for bf16 where it is emulated: it runs, with a note saying so.
+  if (__builtin_cpu_supports("avx512bw")) {
+    xlmr::EngineOptions bf16;
+    bf16.precision = xlmr::Precision::bf16;
+    auto e = xlmr::Engine::load(file, bf16);
+    CHECK_THAT(e->describe(), Contains(", bf16, "));
+    if (native) {
+      CHECK(e->notes().empty());
+    } else {
+      REQUIRE(e->notes().size() == 1);
+      CHECK_THAT(e->notes()[0], Contains("--dtype bf16: this CPU has neither AVX512_BF16 nor AMX-BF16"));
+    }
+  }
+  // --isa avx2 has no bf16 GEMMs at all: f32 by default, said once, on any CPU.
+  xlmr::EngineOptions avx2;
+  avx2.isa = "avx2";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    auto e = xlmr::Engine::load(file, avx2);
+    CHECK_THAT(e->describe(), Contains("avx2, f32, "));
+    REQUIRE(e->notes().size() == 1);
+    CHECK_THAT(e->notes()[0], Contains("--isa avx2 has no bf16 GEMMs"));
+    CHECK_THAT(e->notes()[0], !Contains("--dtype bf16 keeps"));
+  }
+  // An f32 file, and the reference path, have nothing to say.
+  CHECK(xlmr::Engine::load(mid_model())->notes().empty());
+  xlmr::EngineOptions ref;
+  ref.path = xlmr::Path::reference;
+  CHECK(xlmr::Engine::load(file, ref)->notes().empty());
 }
 
 TEST_CASE("a bf16 file's matrices are widened only for packing, then freed", "[fused]") {

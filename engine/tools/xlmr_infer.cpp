@@ -213,8 +213,9 @@ int main(int argc, char** argv) {
       ->group(g_model)
       ->type_name("PATH");
   app.add_option("--dtype", dtype_name,
-                 "GEMM precision of the fused path: f32 or bf16 (needs AVX-512) on CPU, f16 or bf16 on "
-                 "CUDA; default: bf16 for a bf16 .xlmr, else f32 on CPU and f16 on CUDA")
+                 "GEMM precision of the fused path: f32 or bf16 (needs AVX-512; fast with AVX512_BF16 or "
+                 "AMX-BF16) on CPU, f16 or bf16 on CUDA; default: bf16 for a bf16 .xlmr (on CPU only where it "
+                 "is fast, else f32, said in a note), else f32 on CPU and f16 on CUDA")
       ->group(g_model)
       ->type_name("TYPE");
   app.add_option("--attention", attention_name,
@@ -406,6 +407,7 @@ int main(int argc, char** argv) {
 
     // ---- the model, and what depends on it ----------------------------------
     std::unique_ptr<xlmr::Engine> engine = xlmr::Engine::load(model_path, eo);
+    for (const std::string& n : engine->notes()) std::fprintf(stderr, "xlmr-infer: note: %s\n", n.c_str());
     const xlmr::ModelConfig& cfg = engine->config();
     if (rs.format != InputFormat::ids) (void)engine->tokenizer();  // fail early when the file has none
     rs.normalize = rs.enc.normalize.value_or(cfg.default_normalize);

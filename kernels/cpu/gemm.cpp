@@ -29,6 +29,13 @@ std::shared_ptr<GemmEnv> make_gemm_env() {
   }
 }
 
+bool has_native_bf16_gemm() {
+  // cpu_isa values are bit sets: an ISA includes every bit of those below it.
+  const auto bits = [](dnnl::cpu_isa isa) { return static_cast<unsigned>(isa); };
+  const unsigned need = bits(dnnl::cpu_isa::avx512_core_bf16);
+  return (bits(dnnl::get_effective_cpu_isa()) & need) == need;
+}
+
 namespace {
 
 constexpr int kMaxChunk = 1024;

@@ -27,6 +27,11 @@ class GemmEnv;  // oneDNN engine + stream (opaque)
 
 std::shared_ptr<GemmEnv> make_gemm_env();
 
+// Whether oneDNN runs bf16 GEMMs on bf16 instructions here (AVX512_BF16 or
+// AMX-BF16, within any DNNL_MAX_CPU_ISA limit). Without them it converts
+// bf16 to f32 inside its kernels, which is slower than f32 GEMMs.
+bool has_native_bf16_gemm();
+
 struct GemmSpec {
   int in = 0, out = 0;                    // I, O
   Epilogue epilogue = Epilogue::none;
