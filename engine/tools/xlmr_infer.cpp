@@ -227,7 +227,8 @@ int main(int argc, char** argv) {
       ->type_name("TYPE");
   app.add_flag("--padded", padded, "fused path: pad every batch to its longest input (for comparison only)")
       ->group(g_model);
-  app.add_option("--isa", isa, "fused CPU path: instruction set, auto, avx512 or avx2")
+  app.add_option("--isa", isa, "fused CPU path: instruction set of its own kernels, auto, avx512 or avx2 (oneDNN's GEMMs "
+                 "take the best the CPU has, within DNNL_MAX_CPU_ISA)")
       ->default_str("auto")
       ->group(g_model)
       ->type_name("ISA");
