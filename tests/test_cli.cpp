@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "engine/engine.h"
+#include "engine/tools/infer_input.h"
 #include "engine/tools/windows.h"
 #include "test_support.h"
 #include "tiny_model.h"
@@ -75,6 +76,9 @@ TEST_CASE("xlmr-infer: bad input gets one error line and a non-zero exit", "[cli
       {"--model '" + m + "' --input-format ids --attention bf16", "0 2\n", "bf16 attention runs with bf16 GEMMs"},
       {"--model '" + m + "' --pooling pooler --input-format ids --max-length 99", "0 2\n", "exceeds the model's limit"},
       {"--model '" + m + "' --input-format ids /nonexistent.txt", "", "cannot open input '/nonexistent.txt'"},
+      {"--model '" + m + "' --input-format ids --max-line-mib 1", "0 2\n" + std::string(3 << 19, '5') + "\n",
+       "<stdin>:2: a line longer than 1 MiB (--max-line-mib raises the limit)"},
+      {"--model '" + m + "' --input-format ids --max-line-mib 0", "0 2\n", "--max-line-mib must be in [1, 1048576]"},
   };
   for (const Case& c : cases) {
     INFO(c.args);
@@ -298,6 +302,45 @@ std::string text_input() {
 }
 
 }  // namespace
+
+TEST_CASE("the line reader returns every line exactly, across its buffer, up to the length limit", "[cli][lines]") {
+  const std::string dir = test::scratch("cli-lines");
+  // Lengths around the reader's 64 KiB pieces, an empty line, a CRLF line,
+  // and a last line without its line break.
+  const std::vector<size_t> lengths = {0, 1, 65534, 65535, 65536, 65537, 131071, 131072, 200000, 3};
+  std::string file;
+  std::vector<std::string> want;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    std::string line(lengths[i], char('a' + i));
+    want.push_back(line);
+    file += line + (i == 2 ? "\r\n" : i + 1 == lengths.size() ? "" : "\n");
+  }
+  test::write_file(dir + "/lines.txt", file);
+  auto read_all = [&](size_t limit) {
+    xlmr::tools::LineReader r({dir + "/lines.txt"}, limit);
+    std::vector<xlmr::tools::Line> got, chunk;
+    while (r.next(3, &chunk)) got.insert(got.end(), chunk.begin(), chunk.end());
+    return got;
+  };
+  const auto got = read_all(200000);  // the longest line exactly
+  REQUIRE(got.size() == want.size());
+  for (size_t i = 0; i < want.size(); ++i) {
+    INFO("line " << i + 1);
+    CHECK(got[i].text == want[i]);
+    CHECK(got[i].where == dir + "/lines.txt:" + std::to_string(i + 1));
+  }
+  CHECK_THROWS_WITH(read_all(199999), Contains("lines.txt:9: a line longer than 199999 bytes"));
+  // An empty input has no lines; a lone line break has one, empty.
+  test::write_file(dir + "/empty.txt", "");
+  std::vector<xlmr::tools::Line> chunk;
+  CHECK(!xlmr::tools::LineReader({dir + "/empty.txt"}).next(5, &chunk));
+  test::write_file(dir + "/one.txt", "\n");
+  xlmr::tools::LineReader one({dir + "/one.txt"});
+  REQUIRE(one.next(5, &chunk));
+  CHECK(chunk.size() == 1);
+  CHECK(chunk[0].text.empty());
+  CHECK(!one.next(5, &chunk));
+}
 
 TEST_CASE("split_windows covers the tokens with the requested overlap", "[cli][window]") {
   using xlmr::tools::split_windows;

@@ -14,7 +14,8 @@
 
 namespace xlmr::tools {
 
-LineReader::LineReader(std::vector<std::string> files) : files_(std::move(files)) {
+LineReader::LineReader(std::vector<std::string> files, size_t max_line_bytes)
+    : files_(std::move(files)), max_line_(max_line_bytes) {
   if (files_.empty()) files_.push_back("-");
   // The total is only for the progress line: unknown as soon as one input is
   // not a regular file (a pipe or a terminal).
@@ -34,7 +35,7 @@ bool LineReader::next(size_t n, std::vector<Line>* out) {
   std::string s;
   while (out->size() < n) {
     if (!in_ && !open_next()) break;
-    if (std::getline(*in_, s)) {
+    if (read_line(&s)) {
       ++line_no_;
       bytes_ += s.size() + 1;
       if (!s.empty() && s.back() == '\r') s.pop_back();
@@ -48,6 +49,32 @@ bool LineReader::next(size_t n, std::vector<Line>* out) {
   }
   if (total_ && bytes_ > total_) bytes_ = total_;  // a last line without its line break
   return !out->empty();
+}
+
+// One line into *s, without its '\n'; false at the end of the input with
+// nothing read. The line is taken in pieces, so an over-long one is refused
+// after max_line_ + 1 bytes, and never past its end (a pipe is read as its
+// lines come).
+bool LineReader::read_line(std::string* s) {
+  s->clear();
+  char buf[1 << 16];
+  bool any = false;
+  for (;;) {
+    in_->getline(buf, sizeof buf);
+    const size_t got = size_t(in_->gcount());  // characters taken, a '\n' included
+    if (in_->bad()) XLMR_THROW("error reading '" + name_ + "'");
+    any = any || got > 0;
+    const bool eof = in_->eof(), full = in_->fail() && !eof;
+    s->append(buf, !eof && !full ? got - 1 : got);  // without the '\n' that ended it
+    XLMR_CHECK(s->size() <= max_line_,
+               name_ + ":" + std::to_string(line_no_ + 1) + ": a line longer than " +
+                   (max_line_ % (1 << 20) == 0 ? std::to_string(max_line_ >> 20) + " MiB"
+                                               : std::to_string(max_line_) + " bytes") +
+                   " (--max-line-mib raises the limit)");
+    if (eof) return any;
+    if (!full) return true;
+    in_->clear();  // the buffer filled before the line ended: go on
+  }
 }
 
 bool LineReader::open_next() {

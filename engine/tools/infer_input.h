@@ -19,7 +19,11 @@ struct Line {
 
 class LineReader {
  public:
-  explicit LineReader(std::vector<std::string> files);  // none, or "-": standard input
+  // files: none, or "-", is standard input. A line longer than max_line_bytes
+  // is an error naming it (a binary file given by mistake must not be read
+  // into memory whole).
+  explicit LineReader(std::vector<std::string> files, size_t max_line_bytes = kDefaultMaxLineBytes);
+  static constexpr size_t kDefaultMaxLineBytes = size_t(64) << 20;
   // Reads up to n lines into *out (cleared first); false at the end of all inputs.
   bool next(size_t n, std::vector<Line>* out);
   uint64_t bytes_read() const { return bytes_; }
@@ -28,7 +32,9 @@ class LineReader {
 
  private:
   bool open_next();
+  bool read_line(std::string* s);
   std::vector<std::string> files_;
+  size_t max_line_ = 0;
   size_t next_file_ = 0;
   std::unique_ptr<std::ifstream> file_;
   std::istream* in_ = nullptr;

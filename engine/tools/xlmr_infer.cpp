@@ -194,7 +194,7 @@ int main(int argc, char** argv) {
                           long_mode = "truncate", output_format, npy_values = "embedding", progress_mode = "auto";
   std::vector<std::string> inputs;
   bool normalize = false, hidden = false, no_verify = false, padded = false;
-  int max_length = 0, threads = 0, batch_tokens = 8192, stride = -1, gpu = 0;
+  int max_length = 0, threads = 0, batch_tokens = 8192, stride = -1, gpu = 0, max_line_mib = 64;
 
   const std::string g_model = "Model and compute", g_in = "Input", g_long = "Long inputs", g_out = "Output";
   app.add_option("--model,-m", model_path, "the .xlmr model file (make one with xlmr-convert)")
@@ -261,6 +261,12 @@ int main(int argc, char** argv) {
                  "e.g. \"query: \" for e5 models (default: none)")
       ->group(g_in)
       ->type_name("STR");
+  app.add_option("--max-line-mib", max_line_mib,
+                 "longest input line read, in MiB; a longer one is an error (a binary file given by mistake "
+                 "is not read into memory whole)")
+      ->default_val(64)
+      ->group(g_in)
+      ->type_name("N");
   app.add_option("--pair-prefix", pair_prefix,
                  "string put before the second text of a pair, e.g. \"passage: \" (default: none)")
       ->group(g_in)
@@ -370,6 +376,7 @@ int main(int argc, char** argv) {
                "--pair-prefix applies to pairs only (--input-format tsv-pairs, or jsonl with --pair-field)");
     rs.prefix = prefix;
     rs.pair_prefix = pair_prefix;
+    XLMR_CHECK(max_line_mib >= 1 && max_line_mib <= (1 << 20), "--max-line-mib must be in [1, 1048576]");
 
     XLMR_CHECK(long_mode == "truncate" || long_mode == "window",
                "--long must be truncate or window, not '" + long_mode + "'");
@@ -453,7 +460,7 @@ int main(int argc, char** argv) {
     ro.pair_field = pair_field;
     ro.vocab_size = cfg.vocab_size;
     ro.max_length = engine->max_length();
-    xlmr::tools::LineReader reader(inputs);
+    xlmr::tools::LineReader reader(inputs, size_t(max_line_mib) << 20);
     xlmr::tools::ProgressCounts counts;
     counts.total_bytes = reader.total_bytes();
     std::vector<xlmr::tools::Line> lines;
