@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "engine/config.h"
 #include "engine/profiler.h"
@@ -63,9 +64,14 @@ class Backend {
   // Per-kernel timings of this backend's forwards (off until enabled).
   Profiler& profiler() { return profiler_; }
   virtual BackendStats stats() const { return {}; }
+  // What a user should know about the choices made at construction, one
+  // line each (Engine::notes()): a faster kernel the options allowed but
+  // this model or machine could not use, a setting that slows it down.
+  const std::vector<std::string>& notes() const { return notes_; }
 
  protected:
   Profiler profiler_;
+  std::vector<std::string> notes_;
 };
 
 // The plain, padded, unfused oracle (kernels/ref).

@@ -74,7 +74,13 @@ class CpuBackend final : public Backend {
       products_ = *o.attention == Precision::bf16 ? cpu::AttentionProducts::bf16 : cpu::AttentionProducts::f32;
     } else if (bf16_ && cpu::has_bf16_attention(isa_, c_.head_dim())) {
       products_ = cpu::AttentionProducts::bf16;
+    } else if (bf16_ && cpu::has_bf16_attention(isa_, 64)) {
+      notes_.push_back("attention's products run in f32: the AMX kernel takes head dims 32, 64, 96 and 128, this "
+                       "model's is " + std::to_string(c_.head_dim()));
     }
+    if (threads_ > omp_get_num_procs())
+      notes_.push_back(std::to_string(threads_) + " threads on " + std::to_string(omp_get_num_procs()) +
+                       " logical CPUs: threads beyond the CPUs wait for each other at every kernel");
     name_ = std::string("cpu-fused (") + cpu::to_string(isa_) + ", " + to_string(o.precision) + ", " +
             (o.padded ? "padded" : "ragged") + ", " + std::to_string(threads_) + " threads" +
             (products_ == cpu::AttentionProducts::bf16 ? ", bf16 attention on AMX" : "") + ")";

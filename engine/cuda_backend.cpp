@@ -135,6 +135,13 @@ class CudaBackend final : public Backend {
                      std::to_string(c_.head_dim()) + " on this device (it takes 32, 64, 80 and 128 on sm_80 and " +
                      "later); use --attention f32 or leave it out");
     }
+    if (!o.attention && attention_ == cuda::AttentionKernel::plain) {
+      const cuda::DeviceLimits lim = cuda::device_limits();
+      notes_.push_back("attention runs on the plain kernel: the tensor-core one takes head sizes 32, 64, 80 and 128 "
+                       "on sm_80 and later (this model's is " + std::to_string(c_.head_dim()) + ", this GPU sm_" +
+                       std::to_string(lim.cc_major) + std::to_string(lim.cc_minor) + ", " +
+                       std::to_string(lim.smem_per_block_optin >> 10) + " KiB of shared memory a block)");
+    }
     name_ = "cuda (" + dev + ", " + to_string(o.precision) + ", ragged, " + cuda::to_string(attention_) +
             " attention)";
     graph_capacity_ = o.graphs ? o.graph_cache : 0;

@@ -106,6 +106,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
     e->backend_ = make_cpu_backend(*e->model_, co);
     e->description_ = e->backend_->name();
   }
+  e->notes_.insert(e->notes_.end(), e->backend_->notes().begin(), e->backend_->notes().end());
   const int budget = std::max(opts.max_batch_tokens, e->max_length_);
   e->backend_->reserve(budget, e->max_length_);
   // The backend has its own copy of the matrices now (none are kept widened

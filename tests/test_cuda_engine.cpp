@@ -141,7 +141,15 @@ TEST_CASE("CUDA path: --attention takes f32 or the GEMMs' type", "[cuda-e2e]") {
   go.attention = xlmr::Precision::bf16;
   CHECK_THROWS_WITH(xlmr::Engine::load(m48, go), Catch::Contains("no tensor-core attention for head size 48"));
   go.attention.reset();
-  CHECK_THAT(xlmr::Engine::load(m48, go)->describe(), Catch::Contains("plain attention"));
+  const auto e48 = xlmr::Engine::load(m48, go);
+  CHECK_THAT(e48->describe(), Catch::Contains("plain attention"));
+  // Left to choose, it says why it took the plain kernel; where it took tensor cores it says nothing.
+  REQUIRE(e48->notes().size() == 1);
+  CHECK_THAT(e48->notes()[0], Catch::Contains("attention runs on the plain kernel") &&
+                                  Catch::Contains("this model's is 48, this GPU sm_"));
+  CHECK(xlmr::Engine::load(m, go)->notes().empty());
+  go.attention = xlmr::Precision::f32;  // asked for: nothing to explain
+  CHECK(xlmr::Engine::load(m48, go)->notes().empty());
 }
 
 namespace {

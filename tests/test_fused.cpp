@@ -3,12 +3,15 @@
 // row tails of 16-lane vectors): outputs, layouts, thread counts, ISAs, bf16.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <random>
+#include <thread>
 
 #include "engine/backend.h"
 #include "engine/engine.h"
 #include "engine/model.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "test_support.h"
 #include "tiny_model.h"
 #include "weights/convert.h"
@@ -235,6 +238,25 @@ TEST_CASE("fused path options are checked", "[fused][errors]") {
   // A fused engine describes itself.
   auto e = xlmr::Engine::load(m);
   CHECK_THAT(e->describe(), Contains("cpu-fused"));
+  CHECK(e->notes().empty());
+  // More threads than logical CPUs: allowed, with a note.
+  o = {};
+  o.threads = int(std::thread::hardware_concurrency()) + 1;
+  auto over = xlmr::Engine::load(m, o);
+  REQUIRE(over->notes().size() == 1);
+  CHECK_THAT(over->notes()[0], Contains(std::to_string(o.threads) + " threads on "));
+  // bf16 GEMMs with AMX but a head dim its attention kernel lacks (this
+  // model's 18): attention stays f32, and the note says why.
+  if (__builtin_cpu_supports("avx512bw")) {
+    o = {};
+    o.precision = xlmr::Precision::bf16;
+    const auto b = xlmr::Engine::load(m, o);
+    const bool amx = xlmr::cpu::has_bf16_attention(xlmr::cpu::Isa::avx512, 64);
+    const bool said = std::any_of(b->notes().begin(), b->notes().end(), [](const std::string& n) {
+      return n.find("the AMX kernel takes head dims 32, 64, 96 and 128, this model's is 18") != std::string::npos;
+    });
+    CHECK(said == amx);
+  }
 }
 
 TEST_CASE("a bf16 file computes in bf16 only where the CPU has bf16 instructions, else in f32 with a note",

@@ -527,12 +527,14 @@ const char* to_string(AttentionKernel k) { return k == AttentionKernel::tensor_c
 AttentionKernel attention_prepare(Half16 t, int head_dim) {
   check_head_dim("attention_prepare", head_dim);
   if (!tensor_core_head_dim(head_dim)) return AttentionKernel::plain;
-  const size_t smem = mma_smem_bytes(head_dim);
-  if (smem <= kDefaultSmem) return AttentionKernel::tensor_core;  // pre-sm_80 devices run it on the plain path
-  // 80 and 128: worth it only where mma.sync exists (sm_80), and possible
+  // Only where mma.sync exists (sm_80; an older device would run the
+  // kernel's plain fallback under the tensor-core name), and at 80 and 128
   // only where a block may have that much shared memory.
   const DeviceLimits dev = device_limits();
-  if (dev.cc_major < 8 || dev.smem_per_block_optin < smem) return AttentionKernel::plain;
+  if (dev.cc_major < 8) return AttentionKernel::plain;
+  const size_t smem = mma_smem_bytes(head_dim);
+  if (smem <= kDefaultSmem) return AttentionKernel::tensor_core;
+  if (dev.smem_per_block_optin < smem) return AttentionKernel::plain;
   const bool bf16 = t == Half16::bf16;
   const void* kernel = head_dim == 80
                            ? (bf16 ? mma_kernel_symbol<__nv_bfloat16, 80>() : mma_kernel_symbol<__half, 80>())
