@@ -76,6 +76,7 @@ TEST_CASE("xlmr-infer: bad input gets one error line and a non-zero exit", "[cli
       {"--model '" + m + "' --input-format ids --attention bf16", "0 2\n", "bf16 attention runs with bf16 GEMMs"},
       {"--model '" + m + "' --pooling pooler --input-format ids --max-length 99", "0 2\n", "exceeds the model's limit"},
       {"--model '" + m + "' --input-format ids /nonexistent.txt", "", "cannot open input '/nonexistent.txt'"},
+      {"--model '" + m + "' --input-format ids '" + test::scratch("cli") + "'", "", "it is a folder"},
       {"--model '" + m + "' --input-format ids --max-line-mib 1", "0 2\n" + std::string(3 << 19, '5') + "\n",
        "<stdin>:2: a line longer than 1 MiB (--max-line-mib raises the limit)"},
       {"--model '" + m + "' --input-format ids --max-line-mib 0", "0 2\n", "--max-line-mib must be in [1, 1048576]"},

@@ -85,6 +85,9 @@ bool LineReader::open_next() {
     in_ = &std::cin;
     name_ = "<stdin>";
   } else {
+    struct stat st;
+    XLMR_CHECK(::stat(name_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode),
+               "cannot read input '" + name_ + "': it is a folder (give the files in it)");
     file_.reset(new std::ifstream(name_, std::ios::binary));
     XLMR_CHECK(*file_, "cannot open input '" + name_ + "': " + std::strerror(errno));
     in_ = file_.get();
