@@ -19,6 +19,8 @@ int main(int argc, char** argv) {
     xlmr_engine_destroy(e);
     return 1;
   }
+  /* What the engine chose for this machine that a user should know, if anything. */
+  if (*xlmr_engine_notes(e)) fprintf(stderr, "embed_c: note: %s\n", xlmr_engine_notes(e));
   const size_t n = (size_t)(argc - 2);
   const int E = xlmr_engine_hidden_size(e);
   float* emb = malloc(sizeof(float) * n * (size_t)E);

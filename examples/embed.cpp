@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   try {
     xlmr::EngineOptions opts;  // CPU, fused path, all cores
     auto engine = xlmr::Engine::load(argv[1], opts);
+    for (const std::string& n : engine->notes()) std::fprintf(stderr, "embed_cpp: note: %s\n", n.c_str());
     std::vector<std::string> texts(argv + 2, argv + argc);
     xlmr::EncodeOptions enc;  // the model's default pooling
     const auto results = engine->encode_texts(texts, enc);
