@@ -127,6 +127,39 @@ TEST_CASE("xlmr-infer: a bf16 file on a CPU without bf16 instructions runs in f3
   }
 }
 
+TEST_CASE("xlmr-infer --describe prints the configuration, the engine and its notes, and reads no input", "[cli]") {
+  const std::string m = tiny_model();
+  // Standard input would be an error (no tokenizer, and not ids): it is never read.
+  const auto r = test::run(infer() + " --model '" + m + "' --describe --threads 1", "not ids at all\n");
+  REQUIRE(r.status == 0);
+  CHECK(r.err.empty());
+  const nlohmann::json d = nlohmann::json::parse(r.out);
+  const auto e = xlmr::Engine::load(m, [] {
+    xlmr::EngineOptions o;
+    o.threads = 1;
+    return o;
+  }());
+  CHECK(d["engine"] == e->describe());
+  CHECK(d["config"]["hidden"] == e->config().hidden);
+  CHECK(d["config"]["layers"] == e->config().layers);
+  CHECK(d["max_length"] == e->max_length());
+  CHECK(d["notes"].empty());
+  CHECK(d["tokenizer"]["embedded"] == false);
+  // The options shape what it describes, notes included.
+  const auto many = test::run(infer() + " --model '" + m + "' --describe --threads 100000 --path reference");
+  REQUIRE(many.status == 0);
+  CHECK(nlohmann::json::parse(many.out)["engine"] == "reference (scalar, f32, padded)");
+  const auto over = test::run(infer() + " --model '" + m + "' --describe --threads 100000");
+  REQUIRE(over.status == 0);
+  const nlohmann::json od = nlohmann::json::parse(over.out);
+  REQUIRE(od["notes"].size() == 1);
+  CHECK_THAT(od["notes"][0].get<std::string>(), Contains("100000 threads on"));
+  // Options the engine refuses fail as they would for a run.
+  const auto bad = test::run(infer() + " --model '" + m + "' --describe --device cuda");
+  CHECK(bad.status != 0);
+  CHECK(bad.out.empty());
+}
+
 TEST_CASE("xlmr-convert: bad sources get one error line and a non-zero exit", "[cli][errors]") {
   const std::string dir = test::scratch("cli-convert");
   test::write_file(dir + "/garbage.bin", "this is not a checkpoint at all");

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
 #include "engine/tools/infer_input.h"
@@ -193,7 +194,7 @@ int main(int argc, char** argv) {
                           dtype_name, attention_name = "auto", isa = "auto", text_field = "text", pair_field, prefix, pair_prefix,
                           long_mode = "truncate", output_format, npy_values = "embedding", progress_mode = "auto";
   std::vector<std::string> inputs;
-  bool normalize = false, hidden = false, no_verify = false, padded = false;
+  bool normalize = false, hidden = false, no_verify = false, padded = false, describe = false;
   int max_length = 0, threads = 0, batch_tokens = 8192, stride = -1, gpu = 0, max_line_mib = 64;
 
   const std::string g_model = "Model and compute", g_in = "Input", g_long = "Long inputs", g_out = "Output";
@@ -238,6 +239,10 @@ int main(int argc, char** argv) {
       ->group(g_model)
       ->type_name("N");
   app.add_flag("--no-verify", no_verify, "skip the per-tensor checksums at load")->group(g_model);
+  app.add_flag("--describe", describe,
+               "load the model with these options, print what would run (the model's configuration, the engine "
+               "chosen, its notes) as JSON on standard output, and exit without reading input")
+      ->group(g_model);
 
   app.add_option("--input-format", input_format,
                  "text: one text per line (an empty line encodes as <s></s>); "
@@ -415,6 +420,18 @@ int main(int argc, char** argv) {
 
     // ---- the model, and what depends on it ----------------------------------
     std::unique_ptr<xlmr::Engine> engine = xlmr::Engine::load(model_path, eo);
+    if (describe) {
+      const nlohmann::json cj = engine->config().to_json();
+      nlohmann::json d = {{"model", model_path},         {"engine", engine->describe()},
+                          {"notes", engine->notes()},    {"max_length", engine->max_length()},
+                          {"config", cj["model"]},       {"tokenizer", cj["tokenizer"]}};
+      d["tokenizer"]["embedded"] = engine->has_tokenizer();
+      if (engine->has_tokenizer()) d["tokenizer"]["pieces"] = engine->tokenizer().spm_size();
+      const std::string text = d.dump(2) + "\n";
+      XLMR_CHECK(std::fwrite(text.data(), 1, text.size(), stdout) == text.size() && std::fflush(stdout) == 0,
+                 "failed writing the output");
+      return 0;
+    }
     for (const std::string& n : engine->notes()) std::fprintf(stderr, "xlmr-infer: note: %s\n", n.c_str());
     const xlmr::ModelConfig& cfg = engine->config();
     if (rs.format != InputFormat::ids) (void)engine->tokenizer();  // fail early when the file has none
