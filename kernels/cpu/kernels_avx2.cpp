@@ -21,6 +21,7 @@ namespace avx2 {
 
 struct V {
   static constexpr int W = 8;
+  static constexpr int kRegs = 16;  // vector registers (ymm0-15)
   using T = __m256;
   static inline __m256i mask(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
