@@ -55,35 +55,38 @@ namespace {
 
 // Just enough of the protobuf wire format to read a few scalar fields of the
 // SentencePiece model (sentencepiece_model.proto). The proto has already
-// been parsed by SentencePiece; a field this reader cannot walk is simply
-// not found.
+// been parsed by SentencePiece, so a message this reader cannot walk to its
+// end (it reports that) is not expected.
 class ProtoFields {
  public:
   explicit ProtoFields(std::string_view msg) : msg_(msg) {}
-  // Calls f(field, wire_type, varint value, bytes) for each field in turn.
+  // Calls f(field, wire_type, varint value, bytes) for each field in turn;
+  // false when the message could not be walked to its end.
   template <typename F>
-  void each(F f) const {
+  bool each(F f) const {
     size_t i = 0;
     uint64_t key = 0;
-    while (varint(&i, &key)) {
+    while (i < msg_.size()) {
+      if (!varint(&i, &key)) return false;
       const int field = int(key >> 3), wire = int(key & 7);
       uint64_t v = 0;
       std::string_view bytes;
       if (wire == 0) {
-        if (!varint(&i, &v)) return;
+        if (!varint(&i, &v)) return false;
       } else if (wire == 2) {
-        if (!varint(&i, &v) || v > msg_.size() - i) return;
+        if (!varint(&i, &v) || v > msg_.size() - i) return false;
         bytes = msg_.substr(i, size_t(v));
         i += size_t(v);
       } else if (wire == 1 || wire == 5) {
         const size_t n = wire == 1 ? 8 : 4;
-        if (n > msg_.size() - i) return;
+        if (n > msg_.size() - i) return false;
         i += n;
       } else {
-        return;
+        return false;
       }
-      f(field, wire, v, bytes);
+      if (!f(field, wire, v, bytes)) return false;
     }
+    return true;
   }
 
  private:
@@ -103,24 +106,27 @@ class ProtoFields {
 // treat_whitespace_as_suffix (default false). NormalizerSpec: 3
 // add_dummy_prefix, 4 remove_extra_whitespaces, 5 escape_whitespaces (all
 // default true).
+// A model that cannot be read so far counts as not splitting at spaces.
 bool spaces_are_word_starts(std::string_view model_proto) {
   bool suffix = false, dummy_prefix = true, remove_extra = true, escape = true;
-  ProtoFields(model_proto).each([&](int field, int wire, uint64_t, std::string_view bytes) {
-    if (wire != 2) return;
-    if (field == 2) {
-      ProtoFields(bytes).each([&](int f, int w, uint64_t v, std::string_view) {
+  const bool read = ProtoFields(model_proto).each([&](int field, int wire, uint64_t, std::string_view bytes) {
+    if (wire != 2) return true;
+    if (field == 2)
+      return ProtoFields(bytes).each([&](int f, int w, uint64_t v, std::string_view) {
         if (f == 24 && w == 0) suffix = v != 0;
+        return true;
       });
-    } else if (field == 3) {
-      ProtoFields(bytes).each([&](int f, int w, uint64_t v, std::string_view) {
-        if (w != 0) return;
+    if (field == 3)
+      return ProtoFields(bytes).each([&](int f, int w, uint64_t v, std::string_view) {
+        if (w != 0) return true;
         if (f == 3) dummy_prefix = v != 0;
         if (f == 4) remove_extra = v != 0;
         if (f == 5) escape = v != 0;
+        return true;
       });
-    }
+    return true;
   });
-  return !suffix && dummy_prefix && remove_extra && escape;
+  return read && !suffix && dummy_prefix && remove_extra && escape;
 }
 
 constexpr std::string_view kWordStart = "\xE2\x96\x81";  // U+2581, SentencePiece's space
