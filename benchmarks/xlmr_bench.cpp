@@ -8,7 +8,6 @@
 // workload as one batch, warms it up, times un-profiled encode_ids calls
 // (latency and tokens/s come from these only), then runs a shorter profiled
 // pass for the per-kernel table. docs/bench.md explains every column.
-#include <omp.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -35,6 +34,7 @@
 #include "benchmarks/machine.h"
 #include "benchmarks/synthetic.h"
 #include "benchmarks/workloads.h"
+#include "engine/cpu_threads.h"
 #include "engine/engine.h"
 #include "kernels/cuda/device.h"
 #include "tokenizer/tokenizer.h"
@@ -562,7 +562,7 @@ int main(int argc, char** argv) {
                  "where the card and head size allow)")
       ->type_name("A")
       ->default_str("auto");
-  app.add_option("--threads,-t", a.threads, "CPU threads (default: OpenMP's default, normally all cores)")->type_name("N");
+  app.add_option("--threads,-t", a.threads, "CPU threads (default: the engine's, one per physical core within the cgroup CPU quota)")->type_name("N");
   app.add_option("--warmup", a.warmup, "untimed calls before timing")->type_name("N")->default_str("2");
   app.add_option("--iters", a.iters, "timed calls, at least")->type_name("N")->default_str("10");
   app.add_option("--min-time", a.min_time, "seconds of timed calls, at least")->type_name("SEC")->default_str("1.0");
@@ -639,7 +639,7 @@ int main(int argc, char** argv) {
 
     Baseline base;
     base.machine = bench::probe_machine();
-    base.threads = a.threads > 0 ? a.threads : omp_get_max_threads();
+    base.threads = a.threads > 0 ? a.threads : xlmr::cpu_thread_budget().threads;
 
     // ---- the model: a file, or a synthetic one written now
     std::string model_path = a.model, model_desc;

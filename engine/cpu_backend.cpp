@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/cpu_threads.h"
 #include "engine/error.h"
 #include "engine/model.h"
 #include "kernels/cpu/cpu_kernels.h"
@@ -55,7 +56,7 @@ class CpuBackend final : public Backend {
   CpuBackend(const Model& m, const CpuBackendOptions& o) : m_(m), c_(m.config()), w_(m.weights()), opts_(o) {
     isa_ = cpu::choose_isa(o.isa);
     XLMR_CHECK(o.threads >= 0, "threads must be >= 0");
-    threads_ = o.threads > 0 ? o.threads : omp_get_num_procs();
+    threads_ = o.threads > 0 ? o.threads : cpu_thread_budget().threads;
     XLMR_CHECK(o.precision != Precision::f16, "f16 compute is for the CUDA path; on CPU use --dtype f32 or bf16");
     bf16_ = o.precision == Precision::bf16;
     if (bf16_) {

@@ -233,7 +233,7 @@ int main(int argc, char** argv) {
       ->default_str("auto")
       ->group(g_model)
       ->type_name("ISA");
-  app.add_option("--threads", threads, "CPU threads; 0: all cores")->default_str("0")->group(g_model)->type_name("N");
+  app.add_option("--threads", threads, "CPU threads; 0: one per physical core this process may run on, within its cgroup CPU quota")->default_str("0")->group(g_model)->type_name("N");
   app.add_option("--batch-tokens", batch_tokens, "token budget of one batch")
       ->default_str("8192")
       ->group(g_model)
