@@ -1,9 +1,9 @@
 // How many threads the fused CPU path runs when not told (EngineOptions::
 // threads = 0): one per physical core the process may run on - SMT siblings
 // share a core's vector units, so a second thread per core buys the GEMMs
-// nothing and costs every parallel region a larger barrier - and no more
-// than the CPU quota of its cgroup allows (a container limited to 2 CPUs on
-// a 64-core host must not start 64 threads that take turns).
+// little or nothing and costs every parallel region a larger barrier - and
+// no more than the CPU quota of its cgroup allows (a container limited to 2
+// CPUs on a 64-core host must not start 64 threads that take turns).
 #pragma once
 
 #include <string>
