@@ -56,7 +56,8 @@ class CpuBackend final : public Backend {
   CpuBackend(const Model& m, const CpuBackendOptions& o) : m_(m), c_(m.config()), w_(m.weights()), opts_(o) {
     isa_ = cpu::choose_isa(o.isa);
     XLMR_CHECK(o.threads >= 0, "threads must be >= 0");
-    threads_ = o.threads > 0 ? o.threads : cpu_thread_budget().threads;
+    const CpuThreadBudget budget = cpu_thread_budget();
+    threads_ = o.threads > 0 ? o.threads : budget.threads;
     XLMR_CHECK(o.precision != Precision::f16, "f16 compute is for the CUDA path; on CPU use --dtype f32 or bf16");
     bf16_ = o.precision == Precision::bf16;
     if (bf16_) {
@@ -79,9 +80,8 @@ class CpuBackend final : public Backend {
       notes_.push_back("attention's products run in f32: the AMX kernel takes head dims 32, 64, 96 and 128, this "
                        "model's is " + std::to_string(c_.head_dim()));
     }
-    if (threads_ > omp_get_num_procs())
-      notes_.push_back(std::to_string(threads_) + " threads on " + std::to_string(omp_get_num_procs()) +
-                       " logical CPUs: threads beyond the CPUs wait for each other at every kernel");
+    const std::string why = oversubscribed(threads_, budget);
+    if (!why.empty()) notes_.push_back(why);
     name_ = std::string("cpu-fused (") + cpu::to_string(isa_) + ", " + to_string(o.precision) + ", " +
             (o.padded ? "padded" : "ragged") + ", " + std::to_string(threads_) + " threads" +
             (products_ == cpu::AttentionProducts::bf16 ? ", bf16 attention on AMX" : "") + ")";

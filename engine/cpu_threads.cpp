@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -109,6 +110,19 @@ CpuThreadBudget cpu_thread_budget(const std::vector<int>& cpus, const std::strin
   if (b.quota > 0) b.threads = std::min(b.threads, int(std::ceil(b.quota - 1e-9)));
   b.threads = std::max(b.threads, 1);
   return b;
+}
+
+std::string oversubscribed(int threads, const CpuThreadBudget& b) {
+  if (threads > b.logical)
+    return std::to_string(threads) + " threads on " + std::to_string(b.logical) +
+           " logical CPUs: threads beyond the CPUs wait for each other at every kernel";
+  if (b.quota > 0 && threads > int(std::ceil(b.quota - 1e-9))) {
+    char quota[32];
+    std::snprintf(quota, sizeof quota, "%g", b.quota);
+    return std::to_string(threads) + " threads under a CPU quota of " + quota +
+           " (cgroup): they take turns on the CPUs, and wait for each other at every kernel";
+  }
+  return "";
 }
 
 CpuThreadBudget cpu_thread_budget() {

@@ -28,4 +28,8 @@ CpuThreadBudget cpu_thread_budget();
 // for tests.
 CpuThreadBudget cpu_thread_budget(const std::vector<int>& cpus, const std::string& root);
 
+// One line when `threads` is more than the budget's CPUs can run at once
+// (more than its logical CPUs, or above its cgroup quota), else "".
+std::string oversubscribed(int threads, const CpuThreadBudget& b);
+
 }  // namespace xlmr

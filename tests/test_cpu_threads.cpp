@@ -98,6 +98,22 @@ TEST_CASE("default threads: a cgroup CPU quota caps them", "[cpu][threads]") {
   }
 }
 
+TEST_CASE("more threads than the CPUs or the quota run: one note says so", "[cpu][threads]") {
+  xlmr::CpuThreadBudget b;
+  b.logical = 8;
+  b.cores = 4;
+  b.threads = 4;
+  CHECK(xlmr::oversubscribed(8, b).empty());  // SMT siblings: allowed, not the default
+  CHECK(xlmr::oversubscribed(9, b) == "9 threads on 8 logical CPUs: threads beyond the CPUs wait for each other at every kernel");
+  b.quota = 2.5;
+  b.threads = 3;
+  CHECK(xlmr::oversubscribed(3, b).empty());
+  CHECK_THAT(xlmr::oversubscribed(4, b), Catch::StartsWith("4 threads under a CPU quota of 2.5 (cgroup)"));
+  b.quota = 16;  // a quota above the cores: only the CPUs count
+  b.threads = 4;
+  CHECK(xlmr::oversubscribed(6, b).empty());
+}
+
 TEST_CASE("default threads on this machine, and what the engine runs with", "[cpu][threads]") {
   const xlmr::CpuThreadBudget b = xlmr::cpu_thread_budget();
   INFO(b.logical << " logical CPUs, " << b.cores << " cores, quota " << b.quota);
