@@ -270,3 +270,21 @@ TEST_CASE("the writer streams produced tensors into the same bytes", "[convert][
   CHECK(test::read_file(out) == "earlier");
   CHECK_FALSE(fs::exists(out + ".tmp"));
 }
+
+TEST_CASE("the output may be neither a folder nor a file the conversion reads", "[convert][errors]") {
+  const std::string dir = test::scratch("convert-out") + "/hf";
+  std::filesystem::remove_all(dir);
+  std::filesystem::copy(test::fixture("smoke/hf"), dir, std::filesystem::copy_options::recursive);
+  CHECK_THROWS_WITH(xlmr::convert_checkpoint(dir, dir, {}), Catch::Contains("is a folder: give the .xlmr file to write"));
+  const std::string weights = dir + "/model.safetensors";
+  const std::string before = test::read_file(weights);
+  for (const std::string& out : {weights, dir + "/config.json", dir + "/./model.safetensors"}) {
+    INFO(out);
+    CHECK_THROWS_WITH(xlmr::convert_checkpoint(dir, out, {}), Catch::Contains("which the conversion reads"));
+  }
+  CHECK_THROWS_WITH(xlmr::convert_checkpoint(weights, weights, {}), Catch::Contains("which the conversion reads"));
+  CHECK(test::read_file(weights) == before);  // untouched
+  CHECK(!std::filesystem::exists(weights + ".tmp"));
+  // Elsewhere in the folder is fine.
+  CHECK_NOTHROW(xlmr::convert_checkpoint(dir, dir + "/model.xlmr", {}));
+}

@@ -458,6 +458,20 @@ int meta_int(const nlohmann::json& meta, std::initializer_list<const char*> path
 ConvertReport convert_checkpoint(const std::string& src, const std::string& out_path, const ConvertOptions& opts) {
   ConvertReport rep;
   const Sources srcs = find_sources(src, opts);
+  // The output must not be a folder, nor a file the conversion reads (it
+  // would be replaced by the .xlmr only at the end, the source then gone).
+  struct stat out_st;
+  if (::stat(out_path.c_str(), &out_st) == 0) {
+    XLMR_CHECK(!S_ISDIR(out_st.st_mode), "'" + out_path + "' is a folder: give the .xlmr file to write");
+    std::vector<std::string> inputs = srcs.weight_files;
+    if (!srcs.tokenizer.empty()) inputs.push_back(srcs.tokenizer);
+    if (!srcs.config_json.empty()) inputs.push_back(srcs.config_json);
+    for (const std::string& f : inputs) {
+      struct stat in_st;
+      XLMR_CHECK(::stat(f.c_str(), &in_st) != 0 || in_st.st_dev != out_st.st_dev || in_st.st_ino != out_st.st_ino,
+                 "'" + out_path + "' is '" + f + "', which the conversion reads: write the .xlmr elsewhere");
+    }
+  }
   rep.source_files = srcs.weight_files;
   rep.tokenizer = srcs.tokenizer;
   const nlohmann::json hf = srcs.config_json.empty() ? nlohmann::json::object() : read_json(srcs.config_json);
