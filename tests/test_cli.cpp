@@ -89,6 +89,25 @@ TEST_CASE("xlmr-infer: bad input gets one error line and a non-zero exit", "[cli
     CHECK_THAT(r.err, Contains(c.message));
     CHECK(test::lines(r.err).size() == 1);
   }
+  // An output that is an input or the model would be truncated before it is read.
+  {
+    const std::string dir = test::scratch("cli-same");
+    test::write_file(dir + "/in.txt", "0 5 2\n");
+    test::write_file(dir + "/m.xlmr", test::read_file(m));
+    for (const std::string& out : {dir + "/in.txt", dir + "/m.xlmr", dir + "/./in.txt"}) {
+      INFO(out);
+      const auto r = test::run(infer() + " --model '" + dir + "/m.xlmr' --input-format ids '" + dir + "/in.txt' -o '" +
+                               out + "'");
+      CHECK(r.status != 0);
+      CHECK_THAT(r.err, Contains("which this run reads: write elsewhere"));
+      CHECK(test::lines(r.err).size() == 1);
+    }
+    CHECK(test::read_file(dir + "/in.txt") == "0 5 2\n");
+    CHECK(test::read_file(dir + "/m.xlmr") == test::read_file(m));
+    const auto r = test::run(infer() + " --model '" + m + "' --input-format ids -o '" + dir + "'", "0 2\n");
+    CHECK(r.status != 0);
+    CHECK_THAT(r.err, Contains("is a folder"));
+  }
   // A damaged model file.
   std::string bytes = test::read_file(m);
   bytes.resize(bytes.size() - 10);

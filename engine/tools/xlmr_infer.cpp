@@ -5,6 +5,7 @@
 // or one row of a NumPy .npy matrix. Inputs are read and run in chunks of
 // kChunkLines lines, so memory stays flat however long the input is.
 // The guide with examples is docs/cli.md.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -395,6 +396,19 @@ int main(int argc, char** argv) {
     XLMR_CHECK(!app.count("--stride") || stride >= 0, "--stride must be >= 0");
 
     if (output_path == "-") output_path.clear();
+    // Opening the output truncates it: it must not be the model or an input.
+    struct stat out_st;
+    if (!output_path.empty() && ::stat(output_path.c_str(), &out_st) == 0) {
+      XLMR_CHECK(!S_ISDIR(out_st.st_mode), "--output '" + output_path + "' is a folder");
+      std::vector<std::string> read = inputs;
+      read.push_back(model_path);
+      for (const std::string& f : read) {
+        struct stat in_st;
+        XLMR_CHECK(f == "-" || ::stat(f.c_str(), &in_st) != 0 || in_st.st_dev != out_st.st_dev ||
+                       in_st.st_ino != out_st.st_ino,
+                   "--output '" + output_path + "' is '" + f + "', which this run reads: write elsewhere");
+      }
+    }
     if (output_format.empty()) output_format = ends_with(output_path, ".npy") ? "npy" : "jsonl";
     XLMR_CHECK(output_format == "jsonl" || output_format == "npy",
                "--output-format must be jsonl or npy, not '" + output_format + "'");
