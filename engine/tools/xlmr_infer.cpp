@@ -492,6 +492,11 @@ int main(int argc, char** argv) {
     ro.vocab_size = cfg.vocab_size;
     ro.max_length = engine->max_length();
     xlmr::tools::LineReader reader(inputs, size_t(max_line_mib) << 20);
+    const bool from_stdin = inputs.empty() || std::find(inputs.begin(), inputs.end(), "-") != inputs.end();
+    // Typed lines are answered one by one; otherwise lines run in chunks.
+    const bool typed = from_stdin && ::isatty(STDIN_FILENO);
+    if (typed) std::fprintf(stderr, "xlmr-infer: reading lines from the terminal; Ctrl-D ends the input\n");
+    const size_t chunk_lines = typed ? 1 : kChunkLines;
     xlmr::tools::ProgressCounts counts;
     counts.total_bytes = reader.total_bytes();
     std::vector<xlmr::tools::Line> lines;
@@ -499,7 +504,7 @@ int main(int argc, char** argv) {
     std::string buf;
     size_t index = 0, n_truncated = 0, n_bad_utf8 = 0;
     std::string first_truncated, first_bad_utf8;
-    while (reader.next(kChunkLines, &lines)) {
+    while (reader.next(chunk_lines, &lines)) {
       recs.clear();
       for (auto& l : lines) recs.push_back(xlmr::tools::parse_record(&l, ro));
       const std::vector<LineResult> results = encode_chunk(*engine, recs, rs, &counts.tokens);
