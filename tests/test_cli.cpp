@@ -106,7 +106,7 @@ TEST_CASE("xlmr-infer: bad input gets one error line and a non-zero exit", "[cli
     CHECK(test::read_file(dir + "/m.xlmr") == test::read_file(m));
     const auto r = test::run(infer() + " --model '" + m + "' --input-format ids -o '" + dir + "'", "0 2\n");
     CHECK(r.status != 0);
-    CHECK_THAT(r.err, Contains("is a folder"));
+    CHECK_THAT(r.err, Contains("is not a regular file but a folder"));
   }
   // A damaged model file.
   std::string bytes = test::read_file(m);

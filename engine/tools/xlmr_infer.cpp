@@ -399,7 +399,7 @@ int main(int argc, char** argv) {
     // Opening the output truncates it: it must not be the model or an input.
     struct stat out_st;
     if (!output_path.empty() && ::stat(output_path.c_str(), &out_st) == 0) {
-      XLMR_CHECK(!S_ISDIR(out_st.st_mode), "--output '" + output_path + "' is a folder");
+      XLMR_CHECK(!S_ISDIR(out_st.st_mode), "--output '" + output_path + "' is not a regular file but a folder");
       std::vector<std::string> read = inputs;
       read.push_back(model_path);
       for (const std::string& f : read) {
