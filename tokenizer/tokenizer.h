@@ -10,9 +10,9 @@
 // byte) nor, when it is truncated, the time to tokenize what is cut anyway.
 // A text of up to kWholeTextBytes is one part. Beyond that a part ends
 // before the first space at least kPartBytes into it: where the model's
-// pieces never span a space (as with SentencePiece's training defaults: see space_splits_exactly()) the
-// segmentation cannot cross that point, and the parts' ids are the whole
-// text's. A stretch of kMaxPartBytes without a space (or, for other models,
+// pieces never span a space (as with SentencePiece's training defaults; see
+// space_splits_exactly()) the segmentation cannot cross that point, and the
+// parts' ids are the whole text's. A stretch of kMaxPartBytes without a space (or, for other models,
 // every kMaxPartBytes) is cut at a character boundary, where the ids next to
 // the cut may differ from the whole text's. encode() stops at the first part
 // that fills max_length.
