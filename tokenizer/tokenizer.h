@@ -6,16 +6,19 @@
 // Invalid UTF-8 is replaced by U+FFFD before encoding, and reported.
 //
 // Long texts are tokenized in parts, so that a huge line costs neither the
-// memory of SentencePiece's lattice over all of it (~150 bytes per input
+// memory of SentencePiece's lattice over all of it (~135 bytes per input
 // byte) nor, when it is truncated, the time to tokenize what is cut anyway.
 // A text of up to kWholeTextBytes is one part. Beyond that a part ends
 // before the first space at least kPartBytes into it: where the model's
 // pieces never span a space (as with SentencePiece's training defaults; see
-// space_splits_exactly()) the segmentation cannot cross that point, and the
-// parts' ids are the whole text's. A stretch of kMaxPartBytes without a space (or, for other models,
-// every kMaxPartBytes) is cut at a character boundary, where the ids next to
-// the cut may differ from the whole text's. encode() stops at the first part
-// that fills max_length.
+// space_splits_exactly()) the segmentation cannot cross that point. The
+// first part's ids are then a whole-text call's exactly; later ones may
+// differ only where SentencePiece's float sums, grown large along a long
+// line, tell two segmentations of a word apart by rounding. A stretch of
+// kMaxPartBytes without a space (or, for other models, every kMaxPartBytes)
+// is cut at a character boundary, where the ids next to the cut may differ
+// from the whole text's. encode() stops at the first part that fills
+// max_length.
 //
 // Thread-safety: encode() is const and safe to call from several threads.
 #pragma once
