@@ -465,7 +465,7 @@ struct Args {
   int threads = 0, warmup = 2, iters = 10, vocab = 0, layers = 0, gpu = 0;
   double min_time = 1.0;
   uint64_t seed = 0;
-  std::string json_out, dump_workload, save_synthetic;
+  std::string json_out, dump_workload, save_synthetic, tokenizer;
   std::string cuda_graphs = "on";
   bool quiet = false;
 };
@@ -582,6 +582,10 @@ int main(int argc, char** argv) {
       ->type_name("N");
   app.add_option("--layers", a.layers, "--synthetic: this many layers instead of the size's")->type_name("N");
   app.add_option("--save-synthetic", a.save_synthetic, "--synthetic: keep the model in this file")->type_name("PATH");
+  app.add_option("--tokenizer", a.tokenizer,
+                 "--synthetic: the SentencePiece model the synthetic model carries (default: the source tree's "
+                 "demo tokenizer when it is there)")
+      ->type_name("SPM");
   app.add_option("--cuda-graphs", a.cuda_graphs,
                  "CUDA: replay repeated batch shapes from captured graphs (on) or launch every kernel (off)")
       ->type_name("on|off")
@@ -622,6 +626,7 @@ int main(int argc, char** argv) {
     XLMR_CHECK(a.vocab == 0 || !a.synthetic.empty(), "--vocab goes with --synthetic");
     XLMR_CHECK(a.vocab >= 0, "--vocab must be > 4");
     XLMR_CHECK(a.save_synthetic.empty() || !a.synthetic.empty(), "--save-synthetic goes with --synthetic");
+    XLMR_CHECK(a.tokenizer.empty() || !a.synthetic.empty(), "--tokenizer goes with --synthetic");
     XLMR_CHECK(!(a.json_out == "-" && a.dump_workload == "-"),
                "--json - and --dump-workload - cannot both write to standard output");
     std::vector<std::string> notes;
@@ -646,17 +651,21 @@ int main(int argc, char** argv) {
     std::string tokenizer_note;
     if (!a.synthetic.empty()) {
       std::string spm;
-      const std::string demo_spm = std::string(XLMR_SOURCE_DIR) + "/scripts/demo/model/sentencepiece.bpe.model";
+      const std::string spm_path = a.tokenizer.empty()
+                                       ? std::string(XLMR_SOURCE_DIR) + "/scripts/demo/model/sentencepiece.bpe.model"
+                                       : a.tokenizer;
       int vocab = a.vocab > 0 ? a.vocab : 32000;
-      if (std::ifstream f{demo_spm, std::ios::binary}) {
+      std::ifstream f{spm_path, std::ios::binary};
+      XLMR_CHECK(f || a.tokenizer.empty(), "cannot open --tokenizer '" + a.tokenizer + "'");
+      if (f) {
         spm.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
         const xlmr::Tokenizer tok(spm);
         const int need = tok.max_model_id() + 1;
         XLMR_CHECK(a.vocab == 0 || a.vocab >= need, "--vocab " + std::to_string(a.vocab) +
-                                                        " is too small for the demo tokenizer, which needs " +
+                                                        " is too small for the tokenizer, which needs " +
                                                         std::to_string(need));
         vocab = a.vocab > 0 ? a.vocab : need;
-        tokenizer_note = "demo tokenizer";
+        tokenizer_note = a.tokenizer.empty() ? "demo tokenizer" : "tokenizer " + a.tokenizer;
       } else {
         tokenizer_note = "no tokenizer (random ids stand in for text)";
       }

@@ -3,7 +3,8 @@
 # for sm_90, run the GPU tests (also under compute-sanitizer), the CUDA
 # benchmark (with and without CUDA graphs), the PyTorch comparison on the same
 # card, the tensor-core attention against the plain kernel at head sizes 64,
-# 80 and 128, and leave logs and JSON in OUT.
+# 80 and 128, xlmr-infer with its stages overlapped and not, and leave logs
+# and JSON in OUT.
 #
 #   scripts/gpu-check.sh [OUT]          OUT defaults to $OUT, else ./gpu-check-out
 #   scripts/gpu-check.sh --pack         (on a build machine) build build-gpu/, strip its
@@ -166,6 +167,31 @@ for spec in "large:0" "xl:4" "xxl:2"; do
     { status=1; log "CUDA ATTENTION BENCH ($size) FAILED"; }
   grep -E "^summary|bf16 attention" "$out/bench-cuda-attention-$size.txt" | tee -a "$out/summary.txt"
 done
+
+# 6. xlmr-infer over text on CUDA: the host's work (tokenizing, writing JSON)
+# overlapped with the model, against --no-overlap, alternated, on XLM-R large
+# with the demo tokenizer; the busy-time line of each run says which stage bounds it.
+if (( SECONDS > 470 )); then
+  log "xlmr-infer overlap check skipped: ${SECONDS} s into the run"
+else
+  log "xlmr-infer on CUDA: stages overlapped against one after another"
+  large=$XLMR_TEST_SCRATCH/large-tok.xlmr text=$XLMR_TEST_SCRATCH/text.txt
+  for _ in $(seq 100); do cat scripts/demo/corpus.txt; done >"$text"
+  if timeout 90 env LD_LIBRARY_PATH="$libpath" "$bin/xlmr-bench" --synthetic large --vocab 250002 \
+      --tokenizer scripts/demo/model/sentencepiece.bpe.model --save-synthetic "$large" --device cuda --dtype bf16 \
+      --path fused --layout ragged --workload uniform:16x1 --iters 1 --warmup 0 --min-time 0 --quiet >/dev/null 2>"$out/infer-cuda.txt"; then
+    for mode in overlap --no-overlap overlap --no-overlap; do
+      flag=(); [[ $mode == --no-overlap ]] && flag=(--no-overlap)
+      timeout 60 env LD_LIBRARY_PATH="$libpath" "$bin/xlmr-infer" --model "$large" --device cuda --dtype bf16 \
+        "${flag[@]}" --progress always -o "$XLMR_TEST_SCRATCH/records.jsonl" "$text" >>"$out/infer-cuda.txt" 2>&1 ||
+        { status=1; log "XLMR-INFER ON CUDA FAILED ($mode)"; }
+    done
+    grep -E "busy time" "$out/infer-cuda.txt" | tee -a "$out/summary.txt"
+  else
+    status=1; log "writing the large model for xlmr-infer FAILED"
+  fi
+  rm -f "$large" "$XLMR_TEST_SCRATCH/records.jsonl"
+fi
 
 log "done, status $status; results in $out"
 exit $status

@@ -123,6 +123,24 @@ TEST_CASE("xlmr-bench --synthetic xl --layers 1: XL's shape, pre-LayerNorm, one 
   CHECK(doc["runs"][0]["n_tokens"] == 4);
 }
 
+TEST_CASE("xlmr-bench --tokenizer: the saved synthetic model carries it, and xlmr-infer runs text on it",
+          "[bench][cli]") {
+  if (!have_bench()) return;
+  const std::string m = test::scratch("bench") + "/synthetic-tok.xlmr";
+  const std::string spm = test::source_path("scripts/demo/model/sentencepiece.bpe.model");
+  const auto r = test::run(bench() + " --synthetic small --layers 1 --tokenizer '" + spm + "' --save-synthetic '" + m +
+                           "' --workload uniform:4x1 --iters 1 --warmup 0 --min-time 0 --path fused --layout ragged "
+                           "--dtype f32 --quiet");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  const auto inf = test::run("'" + test::binary_path("xlmr-infer") + "' --model '" + m + "'", "Hello world\n");
+  INFO(inf.err);
+  REQUIRE(inf.status == 0);
+  const auto j = nlohmann::json::parse(test::lines(inf.out).at(0));
+  CHECK(j["n_tokens"].get<int>() > 2);
+  CHECK(j["embedding"].size() == 256);
+}
+
 TEST_CASE("xlmr-bench: bad arguments get one error line and exit 1", "[bench][cli][errors]") {
   if (!have_bench()) return;
   struct Case {
@@ -146,6 +164,8 @@ TEST_CASE("xlmr-bench: bad arguments get one error line and exit 1", "[bench][cl
       {"--model /nonexistent.xlmr", "cannot open model file"},
       {"--workload tutorial-short", "give a model"},
       {"--synthetic small --no-such-option", "--no-such-option"},
+      {"--synthetic small --tokenizer /nonexistent.model", "cannot open --tokenizer '/nonexistent.model'"},
+      {"--model x.xlmr --tokenizer t.model", "--tokenizer goes with --synthetic"},
   };
   for (const Case& c : cases) {
     INFO(c.args);

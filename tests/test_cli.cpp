@@ -2,6 +2,8 @@
 // order, and one clear error line with a non-zero exit for bad input.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <cstring>
 
 #include "engine/engine.h"
@@ -740,6 +742,65 @@ TEST_CASE("xlmr-infer --progress: on stderr only, never in the records", "[cli][
   check_errors({{"--model " + demo() + " --progress sometimes", "a\n", "--progress must be auto, always or never"}});
 }
 
+TEST_CASE("xlmr-infer overlaps its stages but keeps records and errors in input order", "[cli][demo][pipeline]") {
+  // 700 lines: chunks of 256 lines are tokenized, run and written by
+  // different threads at once; the records are those of a one-line-at-a-time
+  // run, byte for byte.
+  std::vector<std::string> texts;
+  std::string input;
+  for (int i = 0; i < 700; ++i) {
+    texts.push_back(i % 7 == 0 ? "" : "line " + std::to_string(i) + std::string(size_t(i % 13), 'x') + " du soleil");
+    input += texts.back() + "\n";
+  }
+  const auto all = test::run(infer() + " --model " + demo() + " --pooling mean --progress always", input);
+  REQUIRE(all.status == 0);
+  const auto out = test::lines(all.out);
+  REQUIRE(out.size() == 700);
+  CHECK_THAT(all.err, Contains("busy time by stage (they overlap): read "));
+  const auto serial = test::run(infer() + " --model " + demo() + " --pooling mean --no-overlap", input);
+  REQUIRE(serial.status == 0);
+  CHECK(serial.out == all.out);
+  for (size_t i : {size_t(0), size_t(1), size_t(255), size_t(256), size_t(511), size_t(512), size_t(699)}) {
+    INFO("line " << i);
+    const auto one = test::run(infer() + " --model " + demo() + " --pooling mean", texts[i] + "\n");
+    REQUIRE(one.status == 0);
+    auto j = nlohmann::json::parse(test::lines(one.out).at(0));
+    j["index"] = i;
+    CHECK(nlohmann::json::parse(out[i]) == j);
+  }
+
+  // A bad line in the third chunk: the first two chunks' records are all
+  // written, then the one error line.
+  std::string jl;
+  for (int i = 0; i < 600; ++i)
+    jl += i == 530 ? "{\"text\": 5}\n" : nlohmann::json({{"text", texts[size_t(i)]}}).dump() + "\n";
+  const auto bad = test::run(infer() + " --model " + demo() + " --input-format jsonl", jl);
+  CHECK(bad.status == 1);
+  CHECK(test::lines(bad.err) == std::vector<std::string>{"xlmr-infer: error: <stdin>:531: field \"text\" is a "
+                                                         "number, not a string"});
+  const auto got = test::lines(bad.out);
+  REQUIRE(got.size() == 512);
+  CHECK(nlohmann::json::parse(got.back())["index"] == 511);
+
+  // The same for an error of the reader (a line over --max-line-mib): it
+  // waits for its chunk's turn although the reader met it a chunk early.
+  std::string big = input.substr(0, input.find("line 300"));
+  big += std::string((1 << 20) + 10, 'a') + "\n" + "more\n";
+  const auto over = test::run(infer() + " --model " + demo() + " --max-line-mib 1", big);
+  CHECK(over.status == 1);
+  CHECK(test::lines(over.err) ==
+        std::vector<std::string>{"xlmr-infer: error: <stdin>:301: a line longer than 1 MiB (--max-line-mib raises "
+                                 "the limit)"});
+  CHECK(test::lines(over.out).size() == 256);
+
+  // An output that fails (a full disk) is reported once, from the writer's thread.
+  if (::access("/dev/full", W_OK) == 0) {
+    const auto full = test::run(infer() + " --model " + demo() + " -o /dev/full", input);
+    CHECK(full.status == 1);
+    CHECK(test::lines(full.err) == std::vector<std::string>{"xlmr-infer: error: failed writing the output"});
+  }
+}
+
 TEST_CASE("xlmr-infer --help and --version", "[cli]") {
   const auto h = test::run(infer() + " --help");
   CHECK(h.status == 0);
@@ -747,7 +808,7 @@ TEST_CASE("xlmr-infer --help and --version", "[cli]") {
        {"--model", "--device", "--path", "--dtype", "--attention", "--padded", "--isa", "--threads", "--batch-tokens", "--no-verify",
         "--input-format", "--text-field", "--pair-field", "--prefix", "--pair-prefix", "--max-length", "--long",
         "--stride", "--pooling", "--normalize", "--hidden", "--output", "--output-format", "--npy-values",
-        "--progress", "--version", "tsv-pairs", "jsonl"})
+        "--progress", "--no-overlap", "--version", "tsv-pairs", "jsonl"})
     CHECK_THAT(h.out, Contains(opt));
   for (const char* def : {"--input-format FORMAT=text", "--long MODE=truncate", "--progress WHEN=auto",
                           "--npy-values WHAT=embedding", "--text-field NAME=text", "--batch-tokens N=8192"})

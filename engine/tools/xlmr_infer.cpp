@@ -3,16 +3,21 @@
 // a JSON object per line (DESIGN §4)
 //   {"index": i, "n_tokens": n, "embedding": [...], "logits": [...]?, "hidden": [[...], ...]?}
 // or one row of a NumPy .npy matrix. Inputs are read and run in chunks of
-// kChunkLines lines, so memory stays flat however long the input is.
+// kChunkLines lines, so memory stays flat however long the input is, and the
+// host's work on a chunk (tokenizing it, writing its records) overlaps the
+// model's work on the chunk before or after it (run_stream).
 // The guide with examples is docs/cli.md.
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <charconv>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <future>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -75,46 +80,96 @@ struct RunSettings {
   bool normalize = false;  // effective: --normalize or the model's default
 };
 
+// ---- the three stages of a chunk ---------------------------------------------
+//
+// A chunk of input lines is prepared (parsed and tokenized), run through the
+// model, and written. The stages of consecutive chunks overlap: while the
+// model runs chunk k on the main thread, chunk k+1 is prepared and chunk k-1
+// written on helper threads (see run_stream). Preparing and writing touch no
+// engine state: the tokenizer's encode is const and thread-safe.
+
+struct Chunk {
+  std::vector<std::string> where;          // "file:line" of each line
+  std::vector<std::vector<int32_t>> seqs;  // what the model runs; with --long window several per line
+  std::vector<size_t> first;               // window mode: line i's windows are seqs[first[i], first[i+1])
+  std::vector<LineResult> out;             // one per line: the tokenizer's flags, then the outputs
+  uint64_t tokens = 0;                     // tokens run through the model
+  uint64_t bytes_read = 0;                 // input consumed up to the end of this chunk
+  double prepare_s = 0;
+};
+
+struct Preparer {
+  const xlmr::Tokenizer* tok = nullptr;  // null for ids input
+  xlmr::tools::RecordOptions ro;
+  RunSettings rs;
+  int max_length = 0;
+  std::vector<int32_t> specials;  // window mode: <s> and </s>
+};
+
 // --long window: each text is split into overlapping windows of at most
 // max_length - 2 content tokens, each window runs as <s> window </s>, and the
 // line gets the mean of its windows' pooled vectors (un-normalised, then
-// normalised once) and of their logits. All windows of a chunk run together.
-std::vector<LineResult> encode_windows(xlmr::Engine& engine, const std::vector<xlmr::tools::Record>& recs,
-                                       const RunSettings& rs, uint64_t* tokens_run) {
-  const xlmr::Tokenizer& tok = engine.tokenizer();
-  const std::vector<int32_t> specials = tok.encode("", 2).ids;  // <s> </s>
-  const size_t room = size_t(engine.max_length() - 2);
-  std::vector<std::vector<int32_t>> seqs;
-  std::vector<size_t> first(recs.size() + 1);  // windows of line i: [first[i], first[i+1])
-  std::vector<LineResult> out(recs.size());
-  for (size_t i = 0; i < recs.size(); ++i) {
-    first[i] = seqs.size();
-    bool bad = false;
-    const std::vector<int32_t> p = tok.pieces(rs.prefix + recs[i].a, &bad);
-    out[i].r.invalid_utf8 = bad;
-    out[i].r.n_tokens = int(p.size() + 2);
-    for (const auto& [b, e] : xlmr::tools::split_windows(p.size(), room, rs.overlap)) {
-      std::vector<int32_t> ids;
-      ids.reserve(e - b + 2);
-      ids.push_back(specials.front());
-      ids.insert(ids.end(), p.begin() + long(b), p.begin() + long(e));
-      ids.push_back(specials.back());
-      *tokens_run += ids.size();
-      seqs.push_back(std::move(ids));
-    }
+// normalised once) and of their logits (finish_windows). All windows of a
+// chunk run together.
+void add_windows(const Preparer& p, const std::string& text, Chunk* c, LineResult* lr) {
+  bool bad = false;
+  const std::vector<int32_t> pieces = p.tok->pieces(text, &bad);
+  lr->r.invalid_utf8 = bad;
+  lr->r.n_tokens = int(pieces.size() + 2);
+  const size_t room = size_t(p.max_length - 2);
+  for (const auto& [b, e] : xlmr::tools::split_windows(pieces.size(), room, p.rs.overlap)) {
+    std::vector<int32_t> ids;
+    ids.reserve(e - b + 2);
+    ids.push_back(p.specials.front());
+    ids.insert(ids.end(), pieces.begin() + long(b), pieces.begin() + long(e));
+    ids.push_back(p.specials.back());
+    c->seqs.push_back(std::move(ids));
   }
-  first[recs.size()] = seqs.size();
-  xlmr::EncodeOptions enc = rs.enc;
-  enc.normalize = false;  // average the raw pooled vectors, normalise the mean
-  const std::vector<xlmr::Result> win = engine.encode_ids(seqs, enc);
-  for (size_t i = 0; i < recs.size(); ++i) {
-    LineResult& lr = out[i];
-    const size_t n = first[i + 1] - first[i];
+}
+
+// Parses and tokenizes the lines; throws "FILE:LINE: ..." for a line that does
+// not fit the input format.
+Chunk prepare_chunk(const Preparer& p, std::vector<xlmr::tools::Line> lines, uint64_t bytes_read) {
+  const auto t0 = std::chrono::steady_clock::now();
+  Chunk c;
+  c.bytes_read = bytes_read;
+  c.out.resize(lines.size());
+  c.where.reserve(lines.size());
+  const RunSettings& rs = p.rs;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    xlmr::tools::Record rec = xlmr::tools::parse_record(&lines[i], p.ro);
+    c.where.push_back(std::move(lines[i].where));
+    LineResult& lr = c.out[i];
+    if (rs.format == InputFormat::ids) {
+      c.seqs.push_back(std::move(rec.ids));
+      continue;
+    }
+    if (rs.window) {
+      c.first.push_back(c.seqs.size());
+      add_windows(p, rs.prefix + rec.a, &c, &lr);
+      continue;
+    }
+    xlmr::Encoding e = rs.pairs ? p.tok->encode_pair(rs.prefix + rec.a, rs.pair_prefix + rec.b, p.max_length)
+                                : p.tok->encode(rs.prefix.empty() ? rec.a : rs.prefix + rec.a, p.max_length);
+    lr.r.truncated = e.truncated;
+    lr.r.invalid_utf8 = e.invalid_utf8;
+    c.seqs.push_back(std::move(e.ids));
+  }
+  if (rs.window) c.first.push_back(c.seqs.size());
+  c.prepare_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return c;
+}
+
+// Window mode: each line's outputs are the means over its windows.
+void finish_windows(const RunSettings& rs, const std::vector<xlmr::Result>& win, Chunk* c) {
+  for (size_t i = 0; i < c->out.size(); ++i) {
+    LineResult& lr = c->out[i];
+    const size_t b = c->first[i], e = c->first[i + 1], n = e - b;
     lr.windows = int(n);
     auto mean = [&](std::vector<float> xlmr::Result::*field, std::vector<float>* dst) {
-      const size_t width = (win[first[i]].*field).size();
+      const size_t width = (win[b].*field).size();
       std::vector<double> acc(width, 0.0);
-      for (size_t w = first[i]; w < first[i + 1]; ++w)
+      for (size_t w = b; w < e; ++w)
         for (size_t k = 0; k < width; ++k) acc[k] += (win[w].*field)[k];
       dst->resize(width);
       for (size_t k = 0; k < width; ++k) (*dst)[k] = float(acc[k] / double(n));
@@ -123,36 +178,40 @@ std::vector<LineResult> encode_windows(xlmr::Engine& engine, const std::vector<x
     mean(&xlmr::Result::logits, &lr.r.logits);
     if (rs.normalize && !lr.r.embedding.empty()) l2_normalize(&lr.r.embedding);
   }
-  return out;
 }
 
-std::vector<LineResult> encode_chunk(xlmr::Engine& engine, std::vector<xlmr::tools::Record>& recs,
-                                     const RunSettings& rs, uint64_t* tokens_run) {
-  if (rs.window) return encode_windows(engine, recs, rs, tokens_run);
-  std::vector<xlmr::Result> res;
-  if (rs.format == InputFormat::ids) {
-    std::vector<std::vector<int32_t>> seqs;
-    for (auto& r : recs) seqs.push_back(std::move(r.ids));
-    res = engine.encode_ids(seqs, rs.enc);
-  } else if (rs.pairs) {
-    std::vector<std::pair<std::string, std::string>> pairs;
-    for (auto& r : recs) pairs.emplace_back(rs.prefix + r.a, rs.pair_prefix + r.b);
-    res = engine.encode_pairs(pairs, rs.enc);
+// The model stage, on the thread that owns the engine.
+void run_chunk(xlmr::Engine& engine, const RunSettings& rs, Chunk* c) {
+  xlmr::EncodeOptions enc = rs.enc;
+  if (rs.window) enc.normalize = false;  // average the raw pooled vectors, normalise the mean
+  std::vector<xlmr::Result> res = engine.encode_ids(c->seqs, enc);
+  for (const auto& s : c->seqs) c->tokens += s.size();
+  if (rs.window) {
+    finish_windows(rs, res, c);
   } else {
-    std::vector<std::string> texts;
-    for (auto& r : recs) texts.push_back(rs.prefix.empty() ? std::move(r.a) : rs.prefix + r.a);
-    res = engine.encode_texts(texts, rs.enc);
+    for (size_t i = 0; i < res.size(); ++i) {
+      LineResult& lr = c->out[i];
+      res[i].truncated = lr.r.truncated;
+      res[i].invalid_utf8 = lr.r.invalid_utf8;
+      lr.r = std::move(res[i]);
+    }
   }
-  std::vector<LineResult> out(res.size());
-  for (size_t i = 0; i < res.size(); ++i) {
-    *tokens_run += uint64_t(res[i].n_tokens);
-    out[i].r = std::move(res[i]);
-  }
-  return out;
+  c->seqs = {};
 }
 
-void write_json_record(FILE* out, std::string* buf, size_t index, const LineResult& lr, bool hidden, size_t E) {
+// Where the records go: a JSON-lines stream or an .npy matrix.
+struct Sink {
+  FILE* out = nullptr;                    // jsonl
+  xlmr::tools::NpyWriter* npy = nullptr;  // npy
+  bool npy_logits = false;
+  bool hidden = false;
+  size_t E = 0;
+  std::string buf;  // one JSON record; the writer stage's own
+};
+
+void write_json_record(Sink* s, size_t index, const LineResult& lr) {
   const xlmr::Result& r = lr.r;
+  std::string* buf = &s->buf;
   buf->clear();
   *buf += "{\"index\":" + std::to_string(index) + ",\"n_tokens\":" + std::to_string(r.n_tokens);
   if (lr.windows) *buf += ",\"n_windows\":" + std::to_string(lr.windows);
@@ -164,16 +223,118 @@ void write_json_record(FILE* out, std::string* buf, size_t index, const LineResu
     *buf += ",\"logits\":";
     append_floats(buf, r.logits.data(), r.logits.size());
   }
-  if (hidden) {
+  if (s->hidden) {
     *buf += ",\"hidden\":[";
     for (int t = 0; t < r.n_tokens; ++t) {
       if (t) buf->push_back(',');
-      append_floats(buf, r.hidden.data() + size_t(t) * E, E);
+      append_floats(buf, r.hidden.data() + size_t(t) * s->E, s->E);
     }
     buf->push_back(']');
   }
   *buf += "}\n";
-  XLMR_CHECK(std::fwrite(buf->data(), 1, buf->size(), out) == buf->size(), "failed writing the output");
+  XLMR_CHECK(std::fwrite(buf->data(), 1, buf->size(), s->out) == buf->size(), "failed writing the output");
+}
+
+// The writer stage: the chunk's records, numbered from first_index. Returns
+// the seconds it took.
+double write_chunk(Sink* s, const Chunk& c, size_t first_index) {
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t k = 0; k < c.out.size(); ++k) {
+    const LineResult& lr = c.out[k];
+    if (s->npy) s->npy->append_row(s->npy_logits ? lr.r.logits.data() : lr.r.embedding.data());
+    else write_json_record(s, first_index + k, lr);
+  }
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// What a run over the input reports besides its records.
+struct StreamStats {
+  xlmr::tools::ProgressCounts counts;
+  size_t n_truncated = 0, n_bad_utf8 = 0;
+  std::string first_truncated, first_bad_utf8;
+  double read_s = 0, prepare_s = 0, model_s = 0, write_s = 0;  // busy time of each stage
+};
+
+// Runs every input line through the stages, chunk by chunk. Lines are read on
+// this thread, so that no helper ever waits on a pipe that an error would
+// then have to wait for; chunk k+1 is prepared on a helper while the model
+// runs chunk k here, and chunk k-1 is written on another meanwhile. With
+// `serial` (a person at a terminal, or --no-overlap) nothing is read ahead:
+// each chunk is written before the next is read. Errors come out in input order: when chunk k fails
+// (a bad line, the model, the output), the records before it are written
+// first, as a serial run would have written them.
+void run_stream(xlmr::Engine& engine, const Preparer& prep, xlmr::tools::LineReader& reader, size_t chunk_lines,
+                bool serial, Sink* sink, xlmr::tools::Progress& progress, StreamStats* st) {
+  using Clock = std::chrono::steady_clock;
+  auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
+  std::future<Chunk> next;      // the chunk being prepared
+  std::future<double> writing;  // the chunk being written
+  xlmr::tools::ProgressCounts done = st->counts, pending;  // written; being written
+  size_t index = 0;                                          // the next record's index
+
+  // Reads the next lines and starts preparing them; false at the end of the
+  // input. A read error waits for its chunk's turn.
+  auto read_next = [&]() -> bool {
+    std::vector<xlmr::tools::Line> lines;
+    try {
+      const auto t0 = Clock::now();
+      const bool got = reader.next(chunk_lines, &lines);
+      st->read_s += since(t0);
+      if (!got) return false;
+    } catch (...) {
+      std::promise<Chunk> failed;
+      failed.set_exception(std::current_exception());
+      next = failed.get_future();
+      return true;
+    }
+    next = std::async(std::launch::async, prepare_chunk, std::cref(prep), std::move(lines), reader.bytes_read());
+    return true;
+  };
+  auto finish_writing = [&]() {
+    if (!writing.valid()) return;
+    st->write_s += writing.get();
+    done.lines += pending.lines;
+    done.tokens += pending.tokens;
+    done.bytes = pending.bytes;
+    progress.update(done);
+  };
+
+  try {
+    bool more = read_next();
+    while (more) {
+      Chunk c = next.get();
+      st->prepare_s += c.prepare_s;
+      if (!serial) more = read_next();
+      const auto t0 = Clock::now();
+      run_chunk(engine, prep.rs, &c);
+      st->model_s += since(t0);
+      for (size_t k = 0; k < c.out.size(); ++k) {
+        if (c.out[k].r.truncated && st->n_truncated++ == 0) st->first_truncated = c.where[k];
+        if (c.out[k].r.invalid_utf8 && st->n_bad_utf8++ == 0) st->first_bad_utf8 = c.where[k];
+      }
+      finish_writing();
+      pending.lines = c.out.size();
+      pending.tokens = c.tokens;
+      pending.bytes = c.bytes_read;
+      writing = std::async(std::launch::async,
+                           [sink, index, c = std::move(c)]() { return write_chunk(sink, c, index); });
+      index += pending.lines;
+      if (serial) {
+        finish_writing();
+        more = read_next();
+      }
+    }
+    finish_writing();
+  } catch (...) {
+    if (writing.valid()) {
+      try {
+        writing.get();
+      } catch (...) {  // the first error is the one reported
+      }
+    }
+    throw;
+  }
+  st->counts = done;
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -195,7 +356,7 @@ int main(int argc, char** argv) {
                           dtype_name, attention_name = "auto", isa = "auto", text_field = "text", pair_field, prefix, pair_prefix,
                           long_mode = "truncate", output_format, npy_values = "embedding", progress_mode = "auto";
   std::vector<std::string> inputs;
-  bool normalize = false, hidden = false, no_verify = false, padded = false, describe = false;
+  bool normalize = false, hidden = false, no_verify = false, padded = false, describe = false, no_overlap = false;
   int max_length = 0, threads = 0, batch_tokens = 8192, stride = -1, gpu = 0, max_line_mib = 64;
 
   const std::string g_model = "Model and compute", g_in = "Input", g_long = "Long inputs", g_out = "Output";
@@ -325,6 +486,10 @@ int main(int argc, char** argv) {
       ->default_str("auto")
       ->group(g_out)
       ->type_name("WHEN");
+  app.add_flag("--no-overlap", no_overlap,
+               "run each chunk's stages (tokenize, model, write) one after another instead of overlapping "
+               "them: for comparison, or to hold one chunk in memory instead of up to three")
+      ->group(g_out);
   app.set_version_flag("--version", std::string("xlmr-infer (xlmr-engine ") + XLMR_VERSION +
                                         "), reads .xlmr format version " +
                                         std::to_string(xlmr::kXlmrFormatVersion));
@@ -497,41 +662,44 @@ int main(int argc, char** argv) {
     const bool typed = from_stdin && ::isatty(STDIN_FILENO);
     if (typed) std::fprintf(stderr, "xlmr-infer: reading lines from the terminal; Ctrl-D ends the input\n");
     const size_t chunk_lines = typed ? 1 : kChunkLines;
-    xlmr::tools::ProgressCounts counts;
-    counts.total_bytes = reader.total_bytes();
-    std::vector<xlmr::tools::Line> lines;
-    std::vector<xlmr::tools::Record> recs;
-    std::string buf;
-    size_t index = 0, n_truncated = 0, n_bad_utf8 = 0;
-    std::string first_truncated, first_bad_utf8;
-    while (reader.next(chunk_lines, &lines)) {
-      recs.clear();
-      for (auto& l : lines) recs.push_back(xlmr::tools::parse_record(&l, ro));
-      const std::vector<LineResult> results = encode_chunk(*engine, recs, rs, &counts.tokens);
-      for (size_t k = 0; k < results.size(); ++k, ++index) {
-        const LineResult& lr = results[k];
-        if (lr.r.truncated && n_truncated++ == 0) first_truncated = lines[k].where;
-        if (lr.r.invalid_utf8 && n_bad_utf8++ == 0) first_bad_utf8 = lines[k].where;
-        if (npy_out) npy_out->append_row(npy_values == "logits" ? lr.r.logits.data() : lr.r.embedding.data());
-        else write_json_record(out, &buf, index, lr, hidden, E);
-      }
-      counts.lines = index;
-      counts.bytes = reader.bytes_read();
-      progress.update(counts);
-    }
+
+    Preparer prep;
+    prep.tok = rs.format == InputFormat::ids ? nullptr : &engine->tokenizer();
+    prep.ro = ro;
+    prep.rs = rs;
+    prep.max_length = engine->max_length();
+    if (rs.window) prep.specials = engine->tokenizer().encode("", 2).ids;  // <s> </s>
+    Sink sink;
+    sink.out = out;
+    sink.npy = npy_out.get();
+    sink.npy_logits = npy_values == "logits";
+    sink.hidden = hidden;
+    sink.E = E;
+    StreamStats st;
+    st.counts.total_bytes = reader.total_bytes();
+    const auto started = std::chrono::steady_clock::now();
+    run_stream(*engine, prep, reader, chunk_lines, typed || no_overlap, &sink, progress, &st);
     if (npy_out) npy_out->finish();
     else XLMR_CHECK(std::fflush(out) == 0, "failed writing the output");
-    counts.bytes = reader.bytes_read();
-    progress.finish(counts);
-    if (n_truncated)
+    st.counts.bytes = reader.bytes_read();
+    progress.finish(st.counts);
+    if (show) {
+      const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      std::fprintf(stderr,
+                   "xlmr-infer: busy time by stage (%s): read %.2f s, %s %.2f s, model %.2f s, write %.2f s; "
+                   "wall %.2f s\n",
+                   typed || no_overlap ? "one after another" : "they overlap", st.read_s, rs.format == InputFormat::ids ? "parse" : "tokenize", st.prepare_s, st.model_s,
+                   st.write_s, wall);
+    }
+    if (st.n_truncated)
       std::fprintf(stderr,
                    "xlmr-infer: warning: %zu input(s) longer than %d tokens were truncated (first: %s)%s\n",
-                   n_truncated, engine->max_length(), first_truncated.c_str(),
+                   st.n_truncated, engine->max_length(), st.first_truncated.c_str(),
                    rs.pairs ? "" : "; --long window covers them whole");
-    if (n_bad_utf8)
+    if (st.n_bad_utf8)
       std::fprintf(stderr,
                    "xlmr-infer: warning: %zu input(s) had invalid UTF-8, replaced by U+FFFD (first: %s)\n",
-                   n_bad_utf8, first_bad_utf8.c_str());
+                   st.n_bad_utf8, st.first_bad_utf8.c_str());
   } catch (const std::exception& e) {
     progress.interrupt();
     std::fprintf(stderr, "xlmr-infer: error: %s\n", e.what());
