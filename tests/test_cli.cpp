@@ -2,8 +2,13 @@
 // order, and one clear error line with a non-zero exit for bad input.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 
 #include "engine/engine.h"
@@ -798,6 +803,112 @@ TEST_CASE("xlmr-infer overlaps its stages but keeps records and errors in input 
     const auto full = test::run(infer() + " --model " + demo() + " -o /dev/full", input);
     CHECK(full.status == 1);
     CHECK(test::lines(full.err) == std::vector<std::string>{"xlmr-infer: error: failed writing the output"});
+  }
+}
+
+namespace {
+
+// A process written to through one pipe and read through another, the way a
+// program drives xlmr-infer as a coprocess. Reads have a deadline, so a
+// process that waits for more input than it was given fails the test
+// instead of hanging it.
+class Coprocess {
+ public:
+  explicit Coprocess(const std::string& cmd) {
+    int in[2], out[2];
+    REQUIRE(::pipe(in) == 0);
+    REQUIRE(::pipe(out) == 0);
+    pid_ = ::fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      ::dup2(in[0], STDIN_FILENO);
+      ::dup2(out[1], STDOUT_FILENO);
+      const int null = ::open("/dev/null", O_WRONLY);
+      if (null >= 0) ::dup2(null, STDERR_FILENO);
+      for (int fd : {in[0], in[1], out[0], out[1]}) ::close(fd);
+      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    to_ = in[1];
+    from_ = out[0];
+  }
+  ~Coprocess() {
+    close_input();
+    if (from_ >= 0) ::close(from_);
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+  }
+  Coprocess(const Coprocess&) = delete;
+  Coprocess& operator=(const Coprocess&) = delete;
+
+  void write(const std::string& text) { REQUIRE(::write(to_, text.data(), text.size()) == ssize_t(text.size())); }
+  // The next line written by the process, or "" when none came within `seconds`.
+  std::string read_line(double seconds) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    for (;;) {
+      const size_t nl = buf_.find('\n');
+      if (nl != std::string::npos) {
+        std::string line = buf_.substr(0, nl);
+        buf_.erase(0, nl + 1);
+        return line;
+      }
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return "";
+      pollfd p{from_, POLLIN, 0};
+      if (::poll(&p, 1, int(left.count())) <= 0) continue;
+      char chunk[4096];
+      const ssize_t got = ::read(from_, chunk, sizeof chunk);
+      if (got <= 0) return "";
+      buf_.append(chunk, size_t(got));
+    }
+  }
+  void close_input() {
+    if (to_ >= 0) ::close(to_);
+    to_ = -1;
+  }
+  // Closes the process's input and returns its exit status.
+  int wait() {
+    close_input();
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int to_ = -1, from_ = -1;
+  std::string buf_;
+};
+
+}  // namespace
+
+TEST_CASE("xlmr-infer answers each line a program writes before it waits for the next", "[cli][demo][pipeline]") {
+  ::signal(SIGPIPE, SIG_IGN);  // a process that died fails a check instead of killing the tests
+  for (const std::string extra : {"", " --no-overlap"}) {
+    INFO("options:" << extra);
+    Coprocess p(infer() + " --model " + demo() + extra);
+    // One line at a time: the record comes back before the next line is written.
+    for (int i = 0; i < 3; ++i) {
+      p.write(std::string(kTexts[i]) + "\n");
+      const std::string line = p.read_line(60);
+      REQUIRE(!line.empty());
+      CHECK(nlohmann::json::parse(line)["index"] == i);
+    }
+    // Many lines at once still come back whole and in order.
+    std::string many;
+    for (int i = 0; i < 300; ++i) many += "line number " + std::to_string(i) + "\n";
+    p.write(many);
+    for (int i = 0; i < 300; ++i) {
+      const std::string line = p.read_line(60);
+      REQUIRE(!line.empty());
+      CHECK(nlohmann::json::parse(line)["index"] == i + 3);
+    }
+    CHECK(p.wait() == 0);
   }
 }
 

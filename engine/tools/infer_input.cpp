@@ -1,5 +1,6 @@
 #include "engine/tools/infer_input.h"
 
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,6 +35,7 @@ bool LineReader::next(size_t n, std::vector<Line>* out) {
   out->clear();
   std::string s;
   while (out->size() < n) {
+    if (!out->empty() && !ready()) break;
     if (!in_ && !open_next()) break;
     if (read_line(&s)) {
       ++line_no_;
@@ -49,6 +51,14 @@ bool LineReader::next(size_t n, std::vector<Line>* out) {
   }
   if (total_ && bytes_ > total_) bytes_ = total_;  // a last line without its line break
   return !out->empty();
+}
+
+bool LineReader::ready() {
+  const bool on_stdin = in_ ? in_ == &std::cin : next_file_ < files_.size() && files_[next_file_] == "-";
+  if (!on_stdin) return true;  // a named file (regular, or read as its bytes come), or the end
+  if (std::cin.rdbuf()->in_avail() > 0) return true;
+  pollfd p{STDIN_FILENO, POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0;  // bytes, or the writer's end (POLLHUP)
 }
 
 // One line into *s, without its '\n'; false at the end of the input with

@@ -24,8 +24,17 @@ class LineReader {
   // into memory whole).
   explicit LineReader(std::vector<std::string> files, size_t max_line_bytes = kDefaultMaxLineBytes);
   static constexpr size_t kDefaultMaxLineBytes = size_t(64) << 20;
-  // Reads up to n lines into *out (cleared first); false at the end of all inputs.
+  // Reads up to n lines into *out (cleared first); false at the end of all
+  // inputs. Waits for the first line; after it, stops early where the input
+  // has nothing more ready (a pipe or a terminal whose writer waits for the
+  // answers to what it wrote).
   bool next(size_t n, std::vector<Line>* out);
+  // Whether reading can go on without waiting: a regular file, bytes in the
+  // stream's buffer, or a standard input (pipe or terminal) with bytes or its
+  // end ready. Standard input is read through std::cin, which must not be
+  // synchronised with stdio (std::ios::sync_with_stdio(false)): stdio's own
+  // buffer would hide bytes from this check.
+  bool ready();
   uint64_t bytes_read() const { return bytes_; }
   // Sum of the input sizes when every input is a regular file, else 0.
   uint64_t total_bytes() const { return total_; }

@@ -258,11 +258,16 @@ struct StreamStats {
 // Runs every input line through the stages, chunk by chunk. Lines are read on
 // this thread, so that no helper ever waits on a pipe that an error would
 // then have to wait for; chunk k+1 is prepared on a helper while the model
-// runs chunk k here, and chunk k-1 is written on another meanwhile. With
-// `serial` (a person at a terminal, or --no-overlap) nothing is read ahead:
-// each chunk is written before the next is read. Errors come out in input order: when chunk k fails
-// (a bad line, the model, the output), the records before it are written
-// first, as a serial run would have written them.
+// runs chunk k here, and chunk k-1 is written on another meanwhile.
+//
+// Nothing is read ahead that the input does not have ready: a person at a
+// terminal, or a program that writes a line and waits for its record before
+// it writes the next, gets every record (flushed) before this waits for more
+// input. With `serial` (--no-overlap) nothing is read ahead at all.
+//
+// Errors come out in input order: when chunk k fails (a bad line, the model,
+// the output), the records before it are written first, as a serial run
+// would have written them.
 void run_stream(xlmr::Engine& engine, const Preparer& prep, xlmr::tools::LineReader& reader, size_t chunk_lines,
                 bool serial, Sink* sink, xlmr::tools::Progress& progress, StreamStats* st) {
   using Clock = std::chrono::steady_clock;
@@ -304,7 +309,8 @@ void run_stream(xlmr::Engine& engine, const Preparer& prep, xlmr::tools::LineRea
     while (more) {
       Chunk c = next.get();
       st->prepare_s += c.prepare_s;
-      if (!serial) more = read_next();
+      const bool ahead = !serial && reader.ready();
+      if (ahead) more = read_next();
       const auto t0 = Clock::now();
       run_chunk(engine, prep.rs, &c);
       st->model_s += since(t0);
@@ -319,8 +325,9 @@ void run_stream(xlmr::Engine& engine, const Preparer& prep, xlmr::tools::LineRea
       writing = std::async(std::launch::async,
                            [sink, index, c = std::move(c)]() { return write_chunk(sink, c, index); });
       index += pending.lines;
-      if (serial) {
+      if (!ahead) {
         finish_writing();
+        if (sink->out) XLMR_CHECK(std::fflush(sink->out) == 0, "failed writing the output");
         more = read_next();
       }
     }
@@ -658,10 +665,10 @@ int main(int argc, char** argv) {
     ro.max_length = engine->max_length();
     xlmr::tools::LineReader reader(inputs, size_t(max_line_mib) << 20);
     const bool from_stdin = inputs.empty() || std::find(inputs.begin(), inputs.end(), "-") != inputs.end();
-    // Typed lines are answered one by one; otherwise lines run in chunks.
-    const bool typed = from_stdin && ::isatty(STDIN_FILENO);
-    if (typed) std::fprintf(stderr, "xlmr-infer: reading lines from the terminal; Ctrl-D ends the input\n");
-    const size_t chunk_lines = typed ? 1 : kChunkLines;
+    // Typed lines are answered as they come (run_stream reads no further than
+    // the input has ready).
+    if (from_stdin && ::isatty(STDIN_FILENO))
+      std::fprintf(stderr, "xlmr-infer: reading lines from the terminal; Ctrl-D ends the input\n");
 
     Preparer prep;
     prep.tok = rs.format == InputFormat::ids ? nullptr : &engine->tokenizer();
@@ -678,7 +685,7 @@ int main(int argc, char** argv) {
     StreamStats st;
     st.counts.total_bytes = reader.total_bytes();
     const auto started = std::chrono::steady_clock::now();
-    run_stream(*engine, prep, reader, chunk_lines, typed || no_overlap, &sink, progress, &st);
+    run_stream(*engine, prep, reader, kChunkLines, no_overlap, &sink, progress, &st);
     if (npy_out) npy_out->finish();
     else XLMR_CHECK(std::fflush(out) == 0, "failed writing the output");
     st.counts.bytes = reader.bytes_read();
@@ -688,7 +695,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "xlmr-infer: busy time by stage (%s): read %.2f s, %s %.2f s, model %.2f s, write %.2f s; "
                    "wall %.2f s\n",
-                   typed || no_overlap ? "one after another" : "they overlap", st.read_s, rs.format == InputFormat::ids ? "parse" : "tokenize", st.prepare_s, st.model_s,
+                   no_overlap ? "one after another" : "they overlap", st.read_s, rs.format == InputFormat::ids ? "parse" : "tokenize", st.prepare_s, st.model_s,
                    st.write_s, wall);
     }
     if (st.n_truncated)
