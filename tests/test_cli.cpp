@@ -306,7 +306,8 @@ struct Npy {
   bool fortran = true;
   size_t header_size = 0;
   std::vector<size_t> shape;
-  std::vector<float> data;
+  std::vector<float> data;   // '<f4'
+  std::vector<int64_t> ints;  // '<i8'
 };
 
 Npy read_npy(const std::string& path) {
@@ -342,12 +343,20 @@ Npy read_npy(const std::string& path) {
   }
   size_t count = 1;
   for (size_t d : n.shape) count *= d;
-  REQUIRE(b.size() == n.header_size + 4 * count);
-  n.data.resize(count);
+  const size_t width = n.descr == "'<i8'" ? 8 : 4;
+  REQUIRE(b.size() == n.header_size + width * count);
   for (size_t i = 0; i < count; ++i) {
-    const auto* q = reinterpret_cast<const unsigned char*>(b.data() + n.header_size + 4 * i);
-    const uint32_t u = uint32_t(q[0]) | uint32_t(q[1]) << 8 | uint32_t(q[2]) << 16 | uint32_t(q[3]) << 24;
-    std::memcpy(&n.data[i], &u, 4);
+    const auto* q = reinterpret_cast<const unsigned char*>(b.data() + n.header_size + width * i);
+    uint64_t u = 0;
+    for (size_t k = 0; k < width; ++k) u |= uint64_t(q[k]) << (8 * k);
+    if (width == 8) {
+      n.ints.push_back(int64_t(u));
+    } else {
+      const uint32_t u32 = uint32_t(u);
+      float f;
+      std::memcpy(&f, &u32, 4);
+      n.data.push_back(f);
+    }
   }
   return n;
 }
@@ -710,11 +719,67 @@ TEST_CASE("xlmr-infer npy output reads back as a float32 matrix", "[cli][demo][n
       {m + " -o '" + dir + "' --output-format npy", "a\n", "is not a regular file"},
       {m + " -o '" + dir + "/no/such/dir/x.npy'", "a\n", "cannot write"},
       {m + " --npy-values logits", "a\n", "--npy-values applies to npy output only"},
-      {m + " -o '" + dir + "/x.npy' --npy-values hidden", "a\n", "--npy-values must be embedding or logits"},
+      {m + " -o '" + dir + "/x.npy' --npy-values tokens", "a\n", "--npy-values must be embedding, logits or hidden"},
       {m + " --output-format csv", "a\n", "--output-format must be jsonl or npy"},
       {"--model '" + headless + "' --input-format ids --npy-values logits -o '" + dir + "/x.npy'", "0 2\n",
        "this model has no classification head"},
   });
+}
+
+TEST_CASE("xlmr-infer --npy-values hidden: every token's row, and where each line's rows start", "[cli][demo][npy]") {
+  const std::string dir = test::scratch("cli-npy-hidden");
+  std::string many = text_input();
+  for (int i = 0; i < 600; ++i) many += "line " + std::to_string(i) + std::string(size_t(i % 40), 'z') + "\n";
+  const auto ref = test::run(infer() + " --model " + demo() + " --hidden", many);
+  REQUIRE(ref.status == 0);
+  const auto refj = json_lines(ref.out);
+
+  const std::string f = dir + "/h.npy";
+  const auto r = test::run(infer() + " --model " + demo() + " --npy-values hidden --pooling none -o '" + f + "'", many);
+  REQUIRE(r.status == 0);
+  const Npy h = read_npy(f), off = read_npy(dir + "/h.offsets.npy");
+  CHECK(h.descr == "'<f4'");
+  CHECK(off.descr == "'<i8'");
+  CHECK(off.shape_text == "(" + std::to_string(refj.size() + 1) + ",)");
+  REQUIRE(off.ints.size() == refj.size() + 1);
+  REQUIRE(h.shape.size() == 2);
+  CHECK(h.shape[1] == 64);
+  CHECK(off.ints.front() == 0);
+  CHECK(uint64_t(off.ints.back()) == h.shape[0]);
+  for (size_t i = 0; i < refj.size(); ++i) {
+    INFO("line " << i);
+    const auto& hid = refj[i]["hidden"];
+    REQUIRE(off.ints[i + 1] - off.ints[i] == int64_t(hid.size()));
+    for (size_t t = 0; t < hid.size(); ++t) {
+      const size_t row = size_t(off.ints[i]) + t;
+      CHECK(std::vector<float>(h.data.begin() + long(row * 64), h.data.begin() + long((row + 1) * 64)) ==
+            floats(hid[t]));
+    }
+  }
+  // Another extension: the offsets go next to it, the name extended.
+  const std::string g = dir + "/h.bin";
+  REQUIRE(test::run(infer() + " --model " + demo() + " --output-format npy --npy-values hidden -o '" + g + "'", "a\n")
+              .status == 0);
+  const auto one = test::run(infer() + " --model " + demo(), "a\n");
+  const int64_t n = json_lines(one.out).at(0)["n_tokens"].get<int64_t>();
+  CHECK(read_npy(dir + "/h.bin.offsets.npy").ints == std::vector<int64_t>{0, n});
+  CHECK(read_npy(g).shape == std::vector<size_t>{size_t(n), 64});
+  if (std::system("python3 -c 'import numpy' > /dev/null 2>&1") == 0) {
+    const auto py = test::run("python3 -c \"import numpy as np; h = np.load('" + f + "'); o = np.load('" + dir +
+                              "/h.offsets.npy'); print(h.dtype, o.dtype, len(o) - 1, o[-1] == len(h))\"");
+    CHECK(py.out == "float32 int64 " + std::to_string(refj.size()) + " True\n");
+  }
+  // The offsets file must not be an input either.
+  test::write_file(dir + "/in.offsets.npy", "a\n");
+  const std::string m = "--model " + demo();
+  check_errors({
+      {m + " -o '" + dir + "/in.npy' --npy-values hidden '" + dir + "/in.offsets.npy'", "",
+       "which this run reads: write elsewhere"},
+      {m + " -o '" + dir + "/x.npy' --npy-values hidden --long window", "a\n",
+       "--long window and --npy-values hidden cannot be combined"},
+      {m + " -o '" + dir + "/x.npy' --hidden", "a\n", "or --npy-values hidden for every token's hidden state"},
+  });
+  CHECK(test::read_file(dir + "/in.offsets.npy") == "a\n");
 }
 
 TEST_CASE("xlmr-infer --progress: on stderr only, never in the records", "[cli][demo][progress]") {

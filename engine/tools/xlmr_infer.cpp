@@ -202,7 +202,8 @@ void run_chunk(xlmr::Engine& engine, const RunSettings& rs, Chunk* c) {
 // Where the records go: a JSON-lines stream or an .npy matrix.
 struct Sink {
   FILE* out = nullptr;                    // jsonl
-  xlmr::tools::NpyWriter* npy = nullptr;  // npy
+  xlmr::tools::NpyWriter* npy = nullptr;      // npy
+  xlmr::tools::NpyWriter* offsets = nullptr;  // npy of hidden states: where each line's rows end
   bool npy_logits = false;
   bool hidden = false;
   size_t E = 0;
@@ -241,8 +242,14 @@ double write_chunk(Sink* s, const Chunk& c, size_t first_index) {
   const auto t0 = std::chrono::steady_clock::now();
   for (size_t k = 0; k < c.out.size(); ++k) {
     const LineResult& lr = c.out[k];
-    if (s->npy) s->npy->append_row(s->npy_logits ? lr.r.logits.data() : lr.r.embedding.data());
-    else write_json_record(s, first_index + k, lr);
+    if (s->offsets) {
+      s->npy->append_rows(lr.r.hidden.data(), size_t(lr.r.n_tokens));
+      s->offsets->append(int64_t(s->npy->rows()));
+    } else if (s->npy) {
+      s->npy->append_row(s->npy_logits ? lr.r.logits.data() : lr.r.embedding.data());
+    } else {
+      write_json_record(s, first_index + k, lr);
+    }
   }
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -483,7 +490,9 @@ int main(int argc, char** argv) {
       ->group(g_out)
       ->type_name("FORMAT");
   app.add_option("--npy-values", npy_values,
-                 "npy output: which vector the rows hold, embedding (the pooled vector) or logits")
+                 "npy output: what the rows hold, embedding (the pooled vector) or logits, one row per line; or "
+                 "hidden: every token's last-layer hidden state, one row per token, with X.offsets.npy (int64) "
+                 "saying that line i's rows are [offsets[i], offsets[i+1])")
       ->default_str("embedding")
       ->group(g_out)
       ->type_name("WHAT");
@@ -568,34 +577,45 @@ int main(int argc, char** argv) {
     XLMR_CHECK(!app.count("--stride") || stride >= 0, "--stride must be >= 0");
 
     if (output_path == "-") output_path.clear();
-    // Opening the output truncates it: it must not be the model or an input.
-    struct stat out_st;
-    if (!output_path.empty() && ::stat(output_path.c_str(), &out_st) == 0) {
-      XLMR_CHECK(!S_ISDIR(out_st.st_mode), "--output '" + output_path + "' is not a regular file but a folder");
+    if (output_format.empty()) output_format = ends_with(output_path, ".npy") ? "npy" : "jsonl";
+    XLMR_CHECK(output_format == "jsonl" || output_format == "npy",
+               "--output-format must be jsonl or npy, not '" + output_format + "'");
+    const bool npy = output_format == "npy";
+    XLMR_CHECK(npy_values == "embedding" || npy_values == "logits" || npy_values == "hidden",
+               "--npy-values must be embedding, logits or hidden, not '" + npy_values + "'");
+    XLMR_CHECK(npy || !app.count("--npy-values"), "--npy-values applies to npy output only");
+    XLMR_CHECK(!npy || !output_path.empty(),
+               "npy output needs a file (--output X.npy): its header is rewritten at the end, so it cannot "
+               "go to standard output");
+    XLMR_CHECK(!npy || !hidden,
+               "--hidden cannot be written as npy (use jsonl output, or --npy-values hidden for every token's "
+               "hidden state as the rows of one matrix)");
+    const bool npy_hidden = npy && npy_values == "hidden";
+    XLMR_CHECK(!rs.window || !npy_hidden,
+               "--long window and --npy-values hidden cannot be combined (the windows' hidden states overlap)");
+    // --npy-values hidden: line i's rows are [offsets[i], offsets[i+1]) of the matrix.
+    const std::string offsets_path =
+        !npy_hidden ? ""
+                    : (ends_with(output_path, ".npy") ? output_path.substr(0, output_path.size() - 4) : output_path) +
+                          ".offsets.npy";
+    // Opening an output truncates it: it must not be the model or an input.
+    for (const std::string& o : {output_path, offsets_path}) {
+      struct stat out_st;
+      if (o.empty() || ::stat(o.c_str(), &out_st) != 0) continue;
+      XLMR_CHECK(!S_ISDIR(out_st.st_mode), "--output '" + o + "' is not a regular file but a folder");
       std::vector<std::string> read = inputs;
       read.push_back(model_path);
       for (const std::string& f : read) {
         struct stat in_st;
         XLMR_CHECK(f == "-" || ::stat(f.c_str(), &in_st) != 0 || in_st.st_dev != out_st.st_dev ||
                        in_st.st_ino != out_st.st_ino,
-                   "--output '" + output_path + "' is '" + f + "', which this run reads: write elsewhere");
+                   "--output '" + o + "' is '" + f + "', which this run reads: write elsewhere");
       }
     }
-    if (output_format.empty()) output_format = ends_with(output_path, ".npy") ? "npy" : "jsonl";
-    XLMR_CHECK(output_format == "jsonl" || output_format == "npy",
-               "--output-format must be jsonl or npy, not '" + output_format + "'");
-    const bool npy = output_format == "npy";
-    XLMR_CHECK(npy_values == "embedding" || npy_values == "logits",
-               "--npy-values must be embedding or logits, not '" + npy_values + "'");
-    XLMR_CHECK(npy || !app.count("--npy-values"), "--npy-values applies to npy output only");
-    XLMR_CHECK(!npy || !output_path.empty(),
-               "npy output needs a file (--output X.npy): its header is rewritten at the end, so it cannot "
-               "go to standard output");
-    XLMR_CHECK(!npy || !hidden, "--hidden cannot be written as npy (use jsonl output)");
     XLMR_CHECK(progress_mode == "auto" || progress_mode == "always" || progress_mode == "never",
                "--progress must be auto, always or never, not '" + progress_mode + "'");
 
-    rs.enc.hidden = hidden;
+    rs.enc.hidden = hidden || npy_hidden;
     if (!pooling_name.empty()) {
       xlmr::Pooling p;
       XLMR_CHECK(xlmr::parse_pooling(pooling_name, &p),
@@ -639,12 +659,17 @@ int main(int argc, char** argv) {
     std::unique_ptr<xlmr::tools::NpyWriter> npy_out;
     FILE* out = stdout;
     std::unique_ptr<FILE, int (*)(FILE*)> out_file(nullptr, &std::fclose);
+    std::unique_ptr<xlmr::tools::NpyWriter> offsets_out;
     if (npy) {
       const bool logits = npy_values == "logits";
       XLMR_CHECK(!logits || cfg.num_labels > 0, "--npy-values logits: this model has no classification head");
-      XLMR_CHECK(logits || pooled, "npy output of embeddings needs pooling (not --pooling none); "
-                                   "or write --npy-values logits");
+      XLMR_CHECK(logits || npy_hidden || pooled, "npy output of embeddings needs pooling (not --pooling none); "
+                                                 "or write --npy-values logits");
       npy_out.reset(new xlmr::tools::NpyWriter(output_path, logits ? size_t(cfg.num_labels) : E));
+      if (npy_hidden) {
+        offsets_out.reset(new xlmr::tools::NpyWriter(offsets_path, 1, xlmr::tools::NpyType::i64));
+        offsets_out->append(0);
+      }
     } else if (!output_path.empty()) {
       out_file.reset(std::fopen(output_path.c_str(), "wb"));
       XLMR_CHECK(out_file, "cannot write '" + output_path + "': " + std::strerror(errno));
@@ -679,6 +704,7 @@ int main(int argc, char** argv) {
     Sink sink;
     sink.out = out;
     sink.npy = npy_out.get();
+    sink.offsets = offsets_out.get();
     sink.npy_logits = npy_values == "logits";
     sink.hidden = hidden;
     sink.E = E;
@@ -686,6 +712,7 @@ int main(int argc, char** argv) {
     st.counts.total_bytes = reader.total_bytes();
     const auto started = std::chrono::steady_clock::now();
     run_stream(*engine, prep, reader, kChunkLines, no_overlap, &sink, progress, &st);
+    if (offsets_out) offsets_out->finish();
     if (npy_out) npy_out->finish();
     else XLMR_CHECK(std::fflush(out) == 0, "failed writing the output");
     st.counts.bytes = reader.bytes_read();
