@@ -169,8 +169,9 @@ for spec in "large:0" "xl:4" "xxl:2"; do
 done
 
 # 6. xlmr-infer over text on CUDA: the host's work (tokenizing, writing JSON)
-# overlapped with the model, against --no-overlap, alternated, on XLM-R large
-# with the demo tokenizer; the busy-time line of each run says which stage bounds it.
+# overlapped with the model, against --no-overlap, and with four threads
+# formatting JSON, alternated, on XLM-R large with the demo tokenizer; the
+# busy-time line of each run says which stage bounds it.
 if (( SECONDS > 470 )); then
   log "xlmr-infer overlap check skipped: ${SECONDS} s into the run"
 else
@@ -180,13 +181,16 @@ else
   if timeout 90 env LD_LIBRARY_PATH="$libpath" "$bin/xlmr-bench" --synthetic large --vocab 250002 \
       --tokenizer scripts/demo/model/sentencepiece.bpe.model --save-synthetic "$large" --device cuda --dtype bf16 \
       --path fused --layout ragged --workload uniform:16x1 --iters 1 --warmup 0 --min-time 0 --quiet >/dev/null 2>"$out/infer-cuda.txt"; then
-    for mode in overlap --no-overlap overlap --no-overlap; do
-      flag=(); [[ $mode == --no-overlap ]] && flag=(--no-overlap)
+    for mode in overlap no-overlap write-threads-4 overlap no-overlap write-threads-4; do
+      flag=()
+      [[ $mode == no-overlap ]] && flag=(--no-overlap)
+      [[ $mode == write-threads-4 ]] && flag=(--write-threads 4)
       timeout 60 env LD_LIBRARY_PATH="$libpath" "$bin/xlmr-infer" --model "$large" --device cuda --dtype bf16 \
-        "${flag[@]}" --progress always -o "$XLMR_TEST_SCRATCH/records.jsonl" "$text" >>"$out/infer-cuda.txt" 2>&1 ||
+        "${flag[@]}" --progress always -o "$XLMR_TEST_SCRATCH/records.jsonl" "$text" 2>"$XLMR_TEST_SCRATCH/run.txt" ||
         { status=1; log "XLMR-INFER ON CUDA FAILED ($mode)"; }
+      cat "$XLMR_TEST_SCRATCH/run.txt" >>"$out/infer-cuda.txt"
+      grep -E "busy time" "$XLMR_TEST_SCRATCH/run.txt" | sed "s/^/$mode: /" | tee -a "$out/summary.txt"
     done
-    grep -E "busy time" "$out/infer-cuda.txt" | tee -a "$out/summary.txt"
   else
     status=1; log "writing the large model for xlmr-infer FAILED"
   fi

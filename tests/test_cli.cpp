@@ -830,6 +830,14 @@ TEST_CASE("xlmr-infer overlaps its stages but keeps records and errors in input 
   const auto serial = test::run(infer() + " --model " + demo() + " --pooling mean --no-overlap", input);
   REQUIRE(serial.status == 0);
   CHECK(serial.out == all.out);
+  // Records formatted by several threads, in waves of runs of records.
+  const auto hid1 = test::run(infer() + " --model " + demo() + " --hidden", input);
+  const auto hid3 = test::run(infer() + " --model " + demo() + " --hidden --write-threads 3", input);
+  REQUIRE(hid1.status == 0);
+  REQUIRE(hid3.status == 0);
+  CHECK(test::lines(hid3.out).size() == 700);
+  CHECK(hid3.out == hid1.out);
+  check_errors({{"--model " + demo() + " --write-threads 0", "a\n", "--write-threads must be in [1, 64]"}});
   for (size_t i : {size_t(0), size_t(1), size_t(255), size_t(256), size_t(511), size_t(512), size_t(699)}) {
     INFO("line " << i);
     const auto one = test::run(infer() + " --model " + demo() + " --pooling mean", texts[i] + "\n");
@@ -984,7 +992,7 @@ TEST_CASE("xlmr-infer --help and --version", "[cli]") {
        {"--model", "--device", "--path", "--dtype", "--attention", "--padded", "--isa", "--threads", "--batch-tokens", "--no-verify",
         "--input-format", "--text-field", "--pair-field", "--prefix", "--pair-prefix", "--max-length", "--long",
         "--stride", "--pooling", "--normalize", "--hidden", "--output", "--output-format", "--npy-values",
-        "--progress", "--no-overlap", "--version", "tsv-pairs", "jsonl"})
+        "--progress", "--no-overlap", "--write-threads", "--version", "tsv-pairs", "jsonl"})
     CHECK_THAT(h.out, Contains(opt));
   for (const char* def : {"--input-format FORMAT=text", "--long MODE=truncate", "--progress WHEN=auto",
                           "--npy-values WHAT=embedding", "--text-field NAME=text", "--batch-tokens N=8192"})

@@ -201,19 +201,19 @@ void run_chunk(xlmr::Engine& engine, const RunSettings& rs, Chunk* c) {
 
 // Where the records go: a JSON-lines stream or an .npy matrix.
 struct Sink {
-  FILE* out = nullptr;                    // jsonl
+  FILE* out = nullptr;                        // jsonl
   xlmr::tools::NpyWriter* npy = nullptr;      // npy
   xlmr::tools::NpyWriter* offsets = nullptr;  // npy of hidden states: where each line's rows end
   bool npy_logits = false;
   bool hidden = false;
   size_t E = 0;
-  std::string buf;  // one JSON record; the writer stage's own
+  int threads = 1;                // jsonl: threads formatting records (--write-threads)
+  std::vector<std::string> bufs;  // jsonl: one per formatting thread; the writer stage's own
 };
 
-void write_json_record(Sink* s, size_t index, const LineResult& lr) {
+// Appends one JSON record, with its line break, to *buf.
+void format_json_record(std::string* buf, size_t index, const LineResult& lr, bool hidden, size_t E) {
   const xlmr::Result& r = lr.r;
-  std::string* buf = &s->buf;
-  buf->clear();
   *buf += "{\"index\":" + std::to_string(index) + ",\"n_tokens\":" + std::to_string(r.n_tokens);
   if (lr.windows) *buf += ",\"n_windows\":" + std::to_string(lr.windows);
   if (!r.embedding.empty()) {
@@ -224,31 +224,59 @@ void write_json_record(Sink* s, size_t index, const LineResult& lr) {
     *buf += ",\"logits\":";
     append_floats(buf, r.logits.data(), r.logits.size());
   }
-  if (s->hidden) {
+  if (hidden) {
     *buf += ",\"hidden\":[";
     for (int t = 0; t < r.n_tokens; ++t) {
       if (t) buf->push_back(',');
-      append_floats(buf, r.hidden.data() + size_t(t) * s->E, s->E);
+      append_floats(buf, r.hidden.data() + size_t(t) * E, E);
     }
     buf->push_back(']');
   }
   *buf += "}\n";
-  XLMR_CHECK(std::fwrite(buf->data(), 1, buf->size(), s->out) == buf->size(), "failed writing the output");
+}
+
+// JSON records of a chunk. Formatting numbers is the costly part (tens of
+// ns a float), so with several threads the records go in waves: each thread
+// formats a run of consecutive records into its own buffer, and the buffers
+// are written in order. A run holds about 1 MiB of text, so memory stays
+// small with --hidden too.
+void write_json_records(Sink* s, const Chunk& c, size_t first_index) {
+  const size_t n = c.out.size(), threads = size_t(std::max(1, s->threads));
+  s->bufs.resize(threads);
+  const size_t floats = s->E * (s->hidden ? 64 : 1) + 16;  // a guess at a record's size: 12 bytes a float
+  const size_t per_run = threads == 1 ? 1 : std::clamp<size_t>((size_t(1) << 20) / (12 * floats), 1, 256);
+  auto format_run = [s, &c, first_index, n](std::string* buf, size_t begin, size_t end) {
+    buf->clear();
+    for (size_t k = begin; k < end && k < n; ++k)
+      format_json_record(buf, first_index + k, c.out[k], s->hidden, s->E);
+  };
+  for (size_t wave = 0; wave < n; wave += threads * per_run) {
+    std::vector<std::future<void>> helpers;
+    for (size_t t = 1; t < threads && wave + t * per_run < n; ++t)
+      helpers.push_back(std::async(std::launch::async, format_run, &s->bufs[t], wave + t * per_run,
+                                   wave + (t + 1) * per_run));
+    format_run(&s->bufs[0], wave, wave + per_run);
+    for (auto& h : helpers) h.get();
+    for (size_t t = 0; t <= helpers.size(); ++t)
+      XLMR_CHECK(std::fwrite(s->bufs[t].data(), 1, s->bufs[t].size(), s->out) == s->bufs[t].size(),
+                 "failed writing the output");
+  }
 }
 
 // The writer stage: the chunk's records, numbered from first_index. Returns
 // the seconds it took.
 double write_chunk(Sink* s, const Chunk& c, size_t first_index) {
   const auto t0 = std::chrono::steady_clock::now();
-  for (size_t k = 0; k < c.out.size(); ++k) {
-    const LineResult& lr = c.out[k];
-    if (s->offsets) {
-      s->npy->append_rows(lr.r.hidden.data(), size_t(lr.r.n_tokens));
-      s->offsets->append(int64_t(s->npy->rows()));
-    } else if (s->npy) {
-      s->npy->append_row(s->npy_logits ? lr.r.logits.data() : lr.r.embedding.data());
-    } else {
-      write_json_record(s, first_index + k, lr);
+  if (s->out) {
+    write_json_records(s, c, first_index);
+  } else {
+    for (const LineResult& lr : c.out) {
+      if (s->offsets) {
+        s->npy->append_rows(lr.r.hidden.data(), size_t(lr.r.n_tokens));
+        s->offsets->append(int64_t(s->npy->rows()));
+      } else {
+        s->npy->append_row(s->npy_logits ? lr.r.logits.data() : lr.r.embedding.data());
+      }
     }
   }
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -371,7 +399,7 @@ int main(int argc, char** argv) {
                           long_mode = "truncate", output_format, npy_values = "embedding", progress_mode = "auto";
   std::vector<std::string> inputs;
   bool normalize = false, hidden = false, no_verify = false, padded = false, describe = false, no_overlap = false;
-  int max_length = 0, threads = 0, batch_tokens = 8192, stride = -1, gpu = 0, max_line_mib = 64;
+  int max_length = 0, threads = 0, batch_tokens = 8192, stride = -1, gpu = 0, max_line_mib = 64, write_threads = 1;
 
   const std::string g_model = "Model and compute", g_in = "Input", g_long = "Long inputs", g_out = "Output";
   app.add_option("--model,-m", model_path, "the .xlmr model file (make one with xlmr-convert)")
@@ -502,6 +530,12 @@ int main(int argc, char** argv) {
       ->default_str("auto")
       ->group(g_out)
       ->type_name("WHEN");
+  app.add_option("--write-threads", write_threads,
+                 "threads formatting JSON records (tens of ns a number): more where the busy-time line of "
+                 "--progress shows the write stage bounding the run and cores are idle, as on a GPU machine")
+      ->default_str("1")
+      ->group(g_out)
+      ->type_name("N");
   app.add_flag("--no-overlap", no_overlap,
                "run each chunk's stages (tokenize, model, write) one after another instead of overlapping "
                "them: for comparison, or to hold one chunk in memory instead of up to three")
@@ -612,6 +646,7 @@ int main(int argc, char** argv) {
                    "--output '" + o + "' is '" + f + "', which this run reads: write elsewhere");
       }
     }
+    XLMR_CHECK(write_threads >= 1 && write_threads <= 64, "--write-threads must be in [1, 64]");
     XLMR_CHECK(progress_mode == "auto" || progress_mode == "always" || progress_mode == "never",
                "--progress must be auto, always or never, not '" + progress_mode + "'");
 
@@ -702,12 +737,13 @@ int main(int argc, char** argv) {
     prep.max_length = engine->max_length();
     if (rs.window) prep.specials = engine->tokenizer().encode("", 2).ids;  // <s> </s>
     Sink sink;
-    sink.out = out;
+    sink.out = npy ? nullptr : out;
     sink.npy = npy_out.get();
     sink.offsets = offsets_out.get();
     sink.npy_logits = npy_values == "logits";
     sink.hidden = hidden;
     sink.E = E;
+    sink.threads = write_threads;
     StreamStats st;
     st.counts.total_bytes = reader.total_bytes();
     const auto started = std::chrono::steady_clock::now();
