@@ -837,7 +837,9 @@ TEST_CASE("xlmr-infer overlaps its stages but keeps records and errors in input 
   REQUIRE(hid3.status == 0);
   CHECK(test::lines(hid3.out).size() == 700);
   CHECK(hid3.out == hid1.out);
-  check_errors({{"--model " + demo() + " --write-threads 0", "a\n", "--write-threads must be in [1, 64]"}});
+  check_errors({{"--model " + demo() + " --write-threads 0", "a\n", "--write-threads must be in [1, 64]"},
+                {"--model " + demo() + " --write-threads 2 -o '" + test::scratch("cli") + "/w.npy'", "a\n",
+                 "--write-threads applies to jsonl output only"}});
   for (size_t i : {size_t(0), size_t(1), size_t(255), size_t(256), size_t(511), size_t(512), size_t(699)}) {
     INFO("line " << i);
     const auto one = test::run(infer() + " --model " + demo() + " --pooling mean", texts[i] + "\n");

@@ -647,6 +647,7 @@ int main(int argc, char** argv) {
       }
     }
     XLMR_CHECK(write_threads >= 1 && write_threads <= 64, "--write-threads must be in [1, 64]");
+    XLMR_CHECK(!npy || !app.count("--write-threads"), "--write-threads applies to jsonl output only");
     XLMR_CHECK(progress_mode == "auto" || progress_mode == "always" || progress_mode == "never",
                "--progress must be auto, always or never, not '" + progress_mode + "'");
 
