@@ -889,7 +889,9 @@ namespace {
 // instead of hanging it.
 class Coprocess {
  public:
-  explicit Coprocess(const std::string& cmd) {
+  // Standard error goes to the file err_path.
+  explicit Coprocess(const std::string& cmd, const std::string& err_path = "/dev/null") {
+    const std::string exec = "exec " + cmd;  // the shell becomes the command: signals reach it
     int in[2], out[2];
     REQUIRE(::pipe(in) == 0);
     REQUIRE(::pipe(out) == 0);
@@ -898,10 +900,10 @@ class Coprocess {
     if (pid_ == 0) {
       ::dup2(in[0], STDIN_FILENO);
       ::dup2(out[1], STDOUT_FILENO);
-      const int null = ::open("/dev/null", O_WRONLY);
-      if (null >= 0) ::dup2(null, STDERR_FILENO);
+      const int err = ::open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (err >= 0) ::dup2(err, STDERR_FILENO);
       for (int fd : {in[0], in[1], out[0], out[1]}) ::close(fd);
-      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      ::execl("/bin/sh", "sh", "-c", exec.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
     ::close(in[0]);
@@ -945,13 +947,15 @@ class Coprocess {
     if (to_ >= 0) ::close(to_);
     to_ = -1;
   }
-  // Closes the process's input and returns its exit status.
+  void signal(int sig) { REQUIRE(::kill(pid_, sig) == 0); }
+  // Closes the process's input and returns its exit status, or minus the
+  // signal that ended it.
   int wait() {
     close_input();
     int status = 0;
     ::waitpid(pid_, &status, 0);
     pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? -WTERMSIG(status) : -1000;
   }
 
  private:
@@ -984,6 +988,62 @@ TEST_CASE("xlmr-infer answers each line a program writes before it waits for the
       CHECK(nlohmann::json::parse(line)["index"] == i + 3);
     }
     CHECK(p.wait() == 0);
+  }
+}
+
+TEST_CASE("xlmr-infer stops on SIGINT or SIGTERM with every written record complete", "[cli][demo][pipeline][signals]") {
+  ::signal(SIGPIPE, SIG_IGN);
+  const std::string dir = test::scratch("cli-signals");
+  // Waiting for input: every record is already on disk, the .npy header
+  // included, and the signal ends the process at once.
+  {
+    const std::string f = dir + "/wait.npy";
+    std::remove(f.c_str());  // a file left by an earlier run must not end the wait below
+    Coprocess p(infer() + " --model " + demo() + " -o '" + f + "'");
+    std::string lines;
+    for (int i = 0; i < 300; ++i) lines += "line " + std::to_string(i) + "\n";
+    p.write(lines);
+    const size_t want = 128 + 300 * 64 * 4;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (test::read_file(f).size() != want && std::chrono::steady_clock::now() < deadline)
+      ::usleep(20 * 1000);
+    REQUIRE(test::read_file(f).size() == want);
+    CHECK(read_npy(f).shape == std::vector<size_t>{300, 64});  // valid before the signal
+    p.signal(SIGINT);
+    CHECK(p.wait() == -SIGINT);
+    CHECK(read_npy(f).shape == std::vector<size_t>{300, 64});
+  }
+  // Running: the chunk in progress is finished and written, then the process
+  // ends by the signal. (On a machine fast enough to finish the input first,
+  // the run is simply whole.)
+  std::string big;
+  for (int i = 0; i < 40000; ++i) big += "the signal test line " + std::to_string(i) + " du soleil\n";
+  const std::string in = dir + "/big.txt";
+  test::write_file(in, big);
+  for (const int sig : {SIGINT, SIGTERM}) {
+    INFO("signal " << sig);
+    const std::string out = dir + "/run.jsonl", err = dir + "/run.err";
+    std::remove(out.c_str());  // records appear once the stream runs, its handlers installed
+    Coprocess p(infer() + " --model " + demo() + " --threads 1 '" + in + "' -o '" + out + "'", err);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (test::read_file(out).empty() && std::chrono::steady_clock::now() < deadline) ::usleep(5 * 1000);
+    p.signal(sig);
+    const int status = p.wait();
+    const std::string text = test::read_file(out);
+    REQUIRE(!text.empty());
+    CHECK(text.back() == '\n');
+    const auto recs = json_lines(text);
+    for (size_t i = 0; i < recs.size(); ++i) REQUIRE(recs[i]["index"] == i);
+    if (status == 0) {
+      CHECK(recs.size() == 40000);
+    } else {
+      CHECK(status == -sig);
+      CHECK(recs.size() % 256 == 0);  // whole chunks
+      const std::string e = test::read_file(err);
+      CHECK_THAT(e, Contains("xlmr-infer: stopping after the chunk in progress"));
+      CHECK_THAT(e, Contains("xlmr-infer: interrupted by " + std::string(sig == SIGINT ? "SIGINT" : "SIGTERM") +
+                             ": stopped after " + std::to_string(recs.size()) + " lines"));
+    }
   }
 }
 

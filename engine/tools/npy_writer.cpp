@@ -38,7 +38,7 @@ NpyWriter::NpyWriter(const std::string& path, size_t cols, NpyType type)
                                         "must be seekable)");
   f_ = std::fopen(path.c_str(), "wb");
   XLMR_CHECK(f_, "cannot write '" + path + "': " + std::strerror(errno));
-  write_header();
+  checkpoint();
 }
 
 NpyWriter::~NpyWriter() {
@@ -88,6 +88,11 @@ void NpyWriter::append(int64_t v) {
 
 void NpyWriter::write_bytes(size_t n) {
   XLMR_CHECK(std::fwrite(bytes_.data(), 1, n, f_) == n, "failed writing '" + path_ + "'");
+}
+
+void NpyWriter::checkpoint() {
+  write_header();
+  XLMR_CHECK(std::fflush(f_) == 0, "failed writing '" + path_ + "': " + std::strerror(errno));
 }
 
 void NpyWriter::finish() {

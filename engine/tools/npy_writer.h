@@ -42,6 +42,9 @@ class NpyWriter {
   void append_row(const float* v) { append_rows(v, 1); }  // f32: [cols]
   void append_rows(const float* v, size_t n);              // f32: [n, cols]
   void append(int64_t v);                                  // i64: one value
+  // Rewrites the header with the rows so far and flushes: the file on disk is
+  // then a valid array of them, should the process end without finish().
+  void checkpoint();
   // Rewrites the header with the final shape and closes the file. Throws on I/O errors.
   void finish();
 

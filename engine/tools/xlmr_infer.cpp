@@ -7,6 +7,7 @@
 // host's work on a chunk (tokenizing it, writing its records) overlaps the
 // model's work on the chunk before or after it (run_stream).
 // The guide with examples is docs/cli.md.
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -282,12 +284,51 @@ double write_chunk(Sink* s, const Chunk& c, size_t first_index) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// ---- stopping on SIGINT and SIGTERM ------------------------------------------
+//
+// The first SIGINT (Ctrl-C) or SIGTERM asks the stream to stop after the
+// chunk the model is running: its records are written, an .npy header is
+// finished, and the process then ends by that signal, so that its caller
+// sees how it ended. While the main thread waits for input, every record of
+// the lines read so far is already written and flushed (run_stream
+// checkpoints the outputs before such a wait), so the signal ends the
+// process at once. A second signal always does (SA_RESETHAND).
+//
+// A signal handler reaches data only through globals: these two are the
+// program's only mutable globals (the library has none).
+volatile std::sig_atomic_t g_stop_signal = 0;    // the signal that asked to stop; 0: none
+volatile std::sig_atomic_t g_waiting_input = 0;  // 1: waiting for input with every record out
+
+void on_stop_signal(int sig) {
+  if (g_waiting_input) {
+    std::raise(sig);  // the handler is reset: the signal ends the process as the handler returns
+    return;
+  }
+  g_stop_signal = sig;
+  static const char msg[] = "\nxlmr-infer: stopping after the chunk in progress (again to stop at once)\n";
+  (void)!::write(STDERR_FILENO, msg, sizeof msg - 1);
+}
+
+// A signal the parent made this process ignore (nohup, a background job)
+// stays ignored.
+void install_stop_handlers() {
+  struct sigaction sa = {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND;
+  for (int sig : {SIGINT, SIGTERM}) {
+    struct sigaction old = {};
+    if (::sigaction(sig, nullptr, &old) == 0 && old.sa_handler != SIG_IGN) ::sigaction(sig, &sa, nullptr);
+  }
+}
+
 // What a run over the input reports besides its records.
 struct StreamStats {
   xlmr::tools::ProgressCounts counts;
   size_t n_truncated = 0, n_bad_utf8 = 0;
   std::string first_truncated, first_bad_utf8;
   double read_s = 0, prepare_s = 0, model_s = 0, write_s = 0;  // busy time of each stage
+  int stopped_by = 0;  // the signal that stopped the run early; 0: it ran to the end of the input
 };
 
 // Runs every input line through the stages, chunk by chunk. Lines are read on
@@ -302,7 +343,8 @@ struct StreamStats {
 //
 // Errors come out in input order: when chunk k fails (a bad line, the model,
 // the output), the records before it are written first, as a serial run
-// would have written them.
+// would have written them. A stop signal (g_stop_signal) ends the run after
+// the chunk in progress.
 void run_stream(xlmr::Engine& engine, const Preparer& prep, xlmr::tools::LineReader& reader, size_t chunk_lines,
                 bool serial, Sink* sink, xlmr::tools::Progress& progress, StreamStats* st) {
   using Clock = std::chrono::steady_clock;
@@ -313,15 +355,24 @@ void run_stream(xlmr::Engine& engine, const Preparer& prep, xlmr::tools::LineRea
   size_t index = 0;                                          // the next record's index
 
   // Reads the next lines and starts preparing them; false at the end of the
-  // input. A read error waits for its chunk's turn.
-  auto read_next = [&]() -> bool {
+  // input, or when a stop was asked for before a wait. A read error waits for
+  // its chunk's turn. `may_wait`: the input may have nothing ready, and the
+  // outputs are checkpointed, so a stop signal may end the process during the read.
+  auto read_next = [&](bool may_wait) -> bool {
     std::vector<xlmr::tools::Line> lines;
     try {
       const auto t0 = Clock::now();
+      g_waiting_input = may_wait;
+      if (may_wait && g_stop_signal) {  // asked just before the wait
+        g_waiting_input = 0;
+        return false;
+      }
       const bool got = reader.next(chunk_lines, &lines);
+      g_waiting_input = 0;
       st->read_s += since(t0);
       if (!got) return false;
     } catch (...) {
+      g_waiting_input = 0;
       std::promise<Chunk> failed;
       failed.set_exception(std::current_exception());
       next = failed.get_future();
@@ -339,13 +390,21 @@ void run_stream(xlmr::Engine& engine, const Preparer& prep, xlmr::tools::LineRea
     progress.update(done);
   };
 
+  // Everything so far written and on disk: nothing is lost if a signal ends the process.
+  auto checkpoint = [&]() {
+    if (sink->out) XLMR_CHECK(std::fflush(sink->out) == 0, "failed writing the output");
+    if (sink->npy) sink->npy->checkpoint();
+    if (sink->offsets) sink->offsets->checkpoint();
+  };
+
   try {
-    bool more = read_next();
-    while (more) {
+    checkpoint();
+    bool more = read_next(true);
+    while (more && !g_stop_signal) {
       Chunk c = next.get();
       st->prepare_s += c.prepare_s;
       const bool ahead = !serial && reader.ready();
-      if (ahead) more = read_next();
+      if (ahead) more = read_next(false);
       const auto t0 = Clock::now();
       run_chunk(engine, prep.rs, &c);
       st->model_s += since(t0);
@@ -362,8 +421,8 @@ void run_stream(xlmr::Engine& engine, const Preparer& prep, xlmr::tools::LineRea
       index += pending.lines;
       if (!ahead) {
         finish_writing();
-        if (sink->out) XLMR_CHECK(std::fflush(sink->out) == 0, "failed writing the output");
-        more = read_next();
+        checkpoint();
+        more = read_next(true);
       }
     }
     finish_writing();
@@ -377,6 +436,7 @@ void run_stream(xlmr::Engine& engine, const Preparer& prep, xlmr::tools::LineRea
     throw;
   }
   st->counts = done;
+  st->stopped_by = g_stop_signal;
 }
 
 bool ends_with(const std::string& s, const std::string& suffix) {
@@ -748,6 +808,7 @@ int main(int argc, char** argv) {
     StreamStats st;
     st.counts.total_bytes = reader.total_bytes();
     const auto started = std::chrono::steady_clock::now();
+    install_stop_handlers();
     run_stream(*engine, prep, reader, kChunkLines, no_overlap, &sink, progress, &st);
     if (offsets_out) offsets_out->finish();
     if (npy_out) npy_out->finish();
@@ -771,6 +832,14 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "xlmr-infer: warning: %zu input(s) had invalid UTF-8, replaced by U+FFFD (first: %s)\n",
                    st.n_bad_utf8, st.first_bad_utf8.c_str());
+    if (st.stopped_by) {
+      std::fprintf(stderr, "xlmr-infer: interrupted by %s: stopped after %llu lines, whose records are complete\n",
+                   st.stopped_by == SIGINT ? "SIGINT" : "SIGTERM", (unsigned long long)st.counts.lines);
+      // End by the signal, as the caller expects of a process it interrupted.
+      std::signal(st.stopped_by, SIG_DFL);
+      std::raise(st.stopped_by);
+      return 128 + st.stopped_by;
+    }
   } catch (const std::exception& e) {
     progress.interrupt();
     std::fprintf(stderr, "xlmr-infer: error: %s\n", e.what());
