@@ -247,10 +247,15 @@ void write_json_records(Sink* s, const Chunk& c, size_t first_index) {
   s->bufs.resize(threads);
   const size_t floats = s->E * (s->hidden ? 64 : 1) + 16;  // a guess at a record's size: 12 bytes a float
   const size_t per_run = threads == 1 ? 1 : std::clamp<size_t>((size_t(1) << 20) / (12 * floats), 1, 256);
+  // Each run appends to a string on its own thread's stack: the buffers' string
+  // objects share cache lines, and appending to them in place from several
+  // threads would bounce those lines between cores on every number.
   auto format_run = [s, &c, first_index, n](std::string* buf, size_t begin, size_t end) {
-    buf->clear();
+    std::string local = std::move(*buf);  // keeps the capacity of earlier waves
+    local.clear();
     for (size_t k = begin; k < end && k < n; ++k)
-      format_json_record(buf, first_index + k, c.out[k], s->hidden, s->E);
+      format_json_record(&local, first_index + k, c.out[k], s->hidden, s->E);
+    *buf = std::move(local);
   };
   for (size_t wave = 0; wave < n; wave += threads * per_run) {
     std::vector<std::future<void>> helpers;
