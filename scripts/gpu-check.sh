@@ -170,7 +170,7 @@ done
 
 # 6. xlmr-infer over text on CUDA: the host's work (tokenizing, writing JSON)
 # overlapped with the model, against --no-overlap, and with four threads
-# formatting JSON, alternated, on XLM-R large with the demo tokenizer; the
+# tokenizing and formatting JSON, alternated, on XLM-R large with the demo tokenizer; the
 # busy-time line of each run says which stage bounds it.
 if (( SECONDS > 470 )); then
   log "xlmr-infer overlap check skipped: ${SECONDS} s into the run"
@@ -181,10 +181,10 @@ else
   if timeout 90 env LD_LIBRARY_PATH="$libpath" "$bin/xlmr-bench" --synthetic large --vocab 250002 \
       --tokenizer scripts/demo/model/sentencepiece.bpe.model --save-synthetic "$large" --device cuda --dtype bf16 \
       --path fused --layout ragged --workload uniform:16x1 --iters 1 --warmup 0 --min-time 0 --quiet >/dev/null 2>"$out/infer-cuda.txt"; then
-    for mode in overlap no-overlap write-threads-4 overlap no-overlap write-threads-4; do
+    for mode in overlap no-overlap host-threads-4 overlap no-overlap host-threads-4; do
       flag=()
       [[ $mode == no-overlap ]] && flag=(--no-overlap)
-      [[ $mode == write-threads-4 ]] && flag=(--write-threads 4)
+      [[ $mode == host-threads-4 ]] && flag=(--host-threads 4)
       timeout 60 env LD_LIBRARY_PATH="$libpath" "$bin/xlmr-infer" --model "$large" --device cuda --dtype bf16 \
         "${flag[@]}" --progress always -o "$XLMR_TEST_SCRATCH/records.jsonl" "$text" 2>"$XLMR_TEST_SCRATCH/run.txt" ||
         { status=1; log "XLMR-INFER ON CUDA FAILED ($mode)"; }

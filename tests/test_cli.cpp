@@ -832,14 +832,22 @@ TEST_CASE("xlmr-infer overlaps its stages but keeps records and errors in input 
   CHECK(serial.out == all.out);
   // Records formatted by several threads, in waves of runs of records.
   const auto hid1 = test::run(infer() + " --model " + demo() + " --hidden", input);
-  const auto hid3 = test::run(infer() + " --model " + demo() + " --hidden --write-threads 3", input);
+  const auto hid3 = test::run(infer() + " --model " + demo() + " --hidden --host-threads 3", input);
   REQUIRE(hid1.status == 0);
   REQUIRE(hid3.status == 0);
   CHECK(test::lines(hid3.out).size() == 700);
   CHECK(hid3.out == hid1.out);
-  check_errors({{"--model " + demo() + " --write-threads 0", "a\n", "--write-threads must be in [1, 64]"},
-                {"--model " + demo() + " --write-threads 2 -o '" + test::scratch("cli") + "/w.npy'", "a\n",
-                 "--write-threads applies to jsonl output only"}});
+  // Lines tokenized by several threads (parts of a chunk joined in order),
+  // plain and in window mode, where each line's windows are indexed.
+  const auto tok3 = test::run(infer() + " --model " + demo() + " --pooling mean --host-threads 3", input);
+  REQUIRE(tok3.status == 0);
+  CHECK(tok3.out == all.out);
+  const std::string win = " --long window --max-length 6 --stride 1";
+  const auto win1 = test::run(infer() + " --model " + demo() + win, input);
+  const auto win3 = test::run(infer() + " --model " + demo() + win + " --host-threads 3", input);
+  REQUIRE(win1.status == 0);
+  CHECK(win3.out == win1.out);
+  check_errors({{"--model " + demo() + " --host-threads 0", "a\n", "--host-threads must be in [1, 64]"}});
   for (size_t i : {size_t(0), size_t(1), size_t(255), size_t(256), size_t(511), size_t(512), size_t(699)}) {
     INFO("line " << i);
     const auto one = test::run(infer() + " --model " + demo() + " --pooling mean", texts[i] + "\n");
@@ -849,18 +857,22 @@ TEST_CASE("xlmr-infer overlaps its stages but keeps records and errors in input 
     CHECK(nlohmann::json::parse(out[i]) == j);
   }
 
-  // A bad line in the third chunk: the first two chunks' records are all
-  // written, then the one error line.
+  // Bad lines in the third chunk: the first two chunks' records are all
+  // written, then the one error line, for the first bad line (also when
+  // the chunk's lines are tokenized in parts on several threads).
   std::string jl;
   for (int i = 0; i < 600; ++i)
-    jl += i == 530 ? "{\"text\": 5}\n" : nlohmann::json({{"text", texts[size_t(i)]}}).dump() + "\n";
-  const auto bad = test::run(infer() + " --model " + demo() + " --input-format jsonl", jl);
-  CHECK(bad.status == 1);
-  CHECK(test::lines(bad.err) == std::vector<std::string>{"xlmr-infer: error: <stdin>:531: field \"text\" is a "
-                                                         "number, not a string"});
-  const auto got = test::lines(bad.out);
-  REQUIRE(got.size() == 512);
-  CHECK(nlohmann::json::parse(got.back())["index"] == 511);
+    jl += i == 530 || i == 589 ? "{\"text\": 5}\n" : nlohmann::json({{"text", texts[size_t(i)]}}).dump() + "\n";
+  for (const std::string threads : {"", " --host-threads 4"}) {
+    INFO("options:" << threads);
+    const auto bad = test::run(infer() + " --model " + demo() + " --input-format jsonl" + threads, jl);
+    CHECK(bad.status == 1);
+    CHECK(test::lines(bad.err) == std::vector<std::string>{"xlmr-infer: error: <stdin>:531: field \"text\" is a "
+                                                           "number, not a string"});
+    const auto got = test::lines(bad.out);
+    REQUIRE(got.size() == 512);
+    CHECK(nlohmann::json::parse(got.back())["index"] == 511);
+  }
 
   // The same for an error of the reader (a line over --max-line-mib): it
   // waits for its chunk's turn although the reader met it a chunk early.
@@ -1054,7 +1066,7 @@ TEST_CASE("xlmr-infer --help and --version", "[cli]") {
        {"--model", "--device", "--path", "--dtype", "--attention", "--padded", "--isa", "--threads", "--batch-tokens", "--no-verify",
         "--input-format", "--text-field", "--pair-field", "--prefix", "--pair-prefix", "--max-length", "--long",
         "--stride", "--pooling", "--normalize", "--hidden", "--output", "--output-format", "--npy-values",
-        "--progress", "--no-overlap", "--write-threads", "--version", "tsv-pairs", "jsonl"})
+        "--progress", "--no-overlap", "--host-threads", "--version", "tsv-pairs", "jsonl"})
     CHECK_THAT(h.out, Contains(opt));
   for (const char* def : {"--input-format FORMAT=text", "--long MODE=truncate", "--progress WHEN=auto",
                           "--npy-values WHAT=embedding", "--text-field NAME=text", "--batch-tokens N=8192"})

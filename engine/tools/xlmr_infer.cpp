@@ -18,7 +18,9 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <functional>
+#include <iterator>
 #include <future>
 #include <iostream>
 #include <memory>
@@ -106,6 +108,7 @@ struct Preparer {
   RunSettings rs;
   int max_length = 0;
   std::vector<int32_t> specials;  // window mode: <s> and </s>
+  int threads = 1;                // --host-threads
 };
 
 // --long window: each text is split into overlapping windows of at most
@@ -129,35 +132,69 @@ void add_windows(const Preparer& p, const std::string& text, Chunk* c, LineResul
   }
 }
 
-// Parses and tokenizes the lines; throws "FILE:LINE: ..." for a line that does
-// not fit the input format.
-Chunk prepare_chunk(const Preparer& p, std::vector<xlmr::tools::Line> lines, uint64_t bytes_read) {
-  const auto t0 = std::chrono::steady_clock::now();
-  Chunk c;
-  c.bytes_read = bytes_read;
-  c.out.resize(lines.size());
-  c.where.reserve(lines.size());
+// Parses and tokenizes lines [begin, end) into *c (without window mode's
+// closing entry of c->first); throws "FILE:LINE: ..." at the first line that
+// does not fit the input format.
+void prepare_lines(const Preparer& p, std::vector<xlmr::tools::Line>& lines, size_t begin, size_t end, Chunk* c) {
   const RunSettings& rs = p.rs;
-  for (size_t i = 0; i < lines.size(); ++i) {
+  c->out.resize(end - begin);
+  c->where.reserve(end - begin);
+  for (size_t i = begin; i < end; ++i) {
     xlmr::tools::Record rec = xlmr::tools::parse_record(&lines[i], p.ro);
-    c.where.push_back(std::move(lines[i].where));
-    LineResult& lr = c.out[i];
+    c->where.push_back(std::move(lines[i].where));
+    LineResult& lr = c->out[i - begin];
     if (rs.format == InputFormat::ids) {
-      c.seqs.push_back(std::move(rec.ids));
+      c->seqs.push_back(std::move(rec.ids));
       continue;
     }
     if (rs.window) {
-      c.first.push_back(c.seqs.size());
-      add_windows(p, rs.prefix + rec.a, &c, &lr);
+      c->first.push_back(c->seqs.size());
+      add_windows(p, rs.prefix + rec.a, c, &lr);
       continue;
     }
     xlmr::Encoding e = rs.pairs ? p.tok->encode_pair(rs.prefix + rec.a, rs.pair_prefix + rec.b, p.max_length)
                                 : p.tok->encode(rs.prefix.empty() ? rec.a : rs.prefix + rec.a, p.max_length);
     lr.r.truncated = e.truncated;
     lr.r.invalid_utf8 = e.invalid_utf8;
-    c.seqs.push_back(std::move(e.ids));
+    c->seqs.push_back(std::move(e.ids));
   }
-  if (rs.window) c.first.push_back(c.seqs.size());
+}
+
+// The prepare stage: a chunk's lines parsed and tokenized, on p.threads
+// threads (contiguous ranges of lines, joined in order, so the result and the
+// first bad line's error are those of one thread).
+Chunk prepare_chunk(const Preparer& p, std::vector<xlmr::tools::Line> lines, uint64_t bytes_read) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const size_t n = lines.size();
+  const size_t parts = std::clamp<size_t>(n / 16, 1, size_t(std::max(1, p.threads)));  // 16 lines a part at least
+  std::vector<Chunk> part(parts);
+  std::vector<std::future<void>> helpers;
+  for (size_t t = 1; t < parts; ++t)
+    helpers.push_back(std::async(std::launch::async, prepare_lines, std::cref(p), std::ref(lines), n * t / parts,
+                                 n * (t + 1) / parts, &part[t]));
+  std::exception_ptr error;
+  try {
+    prepare_lines(p, lines, 0, n / parts, &part[0]);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  for (auto& h : helpers) {  // every helper is waited for; the first error in line order is the one thrown
+    try {
+      h.get();
+    } catch (...) {
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+  Chunk c = std::move(part[0]);
+  for (size_t t = 1; t < parts; ++t) {
+    for (size_t f : part[t].first) c.first.push_back(c.seqs.size() + f);
+    std::move(part[t].where.begin(), part[t].where.end(), std::back_inserter(c.where));
+    std::move(part[t].seqs.begin(), part[t].seqs.end(), std::back_inserter(c.seqs));
+    std::move(part[t].out.begin(), part[t].out.end(), std::back_inserter(c.out));
+  }
+  if (p.rs.window) c.first.push_back(c.seqs.size());
+  c.bytes_read = bytes_read;
   c.prepare_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return c;
 }
@@ -209,7 +246,7 @@ struct Sink {
   bool npy_logits = false;
   bool hidden = false;
   size_t E = 0;
-  int threads = 1;                // jsonl: threads formatting records (--write-threads)
+  int threads = 1;                // jsonl: threads formatting records (--host-threads)
   std::vector<std::string> bufs;  // jsonl: one per formatting thread; the writer stage's own
 };
 
@@ -464,7 +501,7 @@ int main(int argc, char** argv) {
                           long_mode = "truncate", output_format, npy_values = "embedding", progress_mode = "auto";
   std::vector<std::string> inputs;
   bool normalize = false, hidden = false, no_verify = false, padded = false, describe = false, no_overlap = false;
-  int max_length = 0, threads = 0, batch_tokens = 8192, stride = -1, gpu = 0, max_line_mib = 64, write_threads = 1;
+  int max_length = 0, threads = 0, batch_tokens = 8192, stride = -1, gpu = 0, max_line_mib = 64, host_threads = 1;
 
   const std::string g_model = "Model and compute", g_in = "Input", g_long = "Long inputs", g_out = "Output";
   app.add_option("--model,-m", model_path, "the .xlmr model file (make one with xlmr-convert)")
@@ -595,11 +632,12 @@ int main(int argc, char** argv) {
       ->default_str("auto")
       ->group(g_out)
       ->type_name("WHEN");
-  app.add_option("--write-threads", write_threads,
-                 "threads formatting JSON records (tens of ns a number): more where the busy-time line of "
-                 "--progress shows the write stage bounding the run and cores are idle, as on a GPU machine")
+  app.add_option("--host-threads", host_threads,
+                 "threads for each chunk's host work, tokenizing it and formatting its JSON records (tens of "
+                 "ns a number): more where the busy-time line of --progress shows tokenize or write bounding "
+                 "the run and cores are idle, as on a GPU machine")
       ->default_str("1")
-      ->group(g_out)
+      ->group(g_model)
       ->type_name("N");
   app.add_flag("--no-overlap", no_overlap,
                "run each chunk's stages (tokenize, model, write) one after another instead of overlapping "
@@ -711,8 +749,7 @@ int main(int argc, char** argv) {
                    "--output '" + o + "' is '" + f + "', which this run reads: write elsewhere");
       }
     }
-    XLMR_CHECK(write_threads >= 1 && write_threads <= 64, "--write-threads must be in [1, 64]");
-    XLMR_CHECK(!npy || !app.count("--write-threads"), "--write-threads applies to jsonl output only");
+    XLMR_CHECK(host_threads >= 1 && host_threads <= 64, "--host-threads must be in [1, 64]");
     XLMR_CHECK(progress_mode == "auto" || progress_mode == "always" || progress_mode == "never",
                "--progress must be auto, always or never, not '" + progress_mode + "'");
 
@@ -809,7 +846,8 @@ int main(int argc, char** argv) {
     sink.npy_logits = npy_values == "logits";
     sink.hidden = hidden;
     sink.E = E;
-    sink.threads = write_threads;
+    sink.threads = host_threads;
+    prep.threads = host_threads;
     StreamStats st;
     st.counts.total_bytes = reader.total_bytes();
     const auto started = std::chrono::steady_clock::now();
