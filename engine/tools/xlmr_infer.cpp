@@ -42,7 +42,9 @@ namespace {
 
 using xlmr::tools::InputFormat;
 
-constexpr size_t kChunkLines = 256;
+constexpr size_t kChunkLines = 256;     // lines a chunk holds at most
+constexpr size_t kChunkTokens = 32768;  // tokens a chunk is held near when records carry hidden states
+constexpr size_t kMinChunkLines = 16;
 
 // Appends the shortest decimal that reads back as the same float.
 void append_float(std::string* out, float v) {
@@ -387,14 +389,21 @@ struct StreamStats {
 // the output), the records before it are written first, as a serial run
 // would have written them. A stop signal (g_stop_signal) ends the run after
 // the chunk in progress.
-void run_stream(xlmr::Engine& engine, const Preparer& prep, xlmr::tools::LineReader& reader, size_t chunk_lines,
-                bool serial, Sink* sink, xlmr::tools::Progress& progress, StreamStats* st) {
+//
+// Chunks hold up to `max_lines` lines. With `max_tokens` (not 0: the records
+// carry every token's hidden state) a chunk is also held near that many
+// tokens, judged from the lines of the chunk before: the memory of the up
+// to three chunks in flight then stays bounded however long the lines are.
+void run_stream(xlmr::Engine& engine, const Preparer& prep, xlmr::tools::LineReader& reader, size_t max_lines,
+                size_t max_tokens, bool serial, Sink* sink, xlmr::tools::Progress& progress, StreamStats* st) {
   using Clock = std::chrono::steady_clock;
   auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   std::future<Chunk> next;      // the chunk being prepared
   std::future<double> writing;  // the chunk being written
   xlmr::tools::ProgressCounts done = st->counts, pending;  // written; being written
   size_t index = 0;                                          // the next record's index
+  // Lines a chunk; with a token bound, the first chunk assumes lines of 512 tokens.
+  size_t chunk_lines = max_tokens ? std::clamp<size_t>(max_tokens / 512, kMinChunkLines, max_lines) : max_lines;
 
   // Reads the next lines and starts preparing them; false at the end of the
   // input, or when a stop was asked for before a wait. A read error waits for
@@ -445,6 +454,12 @@ void run_stream(xlmr::Engine& engine, const Preparer& prep, xlmr::tools::LineRea
     while (more && !g_stop_signal) {
       Chunk c = next.get();
       st->prepare_s += c.prepare_s;
+      if (max_tokens && !c.out.empty()) {
+        size_t tokens = 0;
+        for (const auto& q : c.seqs) tokens += q.size();
+        const size_t per_line = std::max<size_t>(1, tokens / c.out.size());
+        chunk_lines = std::clamp<size_t>(max_tokens / per_line, kMinChunkLines, max_lines);
+      }
       const bool ahead = !serial && reader.ready();
       if (ahead) more = read_next(false);
       const auto t0 = Clock::now();
@@ -852,7 +867,7 @@ int main(int argc, char** argv) {
     st.counts.total_bytes = reader.total_bytes();
     const auto started = std::chrono::steady_clock::now();
     install_stop_handlers();
-    run_stream(*engine, prep, reader, kChunkLines, no_overlap, &sink, progress, &st);
+    run_stream(*engine, prep, reader, kChunkLines, rs.enc.hidden ? kChunkTokens : 0, no_overlap, &sink, progress, &st);
     if (offsets_out) offsets_out->finish();
     if (npy_out) npy_out->finish();
     else XLMR_CHECK(std::fflush(out) == 0, "failed writing the output");
