@@ -38,7 +38,6 @@ class NpyWriter {
 
   size_t cols() const { return cols_; }
   uint64_t rows() const { return rows_; }
-  const std::string& path() const { return path_; }
   void append_row(const float* v) { append_rows(v, 1); }  // f32: [cols]
   void append_rows(const float* v, size_t n);              // f32: [n, cols]
   void append(int64_t v);                                  // i64: one value
