@@ -9,10 +9,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 
 #include "engine/engine.h"
 #include "engine/tools/infer_input.h"
+#include "engine/tools/infer_stream.h"
 #include "engine/tools/windows.h"
 #include "test_support.h"
 #include "tiny_model.h"
@@ -977,6 +980,78 @@ class Coprocess {
 };
 
 }  // namespace
+
+TEST_CASE("the stream's chunks: lines on CPU, tokens on CUDA and with hidden states", "[cli][pipeline]") {
+  using xlmr::Device;
+  using namespace xlmr::tools;
+  const ChunkPlan cpu = plan_chunks(Device::cpu, false, 8192);
+  CHECK(cpu.max_lines == kChunkLines);
+  CHECK(cpu.max_tokens == 0);
+  CHECK(next_chunk_lines(cpu, 0, 0) == kChunkLines);
+  CHECK(next_chunk_lines(cpu, 5000, 10) == kChunkLines);
+  // Hidden states: a chunk near 32k tokens, judged from the one before.
+  const ChunkPlan hid = plan_chunks(Device::cpu, true, 8192);
+  CHECK(hid.max_lines == kChunkLines);
+  CHECK(hid.max_tokens == kChunkTokens);
+  CHECK(next_chunk_lines(hid, 0, 0) == 64);            // first chunk: 512-token lines assumed
+  CHECK(next_chunk_lines(hid, 2560, 256) == 256);      // 10-token lines: the line bound
+  CHECK(next_chunk_lines(hid, 512 * 30, 30) == 64);    // 512-token lines
+  CHECK(next_chunk_lines(hid, 100000, 10) == 16);      // never fewer than 16 lines
+  // CUDA: short texts fill whole batches; a larger budget, larger chunks.
+  const ChunkPlan gpu = plan_chunks(Device::cuda, false, 8192);
+  CHECK(gpu.max_lines == kChunkLinesCuda);
+  CHECK(gpu.max_tokens == kChunkTokens);
+  CHECK(next_chunk_lines(gpu, 0, 0) == 64);
+  CHECK(next_chunk_lines(gpu, 640, 64) == 3276);       // 10-token lines: 32,760 tokens
+  CHECK(next_chunk_lines(gpu, 4 * 4096, 4096) == kChunkLinesCuda);
+  CHECK(plan_chunks(Device::cuda, false, 65536).max_tokens == 131072);
+  CHECK(plan_chunks(Device::cuda, true, 65536).max_tokens == kChunkTokens);  // hidden: memory first
+  CHECK(next_chunk_lines(ChunkPlan{8, 1000}, 10, 10) == 8);  // a line bound under 16 holds
+
+  // run_stream reads the chunks the plan says: a token plan runs 600 short
+  // lines in fewer chunks than one of 256 lines, and the records are the same.
+  std::string input;
+  for (int i = 0; i < 600; ++i) input += "ligne " + std::to_string(i) + " du soleil\n";
+  const std::string in_path = test::scratch("cli") + "/chunks.txt";
+  {
+    std::ofstream f(in_path, std::ios::binary);
+    f << input;
+  }
+  xlmr::EngineOptions eo;
+  eo.max_batch_tokens = 65536;  // a batch per chunk
+  auto engine = xlmr::Engine::load(test::binary_path("demo.xlmr"), eo);
+  Preparer prep;
+  prep.tok = &engine->tokenizer();
+  prep.max_length = engine->max_length();
+  auto run = [&](const ChunkPlan& plan, int64_t* batches) {
+    LineReader reader({in_path});
+    FILE* out = std::tmpfile();
+    REQUIRE(out);
+    Sink sink;
+    sink.out = out;
+    sink.E = size_t(engine->config().hidden);
+    Progress progress(stderr, false, 0, false);
+    StreamStats st;
+    engine->profiler().reset();
+    engine->profiler().enable(true);
+    run_stream(*engine, prep, reader, plan, true, &sink, progress, &st);
+    engine->profiler().enable(false);
+    *batches = engine->profiler().stats(xlmr::Kernel::embed_layernorm).calls;
+    CHECK(st.counts.lines == 600);
+    std::string text(size_t(std::ftell(out)), '\0');
+    std::rewind(out);
+    REQUIRE(std::fread(&text[0], 1, text.size(), out) == text.size());
+    std::fclose(out);
+    return text;
+  };
+  int64_t by_lines = 0, by_tokens = 0;
+  const std::string a = run(cpu, &by_lines);
+  const std::string b = run(gpu, &by_tokens);
+  CHECK(by_lines == 3);   // 256 + 256 + 88 lines
+  CHECK(by_tokens == 2);  // 64 lines, then the other 536 (16 tokens each) in one chunk
+  CHECK(test::lines(a).size() == 600);
+  CHECK(a == b);
+}
 
 TEST_CASE("xlmr-infer answers each line a program writes before it waits for the next", "[cli][demo][pipeline]") {
   ::signal(SIGPIPE, SIG_IGN);  // a process that died fails a check instead of killing the tests

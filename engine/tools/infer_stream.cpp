@@ -314,18 +314,34 @@ void install_stop_handlers() {
   }
 }
 
+ChunkPlan plan_chunks(xlmr::Device device, bool hidden, size_t batch_budget) {
+  ChunkPlan p;
+  if (device == xlmr::Device::cuda) {
+    p.max_lines = kChunkLinesCuda;
+    p.max_tokens = hidden ? kChunkTokens : std::max(kChunkTokens, 2 * batch_budget);
+  } else if (hidden) {
+    p.max_tokens = kChunkTokens;
+  }
+  return p;
+}
+
+size_t next_chunk_lines(const ChunkPlan& plan, size_t tokens, size_t lines) {
+  if (!plan.max_tokens) return plan.max_lines;
+  const size_t per_line = lines ? std::max<size_t>(1, tokens / lines) : 512;
+  return std::clamp<size_t>(plan.max_tokens / per_line, std::min(kMinChunkLines, plan.max_lines), plan.max_lines);
+}
+
 // See infer_stream.h for what it promises; docs/architecture.md, "xlmr-infer's
 // stream", for why.
-void run_stream(xlmr::Engine& engine, const Preparer& prep, LineReader& reader, size_t max_lines,
-                size_t max_tokens, bool serial, Sink* sink, Progress& progress, StreamStats* st) {
+void run_stream(xlmr::Engine& engine, const Preparer& prep, LineReader& reader, const ChunkPlan& plan,
+                bool serial, Sink* sink, Progress& progress, StreamStats* st) {
   using Clock = std::chrono::steady_clock;
   auto since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   std::future<Chunk> next;      // the chunk being prepared
   std::future<double> writing;  // the chunk being written
   ProgressCounts done = st->counts, pending;  // written; being written
   size_t index = 0;                                          // the next record's index
-  // Lines a chunk; with a token bound, the first chunk assumes lines of 512 tokens.
-  size_t chunk_lines = max_tokens ? std::clamp<size_t>(max_tokens / 512, kMinChunkLines, max_lines) : max_lines;
+  size_t chunk_lines = next_chunk_lines(plan, 0, 0);
 
   // Reads the next lines and starts preparing them; false at the end of the
   // input, or when a stop was asked for before a wait. A read error waits for
@@ -376,11 +392,10 @@ void run_stream(xlmr::Engine& engine, const Preparer& prep, LineReader& reader, 
     while (more && !g_stop_signal) {
       Chunk c = next.get();
       st->prepare_s += c.prepare_s;
-      if (max_tokens && !c.out.empty()) {
+      if (plan.max_tokens && !c.out.empty()) {
         size_t tokens = 0;
         for (const auto& q : c.seqs) tokens += q.size();
-        const size_t per_line = std::max<size_t>(1, tokens / c.out.size());
-        chunk_lines = std::clamp<size_t>(max_tokens / per_line, kMinChunkLines, max_lines);
+        chunk_lines = next_chunk_lines(plan, tokens, c.out.size());
       }
       const bool ahead = !serial && reader.ready();
       if (ahead) more = read_next(false);

@@ -22,8 +22,29 @@ class Tokenizer;
 
 namespace xlmr::tools {
 
-constexpr size_t kChunkLines = 256;     // lines a chunk holds at most
-constexpr size_t kChunkTokens = 32768;  // tokens a chunk is held near when records carry hidden states
+constexpr size_t kChunkLines = 256;       // lines a chunk holds at most on CPU
+constexpr size_t kChunkLinesCuda = 4096;  // on CUDA, where a chunk's tokens bound it first
+constexpr size_t kChunkTokens = 32768;    // tokens a chunk is held near, at least, when tokens bound it
+
+// How the stream cuts its input into chunks.
+struct ChunkPlan {
+  size_t max_lines = kChunkLines;
+  size_t max_tokens = 0;  // not 0: a chunk is also held near this many tokens
+};
+
+// The plan for a run. On CPU a chunk is kChunkLines lines: a batch of them
+// keeps the cores busy. On CUDA a chunk is held near max(kChunkTokens,
+// 2 x the batch budget) tokens, up to kChunkLinesCuda lines, so that short
+// texts still fill whole batches (256 ten-token lines would make a
+// 2,560-token batch of an 8,192-token budget). When the records carry every
+// token's hidden state (`hidden`), a chunk is held near kChunkTokens tokens
+// on either device, so that memory stays bounded however long the lines are.
+ChunkPlan plan_chunks(xlmr::Device device, bool hidden, size_t batch_budget);
+
+// Lines the next chunk reads, judged from the chunk before it (`tokens` over
+// `lines`; 0 lines: no chunk yet, when lines of 512 tokens are assumed).
+// Between 16 and plan.max_lines.
+size_t next_chunk_lines(const ChunkPlan& plan, size_t tokens, size_t lines);
 
 struct RunSettings {
   InputFormat format = InputFormat::text;
@@ -87,11 +108,8 @@ void install_stop_handlers();
 // would have written them. A stop signal (install_stop_handlers) ends the
 // run after the chunk in progress.
 //
-// Chunks hold up to `max_lines` lines. With `max_tokens` (not 0: the records
-// carry every token's hidden state) a chunk is also held near that many
-// tokens, judged from the lines of the chunk before: the memory of the up
-// to three chunks in flight then stays bounded however long the lines are.
-void run_stream(xlmr::Engine& engine, const Preparer& prep, LineReader& reader, size_t max_lines,
-                size_t max_tokens, bool serial, Sink* sink, Progress& progress, StreamStats* st);
+// Chunks are cut as `plan` says (plan_chunks, next_chunk_lines).
+void run_stream(xlmr::Engine& engine, const Preparer& prep, LineReader& reader, const ChunkPlan& plan,
+                bool serial, Sink* sink, Progress& progress, StreamStats* st);
 
 }  // namespace xlmr::tools

@@ -2,8 +2,8 @@
 // lines or token ids) and write one record per input line, in input order:
 // a JSON object per line (DESIGN §4)
 //   {"index": i, "n_tokens": n, "embedding": [...], "logits": [...]?, "hidden": [[...], ...]?}
-// or one row of a NumPy .npy matrix. Inputs are read and run in chunks of
-// kChunkLines lines, so memory stays flat however long the input is, and the
+// or one row of a NumPy .npy matrix. Inputs are read and run in chunks
+// (plan_chunks), so memory stays flat however long the input is, and the
 // host's work on a chunk (tokenizing it, writing its records) overlaps the
 // model's work on the chunk before or after it (engine/tools/infer_stream.h).
 // The guide with examples is docs/cli.md.
@@ -410,8 +410,9 @@ int main(int argc, char** argv) {
     st.counts.total_bytes = reader.total_bytes();
     const auto started = std::chrono::steady_clock::now();
     xlmr::tools::install_stop_handlers();
-    xlmr::tools::run_stream(*engine, prep, reader, xlmr::tools::kChunkLines,
-                            rs.enc.hidden ? xlmr::tools::kChunkTokens : 0, no_overlap, &sink, progress, &st);
+    const size_t budget = size_t(std::max(batch_tokens, engine->max_length()));  // as the engine's scheduler has it
+    const auto plan = xlmr::tools::plan_chunks(eo.device, rs.enc.hidden, budget);
+    xlmr::tools::run_stream(*engine, prep, reader, plan, no_overlap, &sink, progress, &st);
     if (offsets_out) offsets_out->finish();
     if (npy_out) npy_out->finish();
     else XLMR_CHECK(std::fflush(out) == 0, "failed writing the output");
