@@ -175,10 +175,18 @@ struct Baseline {
   double weight_bytes = 0;                    // file bytes, all tensors but the word embeddings
   double weight_bytes_f32 = 0, weight_bytes_bf16 = 0;  // the same with the matrices at that precision
 
-  std::optional<double> peak(xlmr::Precision p) const { return p == xlmr::Precision::bf16 ? peak_bf16 : peak_f32; }
+  // No int8 peak is measured: an int8 run reports no fraction of peak.
+  std::optional<double> peak(xlmr::Precision p) const {
+    if (p == xlmr::Precision::int8) return std::nullopt;
+    return p == xlmr::Precision::bf16 ? peak_bf16 : peak_f32;
+  }
   std::optional<double> stream_ms(xlmr::Precision p) const {
     if (!bandwidth) return std::nullopt;
-    return (p == xlmr::Precision::bf16 ? weight_bytes_bf16 : weight_bytes_f32) / (*bandwidth * 1e9) * 1e3;
+    // The matrices' share at 4, 2 or 1 bytes a value: f32 - bf16 bytes is half of it in f32.
+    const double bytes = p == xlmr::Precision::bf16   ? weight_bytes_bf16
+                         : p == xlmr::Precision::int8 ? weight_bytes_f32 - 1.5 * (weight_bytes_f32 - weight_bytes_bf16)
+                                                      : weight_bytes_f32;
+    return bytes / (*bandwidth * 1e9) * 1e3;
   }
 };
 
@@ -352,7 +360,7 @@ std::vector<Comparison> compare(const std::vector<RunResult>& runs, const std::v
       out.push_back({w.name, "fastpath speed-up", r.combo.label(), ref->combo.label(),
                      r.tokens_per_s / ref->tokens_per_s, ""});
     }
-    for (Precision p : {Precision::f32, Precision::bf16}) {
+    for (Precision p : {Precision::f32, Precision::bf16, Precision::int8}) {
       const RunResult* rag = find_run(runs, w.name, Path::fused, false, p);
       const RunResult* pad = find_run(runs, w.name, Path::fused, true, p);
       if (rag && pad)
@@ -364,6 +372,10 @@ std::vector<Comparison> compare(const std::vector<RunResult>& runs, const std::v
       const RunResult* b = find_run(runs, w.name, Path::fused, padded, Precision::bf16);
       const RunResult* f = find_run(runs, w.name, Path::fused, padded, Precision::f32);
       if (b && f) out.push_back({w.name, "bf16/f32", b->combo.label(), f->combo.label(), b->tokens_per_s / f->tokens_per_s, ""});
+      const RunResult* q = find_run(runs, w.name, Path::fused, padded, Precision::int8);
+      if (q && f)
+        out.push_back({w.name, "int8/f32", q->combo.label(), f->combo.label(), q->tokens_per_s / f->tokens_per_s,
+                       "dynamic quantization: outputs differ from f32 (docs/BENCHMARKS.md)"});
       for (Precision p : {Precision::bf16, Precision::f16}) {
         const RunResult* ab = find_run(runs, w.name, Path::fused, padded, p, p);
         const RunResult* af = find_run(runs, w.name, Path::fused, padded, p, Precision::f32);
@@ -482,8 +494,22 @@ std::vector<std::string> expand(const std::string& value, const char* option, st
 std::vector<Combo> plan_combos(const Args& a, std::vector<std::string>* notes) {
   const auto paths = expand(a.path, "--path", {"reference", "fused"});
   const auto layouts = expand(a.layout, "--layout", {"ragged", "padded"});
-  // f16 is the CUDA path's (it is not part of "both", which means f32 and bf16).
-  const auto dtypes = a.dtype == "f16" ? std::vector<std::string>{"f16"} : expand(a.dtype, "--dtype", {"f32", "bf16"});
+  // "both" means f32 and bf16; f16 (CUDA) and int8 (CPU) are named, alone or
+  // in a comma-separated list ("f32,int8").
+  std::vector<std::string> dtypes;
+  for (size_t at = 0; at <= a.dtype.size();) {
+    const size_t comma = std::min(a.dtype.find(',', at), a.dtype.size());
+    const std::string d = a.dtype.substr(at, comma - at);
+    at = comma + 1;
+    if (d == "f16" || d == "int8") {
+      dtypes.push_back(d);
+      continue;
+    }
+    XLMR_CHECK(d == "f32" || d == "bf16" || d == "both",
+               "--dtype must be f32, bf16, both, f16 or int8, or a comma-separated list of them, not '" + d + "'");
+    for (const std::string& e : expand(d, "--dtype", {"f32", "bf16"}))
+      if (std::find(dtypes.begin(), dtypes.end(), e) == dtypes.end()) dtypes.push_back(e);
+  }
   const bool want_f32 = std::find(dtypes.begin(), dtypes.end(), "f32") != dtypes.end();
   // Attention's products: on the CPU f32 or bf16 (with bf16 GEMMs); on CUDA
   // f32 (the plain kernel) or the GEMMs' 16-bit type (tensor cores).
@@ -505,8 +531,10 @@ std::vector<Combo> plan_combos(const Args& a, std::vector<std::string>* notes) {
     }
     for (const std::string& d : dtypes)
       for (const std::string& l : layouts) {
-        const xlmr::Precision dt =
-            d == "bf16" ? xlmr::Precision::bf16 : d == "f16" ? xlmr::Precision::f16 : xlmr::Precision::f32;
+        const xlmr::Precision dt = d == "bf16"   ? xlmr::Precision::bf16
+                                   : d == "f16"  ? xlmr::Precision::f16
+                                   : d == "int8" ? xlmr::Precision::int8
+                                                 : xlmr::Precision::f32;
         const bool choosable = cuda ? dt != xlmr::Precision::f32 : dt == xlmr::Precision::bf16;
         if (a.attention == "auto" || !choosable) {
           combos.push_back({xlmr::Path::fused, l == "padded", dt, std::nullopt});
@@ -552,7 +580,9 @@ int main(int argc, char** argv) {
   app.add_option("--layout", a.layout, "fused path: ragged (no padding), padded, or both")
       ->type_name("L")
       ->default_str("both");
-  app.add_option("--dtype", a.dtype, "GEMM precision of the fused path: f32, bf16 or both (CPU); f16 or bf16 (CUDA)")
+  app.add_option("--dtype", a.dtype,
+                 "GEMM precision of the fused path: f32, bf16, both (f32 and bf16) or int8 (CPU); f16 or bf16 "
+                 "(CUDA); or a comma-separated list, e.g. f32,int8")
       ->type_name("T")
       ->default_str("f32");
   app.add_option("--attention", a.attention,

@@ -24,6 +24,7 @@ const char* to_string(Precision p) {
   switch (p) {
     case Precision::bf16: return "bf16";
     case Precision::f16: return "f16";
+    case Precision::int8: return "int8";
     case Precision::f32: break;
   }
   return "f32";

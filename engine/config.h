@@ -24,8 +24,11 @@ enum class HeadActivation { relu, tanh };
 enum class Norm { post, pre };
 enum class Pooling { cls, mean, none, pooler };
 // Compute precision of the fused backends' GEMMs (LayerNorm, softmax and
-// accumulation stay fp32 in every mode). CPU: f32 or bf16; CUDA: f16 or bf16.
-enum class Precision { f32, bf16, f16 };
+// accumulation stay fp32 in every mode). CPU: f32, bf16 or int8; CUDA: f16
+// or bf16. int8: the layers' four GEMMs on int8 operands - weights per
+// output channel, activations per token, both symmetric and quantized at run
+// time - with int32 sums scaled back to fp32 (kernels/cpu/gemm.h).
+enum class Precision { f32, bf16, f16, int8 };
 
 const char* to_string(Family f);
 const char* to_string(HeadActivation a);

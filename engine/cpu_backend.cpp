@@ -58,8 +58,10 @@ class CpuBackend final : public Backend {
     XLMR_CHECK(o.threads >= 0, "threads must be >= 0");
     const CpuThreadBudget budget = cpu_thread_budget();
     threads_ = o.threads > 0 ? o.threads : budget.threads;
-    XLMR_CHECK(o.precision != Precision::f16, "f16 compute is for the CUDA path; on CPU use --dtype f32 or bf16");
+    XLMR_CHECK(o.precision != Precision::f16,
+               "f16 compute is for the CUDA path; on CPU use --dtype f32, bf16 or int8");
     bf16_ = o.precision == Precision::bf16;
+    int8_ = o.precision == Precision::int8;
     if (bf16_) {
       XLMR_CHECK(isa_ == cpu::Isa::avx512 && __builtin_cpu_supports("avx512bw"),
                  "bf16 compute needs AVX-512 (this CPU or the chosen --isa has only AVX2); use --dtype f32");
@@ -98,13 +100,13 @@ class CpuBackend final : public Backend {
     cap_tokens_ = max_tokens;
     cap_seqlen_ = max_seqlen;
     const int max_seqs = max_tokens;  // every sequence has at least one token
-    const Precision p = bf16_ ? Precision::bf16 : Precision::f32;
+    const Precision p = bf16_ ? Precision::bf16 : int8_ ? Precision::int8 : Precision::f32;
 
     // GEMMs are shared by all layers: only the packed weights differ.
-    qkv_gemm_.reset(new Gemm(env_, GemmSpec{E, 3 * E, Epilogue::none, true, p, false}, max_tokens));
-    out_gemm_.reset(new Gemm(env_, GemmSpec{E, E, Epilogue::none, false, p, false}, max_tokens));
-    ffn1_gemm_.reset(new Gemm(env_, GemmSpec{E, F, Epilogue::gelu, true, p, bf16_}, max_tokens));
-    ffn2_gemm_.reset(new Gemm(env_, GemmSpec{F, E, Epilogue::none, false, p, false}, max_tokens));
+    qkv_gemm_.reset(new Gemm(env_, GemmSpec{E, 3 * E, Epilogue::none, true, p, false, false, isa_}, max_tokens));
+    out_gemm_.reset(new Gemm(env_, GemmSpec{E, E, Epilogue::none, false, p, false, false, isa_}, max_tokens));
+    ffn1_gemm_.reset(new Gemm(env_, GemmSpec{E, F, Epilogue::gelu, true, p, bf16_, false, isa_}, max_tokens));
+    ffn2_gemm_.reset(new Gemm(env_, GemmSpec{F, E, Epilogue::none, false, p, false, false, isa_}, max_tokens));
     layers_.clear();
     // Matrices are read from the file one at a time (an f16/bf16 one widened
     // into `wide` just for packing), not through weights(), whose matrix
@@ -224,7 +226,7 @@ class CpuBackend final : public Backend {
       cpu::embed_layernorm(isa_, ea, x16, threads_);
     }
 
-    const double wbytes = bf16_ ? 2 : 4;
+    const double wbytes = bf16_ ? 2 : int8_ ? 1 : 4;
     // x += proj + bias, then the step's LayerNorm (into x, or xn for pre-norm).
     auto residual_step = [&](const NormStep& step, const float* bias) {
       const NormParams np = norm_params(w_, step);
@@ -309,6 +311,7 @@ class CpuBackend final : public Backend {
   cpu::Isa isa_ = cpu::Isa::avx2;
   int threads_ = 1;
   bool bf16_ = false;
+  bool int8_ = false;  // the layers' GEMMs on int8 operands (f32 activations in between)
   cpu::AttentionProducts products_ = cpu::AttentionProducts::f32;
   std::string name_;
   int cap_tokens_ = 0, cap_seqlen_ = 0;

@@ -16,6 +16,8 @@ Engine::~Engine() = default;
 std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOptions& opts) {
   XLMR_CHECK(opts.gpu >= 0, "the GPU index must be 0 or more, not " + std::to_string(opts.gpu));
   XLMR_CHECK(opts.gpu == 0 || opts.device == Device::cuda, "a GPU index goes with --device cuda");
+  XLMR_CHECK(opts.device != Device::cuda || opts.precision != Precision::int8,
+             "int8 GEMMs run on the CPU's fused path; on CUDA use --dtype f16 or bf16");
   if (opts.device == Device::cuda) {
     std::string why;
     XLMR_CHECK(cuda::device_available(&why, nullptr, opts.gpu), "--device cuda: " + why);
@@ -92,7 +94,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
     e->description_ = e->backend_->name();
   } else if (opts.path == Path::reference) {
     XLMR_CHECK(precision == Precision::f32 || !opts.precision,
-               "the reference path computes in f32 only (use the fused path for bf16)");
+               "the reference path computes in f32 only (use the fused path for bf16 or int8)");
     XLMR_CHECK(!opts.padded, "the reference path is always padded; --padded applies to the fused path");
     e->backend_ = make_reference_backend(*e->model_);
     e->description_ = "reference (scalar, f32, padded)";

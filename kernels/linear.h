@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 namespace xlmr {
 
@@ -14,6 +15,20 @@ void linear(float* out, const float* in, const float* w, const float* bias, int 
             Epilogue epilogue = Epilogue::none);
 // Exact erf GELU: 0.5 x (1 + erf(x / sqrt 2)).
 float gelu(float x);
+
+// int8 GEMMs (kernels/cpu/gemm.h). Weights: row r of x[M, K] becomes
+// q = round(x * 127 / max|x_r|) (to nearest even, within +-127) with
+// scale[r] = max|x_r| / 127 (a row of zeros: scale 0, q 0).
+void quantize_rows_s8(int8_t* q, float* scale, const float* x, int M, int K);
+// Activations: row r over its range [lo, hi] (lo <= 0 <= hi) to uint8:
+// scale = (hi - lo) / 255, zero = round(-lo * 255 / (hi - lo)),
+// q = clamp(round(fma(x, 255 / (hi - lo), zero)), 0, 255); x ~ (q - zero) * scale.
+void quantize_rows_u8(uint8_t* q, float* scale, int32_t* zero, const float* x, int M, int K);
+// y[m, n] = fma(float(acc[m, n] - row_zero[m] * col_sum[n]) * col_scale[n], row_scale[m], bias[n]),
+// then the epilogue. y may be acc's memory.
+void dequantize_rows(float* y, const int32_t* acc, const float* row_scale, const int32_t* row_zero,
+                     const float* col_scale, const int32_t* col_sum, const float* bias, int M, int N,
+                     Epilogue epilogue);
 }
 
 }  // namespace xlmr

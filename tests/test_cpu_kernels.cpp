@@ -29,6 +29,7 @@
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/embed.h"
 #include "kernels/layernorm.h"
+#include "kernels/linear.h"
 
 namespace {
 
@@ -458,6 +459,120 @@ TEST_CASE("cpu cast_to_bf16 rounds to nearest even on every ISA and thread count
         CHECK(out_off[0] == kBf16Sentinel);
         check_bf16_of(out_off.data() + 1, in.data() + 1, n);
         CHECK(bf16_guard_intact(out_off, n + 1));
+      }
+    }
+  }
+}
+
+TEST_CASE("cpu int8 kernels: quantizing exactly as the reference, dequantizing within GELU's approximation",
+          "[cpu][kernels][int8]") {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (int K : {1, 7, 16, 33, 768}) {
+    const int M = 37;
+    std::vector<float> x(size_t(M) * K);
+    for (auto& v : x) v = normal(rng) * 3.0f;
+    for (int i = 0; i < K; ++i) x[size_t(5) * K + i] = 0.0f;          // a row of zeros
+    for (int i = 0; i < K; ++i) x[size_t(6) * K + i] = float(i % 5 - 2);  // ties at x.5 after scaling
+    x[size_t(7) * K] = 1e30f;                                          // one huge value
+    std::vector<int8_t> want_q(x.size());
+    std::vector<float> want_s(static_cast<size_t>(M));
+    xlmr::ref::quantize_rows_s8(want_q.data(), want_s.data(), x.data(), M, K);
+    CHECK(want_s[5] == 0.0f);
+    for (Isa isa : isas_under_test()) {
+      for (int threads : kRowThreads) {
+        INFO("quantize: K " << K << ", ISA " << xlmr::cpu::to_string(isa) << ", threads " << threads);
+        std::vector<int8_t> q(x.size() + 1, 99);
+        std::vector<float> sc(static_cast<size_t>(M), -1.0f);
+        xlmr::cpu::quantize_rows_s8(isa, {q.data(), sc.data(), x.data(), M, K}, threads);
+        CHECK(std::memcmp(q.data(), want_q.data(), want_q.size()) == 0);
+        CHECK(sc == want_s);
+        CHECK(q.back() == 99);  // nothing past the rows
+      }
+    }
+    // The scale's promise: every value within half a step of its integer.
+    for (int r = 0; r < M; ++r)
+      for (int i = 0; i < K; ++i) {
+        const size_t at = size_t(r) * K + i;
+        CHECK(std::abs(double(want_q[at]) * want_s[size_t(r)] - x[at]) <= 0.5001 * want_s[size_t(r)] + 1e-30);
+      }
+  }
+  // Activations: uint8 over each row's range, with a zero point.
+  for (int K : {1, 7, 16, 33, 768}) {
+    const int M = 37;
+    std::vector<float> x(static_cast<size_t>(M) * K);
+    for (auto& v : x) v = normal(rng) * 3.0f;
+    for (int i = 0; i < K; ++i) x[size_t(5) * K + i] = 0.0f;                   // a row of zeros
+    for (int i = 0; i < K; ++i) x[size_t(6) * K + i] = std::abs(x[size_t(6) * K + i]);  // no negatives
+    for (int i = 0; i < K; ++i) x[size_t(7) * K + i] = -std::abs(x[size_t(7) * K + i]);  // no positives
+    for (int i = 0; i < K; ++i) x[size_t(8) * K + i] = std::max(x[size_t(8) * K + i], -0.17f);  // GELU-like
+    std::vector<uint8_t> want_q(x.size());
+    std::vector<float> want_s(static_cast<size_t>(M));
+    std::vector<int32_t> want_z(static_cast<size_t>(M));
+    xlmr::ref::quantize_rows_u8(want_q.data(), want_s.data(), want_z.data(), x.data(), M, K);
+    CHECK(want_s[5] == 0.0f);
+    for (Isa isa : isas_under_test()) {
+      for (int threads : kRowThreads) {
+        INFO("quantize u8: K " << K << ", ISA " << xlmr::cpu::to_string(isa) << ", threads " << threads);
+        std::vector<uint8_t> q(x.size() + 1, 99);
+        std::vector<float> sc(static_cast<size_t>(M), -1.0f);
+        std::vector<int32_t> z(static_cast<size_t>(M), -1);
+        xlmr::cpu::quantize_rows_u8(isa, {q.data(), sc.data(), z.data(), x.data(), M, K}, threads);
+        CHECK(std::memcmp(q.data(), want_q.data(), want_q.size()) == 0);
+        CHECK(sc == want_s);
+        CHECK(z == want_z);
+        CHECK(q.back() == 99);
+      }
+    }
+    for (int r = 0; r < M; ++r) {
+      const double sr = want_s[size_t(r)];
+      CHECK(want_z[size_t(r)] >= 0);
+      CHECK(want_z[size_t(r)] <= 255);
+      for (int i = 0; i < K; ++i) {
+        const size_t at = size_t(r) * K + i;
+        // Within about half a step (the zero point is rounded too).
+        CHECK(std::abs((double(want_q[at]) - want_z[size_t(r)]) * sr - x[at]) <= 1.0001 * sr + 1e-30);
+      }
+    }
+  }
+  for (int N : {1, 9, 16, 50, 3072}) {
+    const int M = 21;
+    std::vector<int32_t> acc(static_cast<size_t>(M) * N), zero(static_cast<size_t>(M)), col_sum(static_cast<size_t>(N));
+    std::vector<float> row_scale(static_cast<size_t>(M)), col_scale(static_cast<size_t>(N)), bias(static_cast<size_t>(N));
+    std::uniform_int_distribution<int32_t> big(-3000000, 3000000), z8(0, 255), cs(-20000, 20000);
+    for (auto& v : acc) v = big(rng);
+    for (auto& v : zero) v = z8(rng);
+    for (auto& v : col_sum) v = cs(rng);
+    for (auto& v : row_scale) v = std::abs(normal(rng)) * 0.02f;
+    for (auto& v : col_scale) v = std::abs(normal(rng)) * 0.001f;
+    for (auto& v : bias) v = normal(rng);
+    for (xlmr::Epilogue ep : {xlmr::Epilogue::none, xlmr::Epilogue::gelu}) {
+      for (bool has_bias : {false, true}) {
+        std::vector<float> want(acc.size());
+        xlmr::ref::dequantize_rows(want.data(), acc.data(), row_scale.data(), zero.data(), col_scale.data(),
+                                   col_sum.data(), has_bias ? bias.data() : nullptr, M, N, ep);
+        for (Isa isa : isas_under_test()) {
+          for (int threads : kRowThreads) {
+            INFO("dequantize: N " << N << ", ISA " << xlmr::cpu::to_string(isa) << ", threads " << threads
+                                  << ", gelu " << (ep == xlmr::Epilogue::gelu) << ", bias " << has_bias);
+            // In place, as the GEMM runs it: the int32 sums become the floats.
+            std::vector<int32_t> buf = acc;
+            float* y = reinterpret_cast<float*>(buf.data());
+            xlmr::cpu::dequantize_rows(isa, {y, buf.data(), row_scale.data(), zero.data(), col_scale.data(),
+                                             col_sum.data(), has_bias ? bias.data() : nullptr, M, N,
+                                             ep == xlmr::Epilogue::gelu},
+                                       threads);
+            double worst = 0;
+            for (size_t i = 0; i < want.size(); ++i) {
+              float got;
+              std::memcpy(&got, &buf[i], sizeof got);
+              // Without GELU the same operations, bit for bit; with it, erf within 1.5e-7.
+              const double tol = ep == xlmr::Epilogue::gelu ? 4e-7 * std::max(1.0, std::abs(double(want[i]))) : 0.0;
+              worst = std::max(worst, std::abs(double(got) - want[i]) - tol);
+            }
+            CHECK(worst <= 0);
+          }
+        }
       }
     }
   }

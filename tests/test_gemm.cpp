@@ -117,4 +117,78 @@ TEST_CASE("bf16 GEMMs: bf16 inputs, fp32 accumulation, f32 or bf16 output", "[cp
   }
 }
 
+TEST_CASE("int8 GEMMs: the quantized product exactly, and near the f32 one", "[cpu][gemm][int8]") {
+  const int I = 96, O = 40;
+  auto env = xlmr::cpu::make_gemm_env();
+  auto w = randn(size_t(O) * I, 7, 0.2f);
+  for (int i = 0; i < I; ++i) w[size_t(3) * I + i] = 0.0f;  // an output channel of zeros
+  const auto bias = randn(size_t(O), 8);
+  const int max_rows = 1100;
+  const int padded = xlmr::cpu::gemm_padded_rows(max_rows);
+  auto in = randn(size_t(padded) * I, 9);
+  for (int i = 0; i < I; ++i) in[size_t(2) * I + i] = 0.0f;  // a token of zeros
+  in[size_t(4) * I + 5] = 60.0f;                              // an outlier: only its own row is coarser
+  // What the header promises: weights per output channel (int8), tokens per row (uint8, zero point).
+  std::vector<int8_t> wq(w.size());
+  std::vector<uint8_t> xq(in.size());
+  std::vector<float> ws(static_cast<size_t>(O)), xs(static_cast<size_t>(padded));
+  std::vector<int32_t> xz(static_cast<size_t>(padded));
+  xlmr::ref::quantize_rows_s8(wq.data(), ws.data(), w.data(), O, I);
+  xlmr::ref::quantize_rows_u8(xq.data(), xs.data(), xz.data(), in.data(), padded, I);
+  for (auto isa : {xlmr::cpu::Isa::avx512, xlmr::cpu::Isa::avx2}) {
+    if (isa == xlmr::cpu::Isa::avx512 && !__builtin_cpu_supports("avx512bw")) continue;
+    for (xlmr::Epilogue ep : {xlmr::Epilogue::none, xlmr::Epilogue::gelu}) {
+      for (bool has_bias : {false, true}) {
+        xlmr::cpu::GemmSpec spec{I, O, ep, has_bias, xlmr::Precision::int8, false, false, isa};
+        xlmr::cpu::Gemm g(env, spec, max_rows);
+        auto packed = g.pack(w.data(), has_bias ? bias.data() : nullptr);
+        std::vector<char> scratch(g.scratchpad_bytes() + 64);
+        for (int M : {0, 1, 5, 17, 300, 1024, 1100}) {
+          const int rows = xlmr::cpu::gemm_padded_rows(M);
+          std::vector<float> out(size_t(rows + 1) * O, -7.0f);
+          g.run(*packed, in.data(), out.data(), M, scratch.data());
+          INFO("ISA " << xlmr::cpu::to_string(isa) << ", M " << M << ", gelu " << (ep == xlmr::Epilogue::gelu)
+                      << ", bias " << has_bias);
+          CHECK(out[size_t(rows) * O] == -7.0f);
+          if (M == 0) continue;
+          std::vector<float> f32(size_t(M) * O);
+          xlmr::ref::linear(f32.data(), in.data(), w.data(), has_bias ? bias.data() : nullptr, M, O, I, ep);
+          double worst_exact = 0, dot = 0, n1 = 0, n2 = 0;
+          for (int m = 0; m < M; ++m) {
+            for (int o = 0; o < O; ++o) {
+              long long acc = 0;
+              for (int i = 0; i < I; ++i)
+                acc += (int(xq[size_t(m) * I + i]) - xz[size_t(m)]) * int(wq[size_t(o) * I + i]);
+              double want = double(acc) * ws[size_t(o)] * xs[size_t(m)] + (has_bias ? bias[size_t(o)] : 0.0);
+              if (ep == xlmr::Epilogue::gelu) want = xlmr::ref::gelu(float(want));
+              const double got = out[size_t(m) * O + o];
+              // Exact int32 sums; fp32 scaling (two roundings) and GELU's approximation.
+              worst_exact = std::max(worst_exact, std::abs(got - want) - 1e-5 * std::max(1.0, std::abs(want)));
+              const double ref = f32[size_t(m) * O + o];
+              dot += got * ref;
+              n1 += got * got;
+              n2 += ref * ref;
+            }
+            if (!has_bias) CHECK(out[size_t(m) * O + 3] == 0.0f);  // the channel of zeros
+          }
+          CHECK(worst_exact <= 0);
+          CHECK(dot / std::sqrt(n1 * n2) >= 0.999);
+        }
+      }
+    }
+  }
+  // Rows never mix: a row's result is the same alone as in a batch.
+  xlmr::cpu::Gemm g(env, {I, O, xlmr::Epilogue::gelu, true, xlmr::Precision::int8, false, false,
+                          xlmr::cpu::Isa::avx2}, 64);
+  auto packed = g.pack(w.data(), bias.data());
+  std::vector<char> scratch(g.scratchpad_bytes() + 64);
+  std::vector<float> batch(size_t(xlmr::cpu::gemm_padded_rows(40)) * O), alone(static_cast<size_t>(O));
+  g.run(*packed, in.data(), batch.data(), 40, scratch.data());
+  for (int m : {0, 4, 39}) {
+    g.run(*packed, in.data() + size_t(m) * I, alone.data(), 1, scratch.data());
+    CHECK(std::memcmp(alone.data(), batch.data() + size_t(m) * O, sizeof(float) * O) == 0);
+  }
+  CHECK_THROWS(xlmr::cpu::Gemm(env, {I, O, xlmr::Epilogue::tanh, true, xlmr::Precision::int8, false, false}, 8));
+}
+
 #endif  // XLMR_HAVE_ONEDNN

@@ -78,9 +78,11 @@ int main(int argc, char** argv) {
       ->group(g_model)
       ->type_name("PATH");
   app.add_option("--dtype", dtype_name,
-                 "GEMM precision of the fused path: f32 or bf16 (needs AVX-512; fast with AVX512_BF16 or "
-                 "AMX-BF16) on CPU, f16 or bf16 on CUDA; default: bf16 for a bf16 .xlmr (on CPU only where it "
-                 "is fast, else f32, said in a note), else f32 on CPU and f16 on CUDA")
+                 "GEMM precision of the fused path: f32, bf16 (needs AVX-512; fast with AVX512_BF16 or "
+                 "AMX-BF16) or int8 (weights per channel and tokens per row quantized at run time; fast with "
+                 "AVX-512 VNNI; outputs within about 1% of f32) on CPU, f16 or bf16 on CUDA; default: bf16 for "
+                 "a bf16 .xlmr (on CPU only where it is fast, else f32, said in a note), else f32 on CPU and "
+                 "f16 on CUDA")
       ->group(g_model)
       ->type_name("TYPE");
   app.add_option("--attention", attention_name,
@@ -228,7 +230,8 @@ int main(int argc, char** argv) {
     if (dtype_name == "f32") eo.precision = xlmr::Precision::f32;
     else if (dtype_name == "bf16") eo.precision = xlmr::Precision::bf16;
     else if (dtype_name == "f16") eo.precision = xlmr::Precision::f16;
-    else XLMR_CHECK(dtype_name.empty(), "--dtype must be f32, bf16 or f16, not '" + dtype_name + "'");
+    else if (dtype_name == "int8") eo.precision = xlmr::Precision::int8;
+    else XLMR_CHECK(dtype_name.empty(), "--dtype must be f32, bf16, f16 or int8, not '" + dtype_name + "'");
     if (attention_name == "f32") eo.attention = xlmr::Precision::f32;
     else if (attention_name == "bf16") eo.attention = xlmr::Precision::bf16;
     else if (attention_name == "f16") eo.attention = xlmr::Precision::f16;

@@ -92,6 +92,21 @@ void add_bias_residual_layernorm(Isa isa, const ResidualLayerNormArgs& a, uint16
   parallel_rows(a.n_tokens, threads, 4, [&](int r0, int r1) { k.residual_rows(a, out_bf16, r0, r1); });
 }
 
+void quantize_rows_s8(Isa isa, const QuantizeArgs& a, int threads) {
+  const KernelTable& k = table(isa);
+  parallel_rows(a.rows, threads, 4, [&](int r0, int r1) { k.quantize_rows(a, r0, r1); });
+}
+
+void quantize_rows_u8(Isa isa, const QuantizeU8Args& a, int threads) {
+  const KernelTable& k = table(isa);
+  parallel_rows(a.rows, threads, 4, [&](int r0, int r1) { k.quantize_rows_u8(a, r0, r1); });
+}
+
+void dequantize_rows(Isa isa, const DequantizeArgs& a, int threads) {
+  const KernelTable& k = table(isa);
+  parallel_rows(a.rows, threads, 4, [&](int r0, int r1) { k.dequantize_rows(a, r0, r1); });
+}
+
 void cast_to_bf16(Isa isa, uint16_t* out, const float* in, size_t n, int threads) {
   const KernelTable& k = table(isa);
   constexpr size_t kBlock = 4096;  // floats per unit of work

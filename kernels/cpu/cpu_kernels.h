@@ -39,6 +39,44 @@ void add_bias_residual_layernorm(Isa isa, const ResidualLayerNormArgs& a, uint16
 // n floats -> bf16 (round to nearest even).
 void cast_to_bf16(Isa isa, uint16_t* out, const float* in, size_t n, int threads);
 
+// int8 GEMMs (Precision::int8, kernels/cpu/gemm.h), each against its
+// reference in kernels/linear.h. Weights: each row of x[rows, cols] to int8
+// with a scale of its own, symmetric (ref::quantize_rows_s8).
+struct QuantizeArgs {
+  int8_t* q;         // [rows, cols]
+  float* scale;      // [rows]: max |x| / 127 (0 for a row of zeros)
+  const float* x;    // [rows, cols]
+  int rows, cols;
+};
+void quantize_rows_s8(Isa isa, const QuantizeArgs& a, int threads);
+
+// Activations: each row to uint8 over its own range, with a zero point
+// (ref::quantize_rows_u8): x ~ (q - zero) * scale.
+struct QuantizeU8Args {
+  uint8_t* q;        // [rows, cols]
+  float* scale;      // [rows]
+  int32_t* zero;     // [rows]
+  const float* x;    // [rows, cols]
+  int rows, cols;
+};
+void quantize_rows_u8(Isa isa, const QuantizeU8Args& a, int threads);
+
+// The int32 sums of a uint8 x int8 product back to fp32 (ref::dequantize_rows):
+//   y = fma(float(acc - row_zero * col_sum) * col_scale, row_scale, bias),
+// then GELU where asked (erf approximated within 1.5e-7). y may be acc's memory.
+struct DequantizeArgs {
+  float* y;                 // [rows, cols]
+  const int32_t* acc;       // [rows, cols]
+  const float* row_scale;   // [rows]
+  const int32_t* row_zero;  // [rows]
+  const float* col_scale;   // [cols]
+  const int32_t* col_sum;   // [cols]: the sum of each weight row's int8 values
+  const float* bias;        // [cols] or nullptr
+  int rows, cols;
+  bool gelu;
+};
+void dequantize_rows(Isa isa, const DequantizeArgs& a, int threads);
+
 // How attention computes its two matrix products, Q.K^T and P.V:
 //   f32:  fp32 FMAs (every ISA);
 //   bf16: AMX tiles - operands rounded to bf16 (Q already scaled by

@@ -93,48 +93,67 @@ struct Gemm::Bucket {
 struct Gemm::Impl {
   memory::desc weights_desc;
   std::string impl_name;
+  // int8: where run() keeps the quantized src in the scratchpad, after oneDNN's own.
+  size_t row_scales_at = 0, row_zero_at = 0, q_at = 0;
 };
 
 struct PackedWeights::Impl {
   memory weights;
   memory bias;
   bool has_bias = false;
+  // int8: each output channel's weight scale and sum of int8 weights, and the bias.
+  std::vector<float> col_scales;
+  std::vector<int32_t> col_sums;
+  const float* bias_ptr = nullptr;
 };
 
 PackedWeights::PackedWeights() : impl_(new Impl) {}
 PackedWeights::~PackedWeights() = default;
-size_t PackedWeights::bytes() const { return impl_->weights.get_desc().get_size(); }
+size_t PackedWeights::bytes() const {
+  return impl_->weights.get_desc().get_size() + impl_->col_scales.size() * sizeof(float) +
+         impl_->col_sums.size() * sizeof(int32_t);
+}
+
+namespace {
+size_t round_up64(size_t n) { return (n + 63) / 64 * 64; }
+}  // namespace
 
 Gemm::~Gemm() = default;
 
 Gemm::Gemm(std::shared_ptr<GemmEnv> env, const GemmSpec& spec, int max_rows)
     : env_(std::move(env)), spec_(spec), max_rows_(max_rows), impl_(new Impl) {
   XLMR_CHECK(spec.in >= 1 && spec.out >= 1 && max_rows >= 1, "gemm: bad shape");
-  const dt in_t = spec.precision == Precision::bf16 ? dt::bf16 : dt::f32;
-  const dt out_t = spec.bf16_out ? dt::bf16 : dt::f32;
+  XLMR_CHECK(spec.precision != Precision::f16, "gemm: f16 is for the CUDA path");
+  const bool int8 = spec.precision == Precision::int8;
+  XLMR_CHECK(!int8 || (!spec.bf16_out && (spec.epilogue == Epilogue::none || spec.epilogue == Epilogue::gelu)),
+             "gemm: an int8 GEMM writes f32, with no epilogue or GELU");
+  const dt in_t = spec.precision == Precision::bf16 ? dt::bf16 : int8 ? dt::u8 : dt::f32;
+  const dt w_t = int8 ? dt::s8 : in_t;
+  const dt out_t = spec.bf16_out ? dt::bf16 : int8 ? dt::s32 : dt::f32;
   const memory::dim I = spec.in, O = spec.out;
   try {
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-    if (spec.epilogue != Epilogue::none) {
+    if (!int8 && spec.epilogue != Epilogue::none) {  // int8: dequantize_rows applies it
       dnnl::post_ops po;
       po.append_eltwise(1.0f, eltwise_of(spec.epilogue), 0.0f, 0.0f);
       attr.set_post_ops(po);
     }
-    const memory::desc w_any({I, O}, in_t, tag::any);
+    const bool bias_in_gemm = spec.bias && !int8;  // int8: added by dequantize_rows
+    const memory::desc w_any({I, O}, w_t, tag::any);
     const memory::desc bias_d({1, O}, dt::f32, tag::ab);
     for (int rows : bucket_rows(max_rows, spec.coarse)) {
       const memory::desc src_d({rows, I}, in_t, tag::ab), dst_d({rows, O}, out_t, tag::ab);
-      const dnnl::matmul::desc md = spec.bias ? dnnl::matmul::desc(src_d, w_any, bias_d, dst_d)
-                                              : dnnl::matmul::desc(src_d, w_any, dst_d);
+      const dnnl::matmul::desc md = bias_in_gemm ? dnnl::matmul::desc(src_d, w_any, bias_d, dst_d)
+                                                 : dnnl::matmul::desc(src_d, w_any, dst_d);
       dnnl::matmul::primitive_desc pd(md, attr, env_->eng);
       if (buckets_.empty()) {
         impl_->weights_desc = pd.weights_desc();
         impl_->impl_name = pd.impl_info_str();
       } else if (!(pd.weights_desc() == impl_->weights_desc)) {
         // The layout must be shared by every bucket; ask for it explicitly.
-        dnnl::matmul::desc md2 = spec.bias ? dnnl::matmul::desc(src_d, impl_->weights_desc, bias_d, dst_d)
-                                           : dnnl::matmul::desc(src_d, impl_->weights_desc, dst_d);
+        dnnl::matmul::desc md2 = bias_in_gemm ? dnnl::matmul::desc(src_d, impl_->weights_desc, bias_d, dst_d)
+                                              : dnnl::matmul::desc(src_d, impl_->weights_desc, dst_d);
         pd = dnnl::matmul::primitive_desc(md2, attr, env_->eng);
       }
       std::unique_ptr<Bucket> b(new Bucket);
@@ -145,6 +164,13 @@ Gemm::Gemm(std::shared_ptr<GemmEnv> env, const GemmSpec& spec, int max_rows)
       b->scratch = memory(pd.scratchpad_desc(), env_->eng, DNNL_MEMORY_NONE);
       scratch_bytes_ = std::max(scratch_bytes_, pd.scratchpad_desc().get_size());
       buckets_.push_back(std::move(b));
+    }
+    if (int8) {
+      const size_t rows = size_t(gemm_padded_rows(max_rows, spec.coarse));
+      impl_->row_scales_at = round_up64(scratch_bytes_);
+      impl_->row_zero_at = impl_->row_scales_at + round_up64(rows * sizeof(float));
+      impl_->q_at = impl_->row_zero_at + round_up64(rows * sizeof(int32_t));
+      scratch_bytes_ = impl_->q_at + round_up64(rows * size_t(I));
     }
   } catch (const dnnl::error& e) {
     XLMR_THROW("oneDNN: cannot build a " + std::to_string(spec.in) + "x" + std::to_string(spec.out) + " " +
@@ -161,12 +187,26 @@ std::unique_ptr<PackedWeights> Gemm::pack(const float* w, const float* bias) con
   try {
     // W is [O, I] row-major, i.e. the [I, O] matrix the matmul wants in
     // column-major ("ba") order: a reorder reads it in place.
-    const memory::desc user_d({spec_.in, spec_.out}, dt::f32, tag::ba);
-    memory user(user_d, env_->eng, const_cast<float*>(w));
+    std::vector<int8_t> q;
+    const void* user_data = w;
+    dt user_t = dt::f32;
+    if (spec_.precision == Precision::int8) {  // each output channel: int8 and its scale
+      q.resize(size_t(spec_.out) * size_t(spec_.in));
+      p->impl_->col_scales.resize(size_t(spec_.out));
+      quantize_rows_s8(spec_.isa, {q.data(), p->impl_->col_scales.data(), w, spec_.out, spec_.in}, 0);
+      p->impl_->col_sums.assign(size_t(spec_.out), 0);
+      for (size_t o = 0; o < size_t(spec_.out); ++o)
+        for (size_t i = 0; i < size_t(spec_.in); ++i) p->impl_->col_sums[o] += q[o * size_t(spec_.in) + i];
+      p->impl_->bias_ptr = spec_.bias ? bias : nullptr;
+      user_data = q.data();
+      user_t = dt::s8;
+    }
+    const memory::desc user_d({spec_.in, spec_.out}, user_t, tag::ba);
+    memory user(user_d, env_->eng, const_cast<void*>(user_data));
     p->impl_->weights = memory(impl_->weights_desc, env_->eng);
     dnnl::reorder(user, p->impl_->weights).execute(env_->strm, user, p->impl_->weights);
     env_->strm.wait();
-    if (spec_.bias) {
+    if (spec_.bias && spec_.precision != Precision::int8) {
       p->impl_->bias = memory(memory::desc({1, spec_.out}, dt::f32, tag::ab), env_->eng, const_cast<float*>(bias));
       p->impl_->has_bias = true;
     }
@@ -178,10 +218,21 @@ std::unique_ptr<PackedWeights> Gemm::pack(const float* w, const float* bias) con
 
 void Gemm::run(const PackedWeights& w, const void* src, void* dst, int M, void* scratchpad) const {
   XLMR_CHECK(M >= 0 && M <= max_rows_, "gemm: more rows than the GEMM was built for");
-  const size_t in_row = size_t(spec_.in) * (spec_.precision == Precision::bf16 ? 2 : 4);
+  const bool int8 = spec_.precision == Precision::int8;
+  const size_t in_row = size_t(spec_.in) * (spec_.precision == Precision::bf16 ? 2 : int8 ? 1 : 4);
   const size_t out_row = size_t(spec_.out) * (spec_.bf16_out ? 2 : 4);
   const char* s = static_cast<const char*>(src);
   char* d = static_cast<char*>(dst);
+  float* row_scales = nullptr;
+  int32_t* row_zero = nullptr;
+  if (int8 && M > 0) {  // each src row to uint8, into the scratchpad
+    char* base = static_cast<char*>(scratchpad);
+    row_scales = reinterpret_cast<float*>(base + impl_->row_scales_at);
+    row_zero = reinterpret_cast<int32_t*>(base + impl_->row_zero_at);
+    uint8_t* q = reinterpret_cast<uint8_t*>(base + impl_->q_at);
+    quantize_rows_u8(spec_.isa, {q, row_scales, row_zero, static_cast<const float*>(src), M, spec_.in}, 0);
+    s = reinterpret_cast<const char*>(q);
+  }
   for (int row = 0; row < M;) {
     const int rows = std::min(M - row, kMaxChunk);
     const int want = round_to_bucket(rows, spec_.coarse);
@@ -196,13 +247,19 @@ void Gemm::run(const PackedWeights& w, const void* src, void* dst, int M, void* 
                                {DNNL_ARG_WEIGHTS, w.impl_->weights.get()},
                                {DNNL_ARG_DST, b.dst.get()},
                                {DNNL_ARG_SCRATCHPAD, b.scratch.get()},
-                               {DNNL_ARG_BIAS, w.impl_->has_bias ? w.impl_->bias.get() : nullptr}};
-    const int nargs = w.impl_->has_bias ? 5 : 4;
+                               {DNNL_ARG_BIAS, nullptr}};
+    int nargs = 4;
+    if (w.impl_->has_bias) args[nargs++] = {DNNL_ARG_BIAS, w.impl_->bias.get()};
     const dnnl_status_t st = dnnl_primitive_execute(b.prim.get(), env_->strm.get(), nargs, args);
     XLMR_CHECK(st == dnnl_success, "oneDNN: matmul failed (status " + std::to_string(int(st)) + ")");
     row += rows;
   }
   if (M > 0) dnnl_stream_wait(env_->strm.get());
+  if (row_scales) {  // the int32 sums to fp32, in place: scales, zero points, bias, epilogue
+    dequantize_rows(spec_.isa, {static_cast<float*>(dst), static_cast<const int32_t*>(dst), row_scales, row_zero,
+                                w.impl_->col_scales.data(), w.impl_->col_sums.data(), w.impl_->bias_ptr, M,
+                                spec_.out, spec_.epilogue == Epilogue::gelu}, 0);
+  }
 }
 
 }  // namespace cpu

@@ -5,6 +5,18 @@
 // for the shape (format_tag::any), in f32 or bf16. Bias and the epilogue
 // (GELU, tanh, ReLU) run as oneDNN post-ops inside the GEMM.
 //
+// int8 (dynamic quantization): src and dst stay f32 for the caller. At load
+// each weight row (output channel) is quantized symmetrically to int8 with a
+// scale of its own. At run time each src row (token) is quantized to uint8
+// over its own range, with a zero point, into the scratchpad. oneDNN
+// multiplies uint8 by int8 into exact int32 sums (the VNNI instruction's own
+// operand types), written into dst; dequantize_rows then turns them into
+// fp32 in place: the zero point's share taken out in int32, the two scales,
+// the bias, GELU. A token's result depends only on its own row, never on
+// the rest of the batch. (oneDNN has no per-row scale of its own that keeps
+// its fast kernels: a per-row binary post-op falls back to its reference
+// implementation, about 1000x slower.)
+//
 // oneDNN's fastest kernels (brgemm) need M fixed when the primitive is built,
 // and building one allocates, so every primitive is built up front: one per
 // row bucket (1..16, then steps of 16 to 256, then steps of 64 to 1024). A
@@ -18,6 +30,7 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "kernels/cpu/cpu_kernels.h"
 #include "kernels/linear.h"
 
 namespace xlmr {
@@ -36,11 +49,12 @@ struct GemmSpec {
   int in = 0, out = 0;                    // I, O
   Epilogue epilogue = Epilogue::none;
   bool bias = false;
-  Precision precision = Precision::f32;   // src and weights; accumulation is fp32
+  Precision precision = Precision::f32;   // src and weights (int8: f32 src, see above); fp32 (int32) sums
   bool bf16_out = false;                  // dst bf16 (else f32)
   // Power-of-two row buckets only: fewer primitives, up to 2x the rows. For
   // the small sentence-level GEMMs (pooler, classification head).
   bool coarse = false;
+  Isa isa = Isa::avx512;                  // int8: the quantize / dequantize kernels' instruction set
 };
 
 // Rows a buffer needs so that a GEMM over its first M rows stays inside it.
@@ -60,7 +74,7 @@ class Gemm {
   // Packs w: [O, I] fp32 row-major (bias: [O] fp32, kept by pointer; it must
   // outlive the result) for this GEMM.
   std::unique_ptr<PackedWeights> pack(const float* w, const float* bias) const;
-  // Bytes of scratch memory run() needs.
+  // Bytes of scratch memory run() needs (64-byte aligned).
   size_t scratchpad_bytes() const { return scratch_bytes_; }
   // dst = epilogue(src W^T + bias) for M rows (0 <= M <= max_rows).
   void run(const PackedWeights& w, const void* src, void* dst, int M, void* scratchpad) const;

@@ -16,6 +16,9 @@ struct KernelTable {
   void (*residual_rows)(const ResidualLayerNormArgs& a, uint16_t* out_bf16, int r0, int r1);
   void (*cast_range)(uint16_t* out, const float* in, size_t n);
   void (*attention_item)(const VarlenAttentionArgs& a, const AttentionWorkspace::Item& item, float* scratch);
+  void (*quantize_rows)(const QuantizeArgs& a, int r0, int r1);
+  void (*quantize_rows_u8)(const QuantizeU8Args& a, int r0, int r1);
+  void (*dequantize_rows)(const DequantizeArgs& a, int r0, int r1);
 };
 
 namespace avx512 { const KernelTable& table(); }

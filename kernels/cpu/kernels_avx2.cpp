@@ -44,6 +44,13 @@ struct V {
   static inline T mul(T a, T b) { return _mm256_mul_ps(a, b); }
   static inline T fmadd(T a, T b, T c) { return _mm256_fmadd_ps(a, b, c); }
   static inline T max(T a, T b) { return _mm256_max_ps(a, b); }
+  static inline T min(T a, T b) { return _mm256_min_ps(a, b); }
+  static inline T div(T a, T b) { return _mm256_div_ps(a, b); }
+  static inline T abs(T a) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a); }
+  // a where x < 0, else b.
+  static inline T select_neg(T x, T a, T b) {
+    return _mm256_blendv_ps(b, a, _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ));
+  }
   static inline float hsum(T v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -80,6 +87,38 @@ struct V {
     const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
     return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, idx, _mm256_castsi256_ps(mask(n)), 4);
   }
+  // Round to nearest even (the MXCSR default) to int8, saturating; the first n lanes.
+  static inline void store_s8n(int8_t* p, T v, int n) {
+    const __m256i i = _mm256_cvtps_epi32(v);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    const __m128i b = _mm_packs_epi16(w, w);
+    if (n >= W) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(p), b);
+    } else {
+      alignas(16) int8_t tmp[16];
+      _mm_store_si128(reinterpret_cast<__m128i*>(tmp), b);
+      std::memcpy(p, tmp, size_t(n));
+    }
+  }
+  // Round to nearest even to uint8, saturating; the first n lanes.
+  static inline void store_u8n(uint8_t* p, T v, int n) {
+    const __m256i i = _mm256_cvtps_epi32(v);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    const __m128i b = _mm_packus_epi16(w, w);
+    if (n >= W) {
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(p), b);
+    } else {
+      alignas(16) uint8_t tmp[16];
+      _mm_store_si128(reinterpret_cast<__m128i*>(tmp), b);
+      std::memcpy(p, tmp, size_t(n));
+    }
+  }
+  // float(acc[i] - k * col[i]) for the first n lanes (int32 arithmetic, exact while it fits).
+  static inline T int_minus_k_times(const int32_t* acc, int32_t k, const int32_t* col, int n) {
+    const __m256i m = mask(n);
+    const __m256i a = _mm256_maskload_epi32(acc, m), c = _mm256_maskload_epi32(col, m);
+    return _mm256_cvtepi32_ps(_mm256_sub_epi32(a, _mm256_mullo_epi32(c, _mm256_set1_epi32(k))));
+  }
   static inline void store_bf16n(uint16_t* p, T v, int n) {
     float tmp[8];
     _mm256_storeu_ps(tmp, v);
@@ -96,7 +135,7 @@ struct V {
 #include "kernels/cpu/simd_attention.inc"
 
 const KernelTable& table() {
-  static const KernelTable t{embed_rows, residual_rows, cast_range, attention_item};
+  static const KernelTable t{embed_rows, residual_rows, cast_range, attention_item, quantize_rows, quantize_rows_u8, dequantize_rows};
   return t;
 }
 

@@ -26,7 +26,7 @@ namespace avx512 {
 #include "kernels/cpu/simd_attention.inc"
 
 const KernelTable& table() {
-  static const KernelTable t{embed_rows, residual_rows, cast_range, attention_item};
+  static const KernelTable t{embed_rows, residual_rows, cast_range, attention_item, quantize_rows, quantize_rows_u8, dequantize_rows};
   return t;
 }
 

@@ -1,11 +1,68 @@
 // Reference dense layer: one dot product per output, accumulated in double.
 #include "kernels/linear.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace xlmr::ref {
 
 float gelu(float x) { return float(0.5 * double(x) * (1.0 + std::erf(double(x) / std::sqrt(2.0)))); }
+
+void quantize_rows_s8(int8_t* q, float* scale, const float* x, int M, int K) {
+  for (int r = 0; r < M; ++r) {
+    const float* xr = x + size_t(r) * K;
+    float absmax = 0.0f;
+    for (int i = 0; i < K; ++i) absmax = std::max(absmax, std::fabs(xr[i]));
+    const float inv = absmax > 0.0f ? 127.0f / absmax : 0.0f;
+    scale[r] = absmax / 127.0f;
+    for (int i = 0; i < K; ++i) {
+      const float v = std::min(std::max(xr[i] * inv, -127.0f), 127.0f);
+      q[size_t(r) * K + i] = int8_t(std::nearbyint(v));
+    }
+  }
+}
+
+void quantize_rows_u8(uint8_t* q, float* scale, int32_t* zero, const float* x, int M, int K) {
+  for (int r = 0; r < M; ++r) {
+    const float* xr = x + size_t(r) * K;
+    float lo = 0.0f, hi = 0.0f;
+    for (int i = 0; i < K; ++i) {
+      lo = std::min(lo, xr[i]);
+      hi = std::max(hi, xr[i]);
+    }
+    const float range = hi - lo;
+    const float inv = range > 0.0f ? 255.0f / range : 0.0f;
+    const float z = std::nearbyint(-lo * inv);
+    scale[r] = range / 255.0f;
+    zero[r] = int32_t(z);
+    for (int i = 0; i < K; ++i) {
+      const float v = std::min(std::max(std::fma(xr[i], inv, z), 0.0f), 255.0f);
+      q[size_t(r) * K + i] = uint8_t(std::nearbyint(v));
+    }
+  }
+}
+
+void dequantize_rows(float* y, const int32_t* acc, const float* row_scale, const int32_t* row_zero,
+                     const float* col_scale, const int32_t* col_sum, const float* bias, int M, int N,
+                     Epilogue epilogue) {
+  for (int r = 0; r < M; ++r) {
+    for (int n = 0; n < N; ++n) {
+      const size_t at = size_t(r) * N + n;
+      int32_t a;
+      std::memcpy(&a, acc + at, sizeof a);  // y may be acc's memory
+      const float t = float(a - row_zero[r] * col_sum[n]) * col_scale[n];
+      float v = std::fma(t, row_scale[r], bias ? bias[n] : 0.0f);
+      switch (epilogue) {
+        case Epilogue::none: break;
+        case Epilogue::gelu: v = gelu(v); break;
+        case Epilogue::relu: v = v > 0.0f ? v : 0.0f; break;
+        case Epilogue::tanh: v = std::tanh(v); break;
+      }
+      std::memcpy(y + at, &v, sizeof v);
+    }
+  }
+}
 
 void linear(float* out, const float* in, const float* w, const float* bias, int M, int O, int I,
             Epilogue epilogue) {
