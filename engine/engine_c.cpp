@@ -144,6 +144,7 @@ xlmr_status xlmr_engine_load(xlmr_engine* e, const char* path, const xlmr_params
     case XLMR_DTYPE_F32: o.precision = xlmr::Precision::f32; break;
     case XLMR_DTYPE_BF16: o.precision = xlmr::Precision::bf16; break;
     case XLMR_DTYPE_F16: o.precision = xlmr::Precision::f16; break;
+    case XLMR_DTYPE_INT8: o.precision = xlmr::Precision::int8; break;
     default: return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "dtype must be one of the xlmr_dtype values");
   }
   switch (p.attention) {
@@ -151,7 +152,7 @@ xlmr_status xlmr_engine_load(xlmr_engine* e, const char* path, const xlmr_params
     case XLMR_DTYPE_F32: o.attention = xlmr::Precision::f32; break;
     case XLMR_DTYPE_BF16: o.attention = xlmr::Precision::bf16; break;
     case XLMR_DTYPE_F16: o.attention = xlmr::Precision::f16; break;
-    default: return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "attention must be one of the xlmr_dtype values");
+    default: return fail(e, XLMR_ERROR_INVALID_ARGUMENT, "attention must be AUTO, F32, BF16 or F16");
   }
   if (p.isa) o.isa = p.isa;
   o.padded = p.padded != 0;

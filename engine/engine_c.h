@@ -52,7 +52,13 @@ typedef enum {
 
 typedef enum { XLMR_DEVICE_CPU = 0, XLMR_DEVICE_CUDA = 1 } xlmr_device;
 typedef enum { XLMR_PATH_FUSED = 0, XLMR_PATH_REFERENCE = 1 } xlmr_path;
-typedef enum { XLMR_DTYPE_AUTO = 0, XLMR_DTYPE_F32 = 1, XLMR_DTYPE_BF16 = 2, XLMR_DTYPE_F16 = 3 } xlmr_dtype;
+typedef enum {
+  XLMR_DTYPE_AUTO = 0,
+  XLMR_DTYPE_F32 = 1,
+  XLMR_DTYPE_BF16 = 2,
+  XLMR_DTYPE_F16 = 3,
+  XLMR_DTYPE_INT8 = 4 /* CPU GEMMs only: weights per channel, tokens per row, quantized at run time */
+} xlmr_dtype;
 typedef enum {
   XLMR_POOLING_DEFAULT = -1, /* the model's: cls for XLM-R, mean for BERT-arch */
   XLMR_POOLING_CLS = 0,

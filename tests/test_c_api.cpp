@@ -165,6 +165,24 @@ TEST_CASE("C API: every engine option of xlmr_params reaches the engine", "[c-ap
   CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
   CHECK_THAT(xlmr_engine_last_error(e), Contains("attention precision must be f32 or bf16"));
   CHECK(std::string(xlmr_engine_notes(e)).empty());  // no model
+  p = d;
+  p.attention = XLMR_DTYPE_INT8;  // int8 is a GEMM precision only
+  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_INVALID_ARGUMENT);
+  CHECK_THAT(xlmr_engine_last_error(e), Contains("attention must be AUTO, F32, BF16 or F16"));
+  p = d;
+  p.dtype = XLMR_DTYPE_INT8;
+  p.device = XLMR_DEVICE_CUDA;  // refused before any GPU is looked for
+  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
+  CHECK_THAT(xlmr_engine_last_error(e), Contains("int8 GEMMs run on the CPU's fused path"));
+  p = d;
+  p.dtype = XLMR_DTYPE_INT8;
+  p.path = XLMR_PATH_REFERENCE;
+  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
+  CHECK_THAT(xlmr_engine_last_error(e), Contains("the reference path computes in f32 only"));
+  p = d;
+  p.dtype = XLMR_DTYPE_INT8;
+  REQUIRE(xlmr_engine_load(e, model.c_str(), &p) == XLMR_OK);
+  CHECK_THAT(xlmr_engine_describe(e), Contains("int8"));
 
   // The engine's notes: none for this f32 file; for a bf16 file under --isa
   // avx2 (no bf16 GEMMs there), the one saying it computes in f32.

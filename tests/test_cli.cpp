@@ -84,6 +84,11 @@ TEST_CASE("xlmr-infer: bad input gets one error line and a non-zero exit", "[cli
       {"--model '" + m + "' --pooling max", "0 2\n", "--pooling must be"},
       {"--model '" + m + "' --attention f8", "0 2\n", "--attention must be auto, f32, bf16 or f16"},
       {"--model '" + m + "' --input-format ids --attention bf16", "0 2\n", "bf16 attention runs with bf16 GEMMs"},
+      {"--model '" + m + "' --input-format ids --dtype int4", "0 2\n", "--dtype must be f32, bf16, f16 or int8"},
+      {"--model '" + m + "' --input-format ids --dtype int8 --device cuda", "0 2\n",
+       "int8 GEMMs run on the CPU's fused path; on CUDA use --dtype f16 or bf16"},
+      {"--model '" + m + "' --input-format ids --dtype int8 --path reference", "0 2\n",
+       "the reference path computes in f32 only (use the fused path for bf16 or int8)"},
       {"--model '" + m + "' --pooling pooler --input-format ids --max-length 99", "0 2\n", "exceeds the model's limit"},
       {"--model '" + m + "' --input-format ids /nonexistent.txt", "", "cannot open input '/nonexistent.txt'"},
       {"--model '" + m + "' --input-format ids '" + test::scratch("cli") + "'", "", "it is a folder"},
@@ -154,6 +159,30 @@ TEST_CASE("xlmr-infer: a bf16 file on a CPU without bf16 instructions runs in f3
     CHECK_THAT(bf16.err, StartsWith("xlmr-infer: note: --dtype bf16: this CPU has neither AVX512_BF16 nor AMX-BF16"));
     CHECK(bf16.out != f32.out);
   }
+}
+
+TEST_CASE("xlmr-infer --dtype int8: the demo's records close to f32's", "[cli][demo][int8]") {
+  const std::string demo = test::binary_path("demo.xlmr");
+  const std::string input = test::source_path("scripts/demo/input.txt");
+  const auto f32 = test::run(infer() + " --model '" + demo + "' --pooling mean '" + input + "'");
+  const auto q8 = test::run(infer() + " --model '" + demo + "' --pooling mean --dtype int8 '" + input + "'");
+  REQUIRE(f32.status == 0);
+  REQUIRE(q8.status == 0);
+  CHECK(q8.err.empty());
+  const auto a = test::lines(f32.out), b = test::lines(q8.out);
+  REQUIRE(a.size() == 12);
+  REQUIRE(b.size() == a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    const auto ja = nlohmann::json::parse(a[i]), jb = nlohmann::json::parse(b[i]);
+    CHECK(jb["n_tokens"] == ja["n_tokens"]);
+    const auto ea = ja["embedding"].get<std::vector<float>>(), eb = jb["embedding"].get<std::vector<float>>();
+    INFO("line " << i);
+    CHECK(test::cosine(ea, eb) >= 0.995);
+    CHECK(eb != ea);  // quantized: not the f32 numbers
+  }
+  const auto d = test::run(infer() + " --model '" + demo + "' --dtype int8 --describe");
+  REQUIRE(d.status == 0);
+  CHECK(nlohmann::json::parse(d.out)["engine"].get<std::string>().find("int8") != std::string::npos);
 }
 
 TEST_CASE("xlmr-infer --describe prints the configuration, the engine and its notes, and reads no input", "[cli]") {
