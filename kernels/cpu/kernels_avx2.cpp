@@ -87,24 +87,8 @@ struct V {
     const __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
     return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, idx, _mm256_castsi256_ps(mask(n)), 4);
   }
-  // Round to nearest even (the MXCSR default) to int8, saturating; the first n lanes.
-  static inline void store_s8n(int8_t* p, T v, int n) {
-    const __m256i i = _mm256_cvtps_epi32(v);
-    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
-    const __m128i b = _mm_packs_epi16(w, w);
-    if (n >= W) {
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(p), b);
-    } else {
-      alignas(16) int8_t tmp[16];
-      _mm_store_si128(reinterpret_cast<__m128i*>(tmp), b);
-      std::memcpy(p, tmp, size_t(n));
-    }
-  }
-  // Round to nearest even to uint8, saturating; the first n lanes.
-  static inline void store_u8n(uint8_t* p, T v, int n) {
-    const __m256i i = _mm256_cvtps_epi32(v);
-    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
-    const __m128i b = _mm_packus_epi16(w, w);
+  // The low n (at most 8) bytes of b to p.
+  static inline void store_bytes8(void* p, __m128i b, int n) {
     if (n >= W) {
       _mm_storel_epi64(reinterpret_cast<__m128i*>(p), b);
     } else {
@@ -112,6 +96,20 @@ struct V {
       _mm_store_si128(reinterpret_cast<__m128i*>(tmp), b);
       std::memcpy(p, tmp, size_t(n));
     }
+  }
+  // The lanes rounded to nearest even (the MXCSR default), as saturated 16-bit words.
+  static inline __m128i words(T v) {
+    const __m256i i = _mm256_cvtps_epi32(v);
+    return _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+  }
+  // The first n lanes as int8 / uint8, rounded to nearest even, saturating.
+  static inline void store_s8n(int8_t* p, T v, int n) {
+    const __m128i w = words(v);
+    store_bytes8(p, _mm_packs_epi16(w, w), n);
+  }
+  static inline void store_u8n(uint8_t* p, T v, int n) {
+    const __m128i w = words(v);
+    store_bytes8(p, _mm_packus_epi16(w, w), n);
   }
   // float(acc[i] - k * col[i]) for the first n lanes (int32 arithmetic, exact while it fits).
   static inline T int_minus_k_times(const int32_t* acc, int32_t k, const int32_t* col, int n) {
