@@ -189,6 +189,8 @@ TEST_CASE("int8 GEMMs: the quantized product exactly, and near the f32 one", "[c
     CHECK(std::memcmp(alone.data(), batch.data() + size_t(m) * O, sizeof(float) * O) == 0);
   }
   CHECK_THROWS(xlmr::cpu::Gemm(env, {I, O, xlmr::Epilogue::tanh, true, xlmr::Precision::int8, false, false}, 8));
+  CHECK_THROWS_WITH(xlmr::cpu::Gemm(env, {70000, 8, xlmr::Epilogue::none, false, xlmr::Precision::int8, false, false}, 8),
+                    Catch::Matchers::Contains("could overflow int32"));
 }
 
 #endif  // XLMR_HAVE_ONEDNN

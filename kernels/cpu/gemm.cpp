@@ -127,6 +127,9 @@ Gemm::Gemm(std::shared_ptr<GemmEnv> env, const GemmSpec& spec, int max_rows)
   const bool int8 = spec.precision == Precision::int8;
   XLMR_CHECK(!int8 || (!spec.bf16_out && (spec.epilogue == Epilogue::none || spec.epilogue == Epilogue::gelu)),
              "gemm: an int8 GEMM writes f32, with no epilogue or GELU");
+  // |sum of K products of uint8 and int8| <= 255 * 127 * K must fit in int32.
+  XLMR_CHECK(!int8 || spec.in <= 66000, "gemm: an int8 GEMM's sums of " + std::to_string(spec.in) +
+                                            " products could overflow int32 (at most 66000)");
   const dt in_t = spec.precision == Precision::bf16 ? dt::bf16 : int8 ? dt::u8 : dt::f32;
   const dt w_t = int8 ? dt::s8 : in_t;
   const dt out_t = spec.bf16_out ? dt::bf16 : int8 ? dt::s32 : dt::f32;
