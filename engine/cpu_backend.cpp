@@ -84,6 +84,10 @@ class CpuBackend final : public Backend {
     }
     const std::string why = oversubscribed(threads_, budget);
     if (!why.empty()) notes_.push_back(why);
+    if (int8_ && !cpu::has_vnni_int8_gemm())
+      notes_.push_back("--dtype int8 without VNNI (this CPU, or DNNL_MAX_CPU_ISA): oneDNN sums pairs of 8-bit "
+                       "products in 16 bits, which could saturate, so the weights are quantized to 7 bits (+-63): "
+                       "twice the rounding of the weights, and less speed than on a CPU with VNNI");
     name_ = std::string("cpu-fused (") + cpu::to_string(isa_) + ", " + to_string(o.precision) + ", " +
             (o.padded ? "padded" : "ragged") + ", " + std::to_string(threads_) + " threads" +
             (products_ == cpu::AttentionProducts::bf16 ? ", bf16 attention on AMX" : "") + ")";

@@ -17,9 +17,9 @@ void linear(float* out, const float* in, const float* w, const float* bias, int 
 float gelu(float x);
 
 // int8 GEMMs (kernels/cpu/gemm.h). Weights: row r of x[M, K] becomes
-// q = round(x * 127 / max|x_r|) (to nearest even, within +-127) with
-// scale[r] = max|x_r| / 127 (a row of zeros: scale 0, q 0).
-void quantize_rows_s8(int8_t* q, float* scale, const float* x, int M, int K);
+// q = round(x * qmax / max|x_r|) (to nearest even, within +-qmax) with
+// scale[r] = max|x_r| / qmax (a row of zeros: scale 0, q 0).
+void quantize_rows_s8(int8_t* q, float* scale, const float* x, int M, int K, float qmax = 127);
 // Activations: row r over its range [lo, hi] (lo <= 0 <= hi) to uint8:
 // scale = (hi - lo) / 255, zero = round(-lo * 255 / (hi - lo)),
 // q = clamp(round(fma(x, 255 / (hi - lo), zero)), 0, 255); x ~ (q - zero) * scale.

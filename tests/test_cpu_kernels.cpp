@@ -475,27 +475,31 @@ TEST_CASE("cpu int8 kernels: quantizing exactly as the reference, dequantizing w
     for (int i = 0; i < K; ++i) x[size_t(5) * K + i] = 0.0f;          // a row of zeros
     for (int i = 0; i < K; ++i) x[size_t(6) * K + i] = float(i % 5 - 2);  // ties at x.5 after scaling
     x[size_t(7) * K] = 1e30f;                                          // one huge value
-    std::vector<int8_t> want_q(x.size());
-    std::vector<float> want_s(static_cast<size_t>(M));
-    xlmr::ref::quantize_rows_s8(want_q.data(), want_s.data(), x.data(), M, K);
-    CHECK(want_s[5] == 0.0f);
-    for (Isa isa : isas_under_test()) {
-      for (int threads : kRowThreads) {
-        INFO("quantize: K " << K << ", ISA " << xlmr::cpu::to_string(isa) << ", threads " << threads);
-        std::vector<int8_t> q(x.size() + 1, 99);
-        std::vector<float> sc(static_cast<size_t>(M), -1.0f);
-        xlmr::cpu::quantize_rows_s8(isa, {q.data(), sc.data(), x.data(), M, K}, threads);
-        CHECK(std::memcmp(q.data(), want_q.data(), want_q.size()) == 0);
-        CHECK(sc == want_s);
-        CHECK(q.back() == 99);  // nothing past the rows
+    for (float qmax : {127.0f, 63.0f}) {  // 63: 7-bit weights, for CPUs without VNNI
+      std::vector<int8_t> want_q(x.size());
+      std::vector<float> want_s(static_cast<size_t>(M));
+      xlmr::ref::quantize_rows_s8(want_q.data(), want_s.data(), x.data(), M, K, qmax);
+      CHECK(want_s[5] == 0.0f);
+      for (Isa isa : isas_under_test()) {
+        for (int threads : kRowThreads) {
+          INFO("quantize: K " << K << ", qmax " << qmax << ", ISA " << xlmr::cpu::to_string(isa) << ", threads "
+                              << threads);
+          std::vector<int8_t> q(x.size() + 1, 99);
+          std::vector<float> sc(static_cast<size_t>(M), -1.0f);
+          xlmr::cpu::quantize_rows_s8(isa, {q.data(), sc.data(), x.data(), M, K, qmax}, threads);
+          CHECK(std::memcmp(q.data(), want_q.data(), want_q.size()) == 0);
+          CHECK(sc == want_s);
+          CHECK(q.back() == 99);  // nothing past the rows
+        }
       }
+      // The scale's promise: every value within half a step of its integer, within +-qmax.
+      for (int r = 0; r < M; ++r)
+        for (int i = 0; i < K; ++i) {
+          const size_t at = size_t(r) * K + i;
+          CHECK(std::abs(int(want_q[at])) <= int(qmax));
+          CHECK(std::abs(double(want_q[at]) * want_s[size_t(r)] - x[at]) <= 0.5001 * want_s[size_t(r)] + 1e-30);
+        }
     }
-    // The scale's promise: every value within half a step of its integer.
-    for (int r = 0; r < M; ++r)
-      for (int i = 0; i < K; ++i) {
-        const size_t at = size_t(r) * K + i;
-        CHECK(std::abs(double(want_q[at]) * want_s[size_t(r)] - x[at]) <= 0.5001 * want_s[size_t(r)] + 1e-30);
-      }
   }
   // Activations: uint8 over each row's range, with a zero point.
   for (int K : {1, 7, 16, 33, 768}) {

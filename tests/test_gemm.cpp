@@ -133,7 +133,7 @@ TEST_CASE("int8 GEMMs: the quantized product exactly, and near the f32 one", "[c
   std::vector<uint8_t> xq(in.size());
   std::vector<float> ws(static_cast<size_t>(O)), xs(static_cast<size_t>(padded));
   std::vector<int32_t> xz(static_cast<size_t>(padded));
-  xlmr::ref::quantize_rows_s8(wq.data(), ws.data(), w.data(), O, I);
+  xlmr::ref::quantize_rows_s8(wq.data(), ws.data(), w.data(), O, I, float(xlmr::cpu::int8_weight_max()));
   xlmr::ref::quantize_rows_u8(xq.data(), xs.data(), xz.data(), in.data(), padded, I);
   for (auto isa : {xlmr::cpu::Isa::avx512, xlmr::cpu::Isa::avx2}) {
     if (isa == xlmr::cpu::Isa::avx512 && !__builtin_cpu_supports("avx512bw")) continue;

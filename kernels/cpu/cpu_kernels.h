@@ -44,9 +44,10 @@ void cast_to_bf16(Isa isa, uint16_t* out, const float* in, size_t n, int threads
 // with a scale of its own, symmetric (ref::quantize_rows_s8).
 struct QuantizeArgs {
   int8_t* q;         // [rows, cols]
-  float* scale;      // [rows]: max |x| / 127 (0 for a row of zeros)
+  float* scale;      // [rows]: max |x| / qmax (0 for a row of zeros)
   const float* x;    // [rows, cols]
   int rows, cols;
+  float qmax = 127;  // q in [-qmax, qmax]
 };
 void quantize_rows_s8(Isa isa, const QuantizeArgs& a, int threads);
 

@@ -36,6 +36,16 @@ bool has_native_bf16_gemm() {
   return (bits(dnnl::get_effective_cpu_isa()) & need) == need;
 }
 
+bool has_vnni_int8_gemm() {
+  const auto bits = [](dnnl::cpu_isa isa) { return static_cast<unsigned>(isa); };
+  const unsigned have = bits(dnnl::get_effective_cpu_isa());
+  for (dnnl::cpu_isa isa : {dnnl::cpu_isa::avx512_core_vnni, dnnl::cpu_isa::avx2_vnni})
+    if ((have & bits(isa)) == bits(isa)) return true;
+  return false;
+}
+
+int int8_weight_max() { return has_vnni_int8_gemm() ? 127 : 63; }
+
 namespace {
 
 constexpr int kMaxChunk = 1024;
@@ -196,7 +206,8 @@ std::unique_ptr<PackedWeights> Gemm::pack(const float* w, const float* bias) con
     if (spec_.precision == Precision::int8) {  // each output channel: int8 and its scale
       q.resize(size_t(spec_.out) * size_t(spec_.in));
       p->impl_->col_scales.resize(size_t(spec_.out));
-      quantize_rows_s8(spec_.isa, {q.data(), p->impl_->col_scales.data(), w, spec_.out, spec_.in}, 0);
+      quantize_rows_s8(spec_.isa,
+                       {q.data(), p->impl_->col_scales.data(), w, spec_.out, spec_.in, float(int8_weight_max())}, 0);
       p->impl_->col_sums.assign(size_t(spec_.out), 0);
       for (size_t o = 0; o < size_t(spec_.out); ++o)
         for (size_t i = 0; i < size_t(spec_.in); ++i) p->impl_->col_sums[o] += q[o * size_t(spec_.in) + i];

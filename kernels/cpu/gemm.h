@@ -7,7 +7,7 @@
 //
 // int8 (dynamic quantization): src and dst stay f32 for the caller. At load
 // each weight row (output channel) is quantized symmetrically to int8 with a
-// scale of its own. At run time each src row (token) is quantized to uint8
+// scale of its own (7 bits without VNNI: has_vnni_int8_gemm). At run time each src row (token) is quantized to uint8
 // over its own range, with a zero point, into the scratchpad. oneDNN
 // multiplies uint8 by int8 into exact int32 sums (the VNNI instruction's own
 // operand types), written into dst; dequantize_rows then turns them into
@@ -45,6 +45,12 @@ std::shared_ptr<GemmEnv> make_gemm_env();
 // bf16 to f32 inside its kernels, which is slower than f32 GEMMs.
 bool has_native_bf16_gemm();
 
+// Whether oneDNN's int8 GEMMs run on VNNI here (AVX512_VNNI or AVX-VNNI,
+// within any DNNL_MAX_CPU_ISA limit). Without it they sum pairs of uint8 x
+// int8 products in 16 bits, which saturate (255 x 127 x 2 > 32767), so an
+// int8 Gemm then quantizes its weights to 7 bits (+-63), where no pair can.
+bool has_vnni_int8_gemm();
+
 struct GemmSpec {
   int in = 0, out = 0;                    // I, O
   Epilogue epilogue = Epilogue::none;
@@ -56,6 +62,9 @@ struct GemmSpec {
   bool coarse = false;
   Isa isa = Isa::avx512;                  // int8: the quantize / dequantize kernels' instruction set
 };
+
+// The largest |int8 weight| of an int8 Gemm here: 127, or 63 without VNNI.
+int int8_weight_max();
 
 // Rows a buffer needs so that a GEMM over its first M rows stays inside it.
 int gemm_padded_rows(int M, bool coarse = false);

@@ -9,15 +9,15 @@ namespace xlmr::ref {
 
 float gelu(float x) { return float(0.5 * double(x) * (1.0 + std::erf(double(x) / std::sqrt(2.0)))); }
 
-void quantize_rows_s8(int8_t* q, float* scale, const float* x, int M, int K) {
+void quantize_rows_s8(int8_t* q, float* scale, const float* x, int M, int K, float qmax) {
   for (int r = 0; r < M; ++r) {
     const float* xr = x + size_t(r) * K;
     float absmax = 0.0f;
     for (int i = 0; i < K; ++i) absmax = std::max(absmax, std::fabs(xr[i]));
-    const float inv = absmax > 0.0f ? 127.0f / absmax : 0.0f;
-    scale[r] = absmax / 127.0f;
+    const float inv = absmax > 0.0f ? qmax / absmax : 0.0f;
+    scale[r] = absmax / qmax;
     for (int i = 0; i < K; ++i) {
-      const float v = std::min(std::max(xr[i] * inv, -127.0f), 127.0f);
+      const float v = std::min(std::max(xr[i] * inv, -qmax), qmax);
       q[size_t(r) * K + i] = int8_t(std::nearbyint(v));
     }
   }
