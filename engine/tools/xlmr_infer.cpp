@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
       ->type_name("PATH");
   app.add_option("--dtype", dtype_name,
                  "GEMM precision of the fused path: f32, bf16 (needs AVX-512; fast with AVX512_BF16 or "
-                 "AMX-BF16) or int8 (weights per channel and tokens per row quantized at run time; fast with "
+                 "AMX-BF16) or int8 (weights quantized per channel at load, each token's row at run time; fast with "
                  "AVX-512 VNNI; outputs close to f32's, not equal: docs/BENCHMARKS.md) on CPU, f16 or bf16 on CUDA; default: bf16 for "
                  "a bf16 .xlmr (on CPU only where it is fast, else f32, said in a note), else f32 on CPU and "
                  "f16 on CUDA")
