@@ -514,13 +514,15 @@ std::vector<Combo> plan_combos(const Args& a, std::vector<std::string>* notes) {
   // Attention's products: on the CPU f32 or bf16 (with bf16 GEMMs); on CUDA
   // f32 (the plain kernel) or the GEMMs' 16-bit type (tensor cores).
   const bool cuda = a.device == "cuda";
+  XLMR_CHECK(!cuda || std::find(dtypes.begin(), dtypes.end(), "int8") == dtypes.end(),
+             "--dtype int8: int8 GEMMs run on the CPU's fused path; on CUDA use f16 or bf16");
   if (a.attention != "auto" && !(cuda && a.attention == "f16"))
     expand(a.attention, "--attention", {"f32", "bf16"});  // a bad value is an error anyway
   std::vector<Combo> combos;
   for (const std::string& p : paths) {
     if (p == "reference") {
       if (!want_f32) {
-        notes->push_back("the reference path computes in f32 only: no reference run for --dtype bf16");
+        notes->push_back("the reference path computes in f32 only: no reference run for --dtype " + a.dtype);
         continue;
       }
       combos.push_back({xlmr::Path::reference, true, xlmr::Precision::f32, std::nullopt});

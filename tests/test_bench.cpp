@@ -108,6 +108,21 @@ TEST_CASE("xlmr-bench --attention both: one bf16 run per attention precision, an
   for (const char* key : {"f32_ms", "bf16_ms", "f32_gflops", "bf16_gflops", "ratio"}) CHECK(k[key].get<double>() > 0);
 }
 
+TEST_CASE("xlmr-bench --dtype f32,int8: both runs in one process, and their ratio", "[bench][cli][int8]") {
+  if (!have_bench()) return;
+  const auto r = test::run(bench() + " --synthetic small --workload uniform:40x2 --iters 1 --warmup 0 --min-time 0"
+                                     " --path fused --layout ragged --dtype f32,int8 --json -");
+  INFO(r.err);
+  REQUIRE(r.status == 0);
+  const auto doc = nlohmann::json::parse(r.out);
+  REQUIRE(doc["runs"].size() == 2);
+  CHECK(doc["runs"][0]["dtype"] == "f32");
+  CHECK(doc["runs"][1]["dtype"] == "int8");
+  CHECK_THAT(doc["runs"][1]["backend"].get<std::string>(), Contains("int8"));
+  CHECK(doc["runs"][1]["gemm_fraction_of_peak"].is_null());  // no int8 peak is measured
+  CHECK_THAT(r.err, Contains("int8/f32               fused ragged int8      / fused ragged f32"));
+}
+
 TEST_CASE("xlmr-bench --synthetic xl --layers 1: XL's shape, pre-LayerNorm, one layer", "[bench][cli]") {
   if (!have_bench()) return;
   const auto r = test::run(bench() + " --synthetic xl --layers 1 --workload uniform:4x1 --iters 1 --warmup 0"
@@ -161,6 +176,8 @@ TEST_CASE("xlmr-bench: bad arguments get one error line and exit 1", "[bench][cl
       {"--synthetic small --iters 0", "--iters must be >= 1"},
       {"--synthetic small --attention fp8", "--attention must be f32, bf16 or both"},
       {"--synthetic small --path reference --dtype bf16", "nothing to run"},
+      {"--synthetic small --dtype f32,int4", "--dtype must be f32, bf16, both, f16 or int8, or a comma-separated list"},
+      {"--synthetic small --dtype int8 --device cuda", "int8 GEMMs run on the CPU's fused path"},
       {"--model /nonexistent.xlmr", "cannot open model file"},
       {"--workload tutorial-short", "give a model"},
       {"--synthetic small --no-such-option", "--no-such-option"},
