@@ -400,6 +400,7 @@ int main(int argc, char** argv) {
     prep.rs = rs;
     prep.max_length = engine->max_length();
     if (rs.window) prep.specials = engine->tokenizer().encode("", 2).ids;  // <s> </s>
+    prep.threads = host_threads;
     Sink sink;
     sink.out = npy ? nullptr : out;
     sink.npy = npy_out.get();
@@ -408,7 +409,6 @@ int main(int argc, char** argv) {
     sink.hidden = hidden;
     sink.E = E;
     sink.threads = host_threads;
-    prep.threads = host_threads;
     StreamStats st;
     st.counts.total_bytes = reader.total_bytes();
     const auto started = std::chrono::steady_clock::now();
@@ -426,8 +426,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "xlmr-infer: busy time by stage (%s): read %.2f s, %s %.2f s, model %.2f s, write %.2f s; "
                    "wall %.2f s\n",
-                   no_overlap ? "one after another" : "they overlap", st.read_s, rs.format == InputFormat::ids ? "parse" : "tokenize", st.prepare_s, st.model_s,
-                   st.write_s, wall);
+                   no_overlap ? "one after another" : "they overlap", st.read_s,
+                   rs.format == InputFormat::ids ? "parse" : "tokenize", st.prepare_s, st.model_s, st.write_s, wall);
     }
     if (st.n_truncated)
       std::fprintf(stderr,
