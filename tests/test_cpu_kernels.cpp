@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -537,6 +538,33 @@ TEST_CASE("cpu int8 kernels: quantizing exactly as the reference, dequantizing w
         // Within about half a step (the zero point is rounded too).
         CHECK(std::abs((double(want_q[at]) - want_z[size_t(r)]) * sr - x[at]) <= 1.0001 * sr + 1e-30);
       }
+    }
+  }
+  // A token with a NaN or an infinity: NaN results, as f32 would give, never quiet zeros.
+  {
+    const int M = 3, K = 37;
+    std::vector<float> x(static_cast<size_t>(M) * K, 0.5f);
+    x[size_t(0) * K + 20] = std::numeric_limits<float>::quiet_NaN();
+    x[size_t(1) * K + 36] = -std::numeric_limits<float>::infinity();
+    std::vector<uint8_t> want_q(x.size());
+    std::vector<float> want_s(static_cast<size_t>(M));
+    std::vector<int32_t> want_z(static_cast<size_t>(M));
+    xlmr::ref::quantize_rows_u8(want_q.data(), want_s.data(), want_z.data(), x.data(), M, K);
+    CHECK(std::isnan(want_s[0]));
+    CHECK(std::isnan(want_s[1]));
+    CHECK(want_s[2] == 0.5f / 255.0f);
+    for (Isa isa : isas_under_test()) {
+      INFO("quantize u8, NaN and infinity: ISA " << xlmr::cpu::to_string(isa));
+      std::vector<uint8_t> q(x.size());
+      std::vector<float> sc(static_cast<size_t>(M));
+      std::vector<int32_t> z(static_cast<size_t>(M));
+      xlmr::cpu::quantize_rows_u8(isa, {q.data(), sc.data(), z.data(), x.data(), M, K}, 1);
+      // The bad rows' q is unspecified (their scale makes every result NaN); the good row's is exact.
+      CHECK(std::memcmp(q.data() + 2 * K, want_q.data() + 2 * K, K) == 0);
+      CHECK(z == want_z);
+      CHECK(std::isnan(sc[0]));
+      CHECK(std::isnan(sc[1]));
+      CHECK(sc[2] == want_s[2]);
     }
   }
   for (int N : {1, 9, 16, 50, 3072}) {

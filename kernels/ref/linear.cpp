@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstring>
 
 namespace xlmr::ref {
@@ -27,18 +28,21 @@ void quantize_rows_u8(uint8_t* q, float* scale, int32_t* zero, const float* x, i
   for (int r = 0; r < M; ++r) {
     const float* xr = x + size_t(r) * K;
     float lo = 0.0f, hi = 0.0f;
+    bool finite = true;
     for (int i = 0; i < K; ++i) {
       lo = std::min(lo, xr[i]);
       hi = std::max(hi, xr[i]);
+      finite = finite && std::isfinite(xr[i]);
     }
-    const float range = hi - lo;
+    float range = hi - lo;
+    if (!finite) range = std::numeric_limits<float>::quiet_NaN();  // NaN results, as in f32
     const float inv = range > 0.0f ? 255.0f / range : 0.0f;
-    const float z = std::nearbyint(-lo * inv);
+    const float z = range > 0.0f ? std::nearbyint(-lo * inv) : 0.0f;
     scale[r] = range / 255.0f;
     zero[r] = int32_t(z);
     for (int i = 0; i < K; ++i) {
       const float v = std::min(std::max(std::fma(xr[i], inv, z), 0.0f), 255.0f);
-      q[size_t(r) * K + i] = uint8_t(std::nearbyint(v));
+      q[size_t(r) * K + i] = finite ? uint8_t(std::nearbyint(v)) : uint8_t(0);
     }
   }
 }
