@@ -109,7 +109,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
     e->description_ = e->backend_->name();
   }
   e->notes_.insert(e->notes_.end(), e->backend_->notes().begin(), e->backend_->notes().end());
-  const int budget = std::max(opts.max_batch_tokens, e->max_length_);
+  const int budget = e->batch_budget_ = std::max(opts.max_batch_tokens, e->max_length_);
   e->backend_->reserve(budget, e->max_length_);
   // The backend has its own copy of the matrices now (none are kept widened
   // here; this makes sure, and leaves no pointer to them).
@@ -190,7 +190,7 @@ std::vector<Result> Engine::run(std::vector<Result> results, const EncodeOptions
   std::vector<int> lengths(results.size());
   for (size_t i = 0; i < results.size(); ++i) lengths[i] = int(results[i].ids.size());
   ScheduleOptions so;
-  so.max_tokens = int(ids_[0].size());
+  so.max_tokens = batch_budget_;
   so.padded = backend_->padded();
   const std::vector<std::vector<int>> batches = schedule_batches(lengths, so);
 

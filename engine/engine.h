@@ -88,6 +88,8 @@ class Engine {
 
   const ModelConfig& config() const;
   int max_length() const { return max_length_; }
+  // Tokens one batch holds: max(max_batch_tokens, max_length()).
+  int batch_budget() const { return batch_budget_; }
   const char* backend_name() const;
   // One line: backend, instruction set, precision, layout, threads.
   const std::string& describe() const { return description_; }
@@ -118,6 +120,7 @@ class Engine {
   std::unique_ptr<Tokenizer> tokenizer_;
   EngineOptions opts_;
   int max_length_ = 0;
+  int batch_budget_ = 0;
   std::string description_;
   std::vector<std::string> notes_;
   std::mutex mu_;

@@ -1068,6 +1068,9 @@ TEST_CASE("the stream's chunks: lines on CPU, tokens on CUDA and with hidden sta
   xlmr::EngineOptions eo;
   eo.max_batch_tokens = 65536;  // a batch per chunk
   auto engine = xlmr::Engine::load(test::binary_path("demo.xlmr"), eo);
+  CHECK(engine->batch_budget() == 65536);
+  eo.max_batch_tokens = 100;  // under the model's 128-token limit: a batch still holds the longest input
+  CHECK(xlmr::Engine::load(test::binary_path("demo.xlmr"), eo)->batch_budget() == 128);
   Preparer prep;
   prep.tok = &engine->tokenizer();
   prep.max_length = engine->max_length();

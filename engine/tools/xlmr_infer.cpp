@@ -413,8 +413,7 @@ int main(int argc, char** argv) {
     st.counts.total_bytes = reader.total_bytes();
     const auto started = std::chrono::steady_clock::now();
     xlmr::tools::install_stop_handlers();
-    const size_t budget = size_t(std::max(batch_tokens, engine->max_length()));  // as the engine's scheduler has it
-    const auto plan = xlmr::tools::plan_chunks(eo.device, rs.enc.hidden, budget);
+    const auto plan = xlmr::tools::plan_chunks(eo.device, rs.enc.hidden, size_t(engine->batch_budget()));
     xlmr::tools::run_stream(*engine, prep, reader, plan, no_overlap, &sink, progress, &st);
     if (offsets_out) offsets_out->finish();
     if (npy_out) npy_out->finish();
