@@ -1,6 +1,8 @@
 // The .xlmr file: round trip, and refusal of every kind of damaged file.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <cstring>
 
 #include "engine/error.h"
@@ -14,14 +16,20 @@ using Catch::Matchers::Contains;
 
 namespace {
 
+// CTest runs these test cases as separate processes at once: each writes its
+// own files, named by its process id.
+std::string scratch_file(const std::string& name) {
+  return test::scratch("format") + "/" + std::to_string(::getpid()) + "_" + name;
+}
+
 std::string tiny_path() {
-  const std::string p = test::scratch("format") + "/tiny.xlmr";
+  const std::string p = scratch_file("tiny.xlmr");
   test::write_tiny_model(p, "not-a-real-spm-but-bytes");
   return p;
 }
 
 void expect_refused(const std::string& bytes, const std::string& what, bool verify = true) {
-  const std::string p = test::scratch("format") + "/bad.xlmr";
+  const std::string p = scratch_file("bad.xlmr");
   test::write_file(p, bytes);
   xlmr::LoadOptions lo;
   lo.verify_checksums = verify;
@@ -113,7 +121,7 @@ TEST_CASE("damaged xlmr files are refused with a message naming the problem", "[
     for (size_t i = 0; i < data; i += 3) {
       std::string b = good;
       b[i] = char(b[i] ^ 0x5a);
-      const std::string p = test::scratch("format") + "/flip.xlmr";
+      const std::string p = scratch_file("flip.xlmr");
       test::write_file(p, b);
       try {
         xlmr::Model::load(p);
@@ -125,7 +133,7 @@ TEST_CASE("damaged xlmr files are refused with a message naming the problem", "[
 }
 
 TEST_CASE("config and tensor set are validated against each other", "[format][errors]") {
-  const std::string p = test::scratch("format") + "/mismatch.xlmr";
+  const std::string p = scratch_file("mismatch.xlmr");
   xlmr::ModelConfig c = test::tiny_config();
   auto ts = test::tiny_tensors(c);
 
