@@ -30,10 +30,9 @@ namespace {
 std::string infer() { return "'" + test::binary_path("xlmr-infer") + "'"; }
 std::string convert() { return "'" + test::binary_path("xlmr-convert") + "'"; }
 
-// Several test cases use it, and CTest runs them as processes at once: each
-// writes its own copy, named by its process id.
+// Several test cases use it; each process writes its own copy (test::scratch).
 std::string tiny_model() {
-  const std::string p = test::scratch("cli") + "/tiny_" + std::to_string(::getpid()) + ".xlmr";
+  const std::string p = test::scratch("cli") + "/tiny.xlmr";
   test::write_tiny_model(p);
   return p;
 }

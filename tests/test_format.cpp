@@ -1,8 +1,6 @@
 // The .xlmr file: round trip, and refusal of every kind of damaged file.
 #include <catch2/catch.hpp>
 
-#include <unistd.h>
-
 #include <cstring>
 
 #include "engine/error.h"
@@ -16,11 +14,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-// CTest runs these test cases as separate processes at once: each writes its
-// own files, named by its process id.
-std::string scratch_file(const std::string& name) {
-  return test::scratch("format") + "/" + std::to_string(::getpid()) + "_" + name;
-}
+std::string scratch_file(const std::string& name) { return test::scratch("format") + "/" + name; }
 
 std::string tiny_path() {
   const std::string p = scratch_file("tiny.xlmr");

@@ -4,10 +4,12 @@
 
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -26,14 +28,42 @@ inline std::string fixture(const std::string& rel) {
 inline std::string source_path(const std::string& rel) { return std::string(XLMR_SOURCE_DIR) + "/" + rel; }
 inline std::string binary_path(const std::string& rel) { return std::string(XLMR_BINARY_DIR) + "/" + rel; }
 
-// A per-test scratch folder, created on demand: under the build tree, or
-// under $XLMR_TEST_SCRATCH (programs carried to another machine, where the
-// build tree's path does not exist: scripts/gpu-check.sh).
+// Scratch folders, created on demand under a folder of this process's own:
+// <root>/p<pid>/<name>, where <root> is test-scratch in the build tree, or
+// $XLMR_TEST_SCRATCH (programs carried to another machine, where the build
+// tree's path does not exist: scripts/gpu-check.sh). CTest runs each test case
+// as its own process, several at once, so no two processes ever share a file.
+// The process's folder is removed when it exits (not by a forked child), unless
+// $XLMR_KEEP_SCRATCH is set, for looking at what a failed test left.
+class ProcessScratch {
+ public:
+  ProcessScratch() : owner_(::getpid()) {
+    const char* env = std::getenv("XLMR_TEST_SCRATCH");
+    const std::string root = env && *env ? std::string(env) : binary_path("test-scratch");
+    ::mkdir(root.c_str(), 0755);
+    dir_ = root + "/p" + std::to_string(owner_);
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);  // left by an earlier process with this id
+    ::mkdir(dir_.c_str(), 0755);
+  }
+  ~ProcessScratch() {
+    const char* keep = std::getenv("XLMR_KEEP_SCRATCH");
+    if (::getpid() != owner_ || (keep && *keep)) return;
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  ProcessScratch(const ProcessScratch&) = delete;
+  ProcessScratch& operator=(const ProcessScratch&) = delete;
+  const std::string& dir() const { return dir_; }
+
+ private:
+  pid_t owner_;
+  std::string dir_;
+};
+
 inline std::string scratch(const std::string& name) {
-  const char* env = std::getenv("XLMR_TEST_SCRATCH");
-  const std::string root = env && *env ? std::string(env) : binary_path("test-scratch");
-  ::mkdir(root.c_str(), 0755);
-  const std::string dir = root + "/" + name;
+  static const ProcessScratch process;
+  const std::string dir = process.dir() + "/" + name;
   ::mkdir(dir.c_str(), 0755);
   return dir;
 }
@@ -63,7 +93,7 @@ struct RunResult {
 inline RunResult run(const std::string& cmd, const std::string& stdin_text = "") {
   static int counter = 0;
   const std::string dir = scratch("run");
-  const std::string base = dir + "/" + std::to_string(::getpid()) + "_" + std::to_string(counter++);
+  const std::string base = dir + "/" + std::to_string(counter++);
   write_file(base + ".in", stdin_text);
   const std::string full = "(" + cmd + ") < '" + base + ".in' > '" + base + ".out' 2> '" + base + ".err'";
   const int rc = std::system(full.c_str());
