@@ -83,6 +83,7 @@ struct CpuBackendOptions {
   bool padded = false;    // pad every sequence to the batch's longest (for comparison only)
   std::string isa;        // "" or "auto": the best the CPU has; "avx512" or "avx2" to force one
   std::optional<Precision> attention;  // EngineOptions::attention
+  bool int8_equalize = true;           // EngineOptions::int8_equalize
 };
 
 // The fused CPU backend (kernels/cpu): oneDNN GEMMs on pre-packed weights,

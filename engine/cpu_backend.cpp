@@ -18,6 +18,7 @@
 
 #include "engine/cpu_threads.h"
 #include "engine/error.h"
+#include "engine/int8_equalize.h"
 #include "engine/model.h"
 #include "kernels/cpu/cpu_kernels.h"
 #include "kernels/cpu/gemm.h"
@@ -90,7 +91,8 @@ class CpuBackend final : public Backend {
                        "twice the rounding of the weights, and less speed than on a CPU with VNNI");
     name_ = std::string("cpu-fused (") + cpu::to_string(isa_) + ", " + to_string(o.precision) + ", " +
             (o.padded ? "padded" : "ragged") + ", " + std::to_string(threads_) + " threads" +
-            (products_ == cpu::AttentionProducts::bf16 ? ", bf16 attention on AMX" : "") + ")";
+            (products_ == cpu::AttentionProducts::bf16 ? ", bf16 attention on AMX" : "") +
+            (int8_ && !o.int8_equalize ? ", not equalized" : "") + ")";
     env_ = cpu::make_gemm_env();
   }
 
@@ -117,14 +119,39 @@ class CpuBackend final : public Backend {
     // pointers the engine releases (Model::release_matrices).
     std::vector<float> wide;
     auto matrix = [&](const std::string& name) { return m_.tensor_f32(name, &wide); };
+    // int8: each GEMM's input channels are equalized (engine/int8_equalize.h)
+    // from the LayerNorm that makes its input, or that LayerNorm's output
+    // through V (the out-projection's input) or FFN1 (FFN2's).
+    const bool equalize = int8_ && opts_.int8_equalize;
+    std::vector<float> s;  // the scales of the matrix being packed
+    auto scales = [&](const float* w, int out, int in, auto input_range) -> const float* {
+      if (!equalize) return nullptr;
+      s = int8_equalization_scales(input_range(), w, out, in);
+      return s.data();
+    };
     for (size_t i = 0; i < w_.layers.size(); ++i) {
       const LayerWeights& l = w_.layers[i];
       const int li = int(i);
+      const NormParams attn_ln = norm_params(w_, li == 0 ? norm_after_embedding(c_) : norm_after_ffn(c_, li - 1));
+      const NormParams ffn_ln = norm_params(w_, norm_after_attention(c_, li));
+      std::vector<float> v_range, h_range;  // of V and of GELU(FFN1), while their matrix is at hand
       LayerPack lp;
-      lp.qkv = qkv_gemm_->pack(matrix(layer_tensor(li, "attn.qkv.weight")), l.qkv_b);
-      lp.out = out_gemm_->pack(matrix(layer_tensor(li, "attn.out.weight")), nullptr);
-      lp.ffn1 = ffn1_gemm_->pack(matrix(layer_tensor(li, "ffn1.weight")), l.ffn1_b);
-      lp.ffn2 = ffn2_gemm_->pack(matrix(layer_tensor(li, "ffn2.weight")), nullptr);
+      // Each matrix is done with before the next is read (into `wide`).
+      const float* w = matrix(layer_tensor(li, "attn.qkv.weight"));
+      if (equalize)
+        v_range = linear_output_range(w + size_t(2) * E * E, l.qkv_b + 2 * E, E, E, attn_ln.gamma, attn_ln.beta, false);
+      lp.qkv = qkv_gemm_->pack(w, l.qkv_b, scales(w, 3 * E, E, [&] {
+        return layernorm_output_range(attn_ln.gamma, attn_ln.beta, E);
+      }));
+      w = matrix(layer_tensor(li, "attn.out.weight"));
+      lp.out = out_gemm_->pack(w, nullptr, scales(w, E, E, [&] { return v_range; }));
+      w = matrix(layer_tensor(li, "ffn1.weight"));
+      if (equalize) h_range = linear_output_range(w, l.ffn1_b, F, E, ffn_ln.gamma, ffn_ln.beta, true);
+      lp.ffn1 = ffn1_gemm_->pack(w, l.ffn1_b, scales(w, F, E, [&] {
+        return layernorm_output_range(ffn_ln.gamma, ffn_ln.beta, E);
+      }));
+      w = matrix(layer_tensor(li, "ffn2.weight"));
+      lp.ffn2 = ffn2_gemm_->pack(w, nullptr, scales(w, E, F, [&] { return h_range; }));
       layers_.push_back(std::move(lp));
     }
     // Sentence-level layers run on the [S, E] matrix of first tokens, in f32.

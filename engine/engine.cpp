@@ -105,6 +105,7 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
     co.padded = opts.padded;
     co.isa = opts.isa;
     co.attention = opts.attention;
+    co.int8_equalize = opts.int8_equalize;
     e->backend_ = make_cpu_backend(*e->model_, co);
     e->description_ = e->backend_->name();
   }

@@ -61,6 +61,10 @@ struct EngineOptions {
   // (the plain kernel); default tensor cores where the device and head size
   // allow (32, 64, 80, 128 on sm_80 and later).
   std::optional<Precision> attention;
+  // int8 GEMMs (CPU): equalize their input channels from the weights, so
+  // that channels much larger than the rest do not cost the others their
+  // precision (engine/int8_equalize.h). Off only to measure what it does.
+  bool int8_equalize = true;
 };
 
 struct EncodeOptions {

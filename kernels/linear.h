@@ -24,8 +24,10 @@ void quantize_rows_s8(int8_t* q, float* scale, const float* x, int M, int K, flo
 // scale = (hi - lo) / 255, zero = round(-lo * 255 / (hi - lo)),
 // q = clamp(round(fma(x, 255 / (hi - lo), zero)), 0, 255); x ~ (q - zero) * scale.
 // A row with an infinity or a NaN gets scale NaN and zero 0, so that its
-// results are NaN, as in f32 (its q is then unspecified).
-void quantize_rows_u8(uint8_t* q, float* scale, int32_t* zero, const float* x, int M, int K);
+// results are NaN, as in f32 (its q is then unspecified). With col_mul, the
+// row quantized is x * col_mul (one rounding per value).
+void quantize_rows_u8(uint8_t* q, float* scale, int32_t* zero, const float* x, int M, int K,
+                      const float* col_mul = nullptr);
 // y[m, n] = fma(float(acc[m, n] - row_zero[m] * col_sum[n]) * col_scale[n], row_scale[m], bias[n]),
 // then the epilogue. y may be acc's memory.
 void dequantize_rows(float* y, const int32_t* acc, const float* row_scale, const int32_t* row_zero,

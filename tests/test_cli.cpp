@@ -186,6 +186,24 @@ TEST_CASE("xlmr-infer --dtype int8: the demo's records close to f32's", "[cli][d
   REQUIRE(d.status == 0);
   CHECK(nlohmann::json::parse(d.out)["engine"].get<std::string>().find("int8") != std::string::npos);
 
+  // --no-equalize: the GEMMs' inputs quantized as they come; other numbers, and said so.
+  const auto plain = test::run(infer() + " --model '" + demo + "' --pooling mean --dtype int8 --no-equalize '" +
+                               input + "'");
+  REQUIRE(plain.status == 0);
+  const auto p = test::lines(plain.out);
+  REQUIRE(p.size() == a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    const auto ea = nlohmann::json::parse(a[i])["embedding"].get<std::vector<float>>();
+    CHECK(test::cosine(ea, nlohmann::json::parse(p[i])["embedding"].get<std::vector<float>>()) >= 0.99);
+  }
+  CHECK(plain.out != q8.out);
+  const auto pd = test::run(infer() + " --model '" + demo + "' --dtype int8 --no-equalize --describe");
+  REQUIRE(pd.status == 0);
+  CHECK_THAT(nlohmann::json::parse(pd.out)["engine"].get<std::string>(), Contains("not equalized"));
+  const auto bad = test::run(infer() + " --model '" + demo + "' --no-equalize", "hello\n");
+  CHECK(bad.status == 1);
+  CHECK(bad.err == "xlmr-infer: error: --no-equalize applies to --dtype int8 only\n");
+
   // Without VNNI (oneDNN held to AVX2) 8-bit weights would let oneDNN's 16-bit
   // pair sums saturate: the weights take 7 bits, a note says so, and the
   // GEMMs still give the exact integer product (with 8-bit weights there 65

@@ -502,8 +502,10 @@ TEST_CASE("cpu int8 kernels: quantizing exactly as the reference, dequantizing w
         }
     }
   }
-  // Activations: uint8 over each row's range, with a zero point.
-  for (int K : {1, 7, 16, 33, 768}) {
+  // Activations: uint8 over each row's range, with a zero point; then the
+  // same rows times per-column factors (an int8 GEMM's equalization).
+  for (int K : {1, 7, 16, 33, 768})
+  for (bool with_mul : {false, true}) {
     const int M = 37;
     std::vector<float> x(static_cast<size_t>(M) * K);
     for (auto& v : x) v = normal(rng) * 3.0f;
@@ -511,18 +513,23 @@ TEST_CASE("cpu int8 kernels: quantizing exactly as the reference, dequantizing w
     for (int i = 0; i < K; ++i) x[size_t(6) * K + i] = std::abs(x[size_t(6) * K + i]);  // no negatives
     for (int i = 0; i < K; ++i) x[size_t(7) * K + i] = -std::abs(x[size_t(7) * K + i]);  // no positives
     for (int i = 0; i < K; ++i) x[size_t(8) * K + i] = std::max(x[size_t(8) * K + i], -0.17f);  // GELU-like
+    std::vector<float> mul;  // factors from 1/30 to 30
+    std::uniform_real_distribution<float> log_mul(-3.4f, 3.4f);
+    if (with_mul) for (int i = 0; i < K; ++i) mul.push_back(std::exp(log_mul(rng)));
+    const float* col_mul = with_mul ? mul.data() : nullptr;
     std::vector<uint8_t> want_q(x.size());
     std::vector<float> want_s(static_cast<size_t>(M));
     std::vector<int32_t> want_z(static_cast<size_t>(M));
-    xlmr::ref::quantize_rows_u8(want_q.data(), want_s.data(), want_z.data(), x.data(), M, K);
+    xlmr::ref::quantize_rows_u8(want_q.data(), want_s.data(), want_z.data(), x.data(), M, K, col_mul);
     CHECK(want_s[5] == 0.0f);
     for (Isa isa : isas_under_test()) {
       for (int threads : kRowThreads) {
-        INFO("quantize u8: K " << K << ", ISA " << xlmr::cpu::to_string(isa) << ", threads " << threads);
+        INFO("quantize u8: K " << K << ", factors " << with_mul << ", ISA " << xlmr::cpu::to_string(isa)
+                               << ", threads " << threads);
         std::vector<uint8_t> q(x.size() + 1, 99);
         std::vector<float> sc(static_cast<size_t>(M), -1.0f);
         std::vector<int32_t> z(static_cast<size_t>(M), -1);
-        xlmr::cpu::quantize_rows_u8(isa, {q.data(), sc.data(), z.data(), x.data(), M, K}, threads);
+        xlmr::cpu::quantize_rows_u8(isa, {q.data(), sc.data(), z.data(), x.data(), M, K, col_mul}, threads);
         CHECK(std::memcmp(q.data(), want_q.data(), want_q.size()) == 0);
         CHECK(sc == want_s);
         CHECK(z == want_z);
@@ -536,7 +543,8 @@ TEST_CASE("cpu int8 kernels: quantizing exactly as the reference, dequantizing w
       for (int i = 0; i < K; ++i) {
         const size_t at = size_t(r) * K + i;
         // Within about half a step (the zero point is rounded too).
-        CHECK(std::abs((double(want_q[at]) - want_z[size_t(r)]) * sr - x[at]) <= 1.0001 * sr + 1e-30);
+        const double xv = with_mul ? double(x[at] * mul[size_t(i)]) : double(x[at]);
+        CHECK(std::abs((double(want_q[at]) - want_z[size_t(r)]) * sr - xv) <= 1.0001 * sr + 1e-30);
       }
     }
   }

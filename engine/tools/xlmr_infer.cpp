@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
                           long_mode = "truncate", output_format, npy_values = "embedding", progress_mode = "auto";
   std::vector<std::string> inputs;
   bool normalize = false, hidden = false, no_verify = false, padded = false, describe = false, no_overlap = false;
+  bool no_equalize = false;
   int max_length = 0, threads = 0, batch_tokens = 8192, stride = -1, gpu = 0, max_line_mib = 64, host_threads = 1;
 
   const std::string g_model = "Model and compute", g_in = "Input", g_long = "Long inputs", g_out = "Output";
@@ -93,6 +94,10 @@ int main(int argc, char** argv) {
       ->group(g_model)
       ->type_name("TYPE");
   app.add_flag("--padded", padded, "fused path: pad every batch to its longest input (for comparison only)")
+      ->group(g_model);
+  app.add_flag("--no-equalize", no_equalize,
+               "--dtype int8: quantize each GEMM's input as it comes, without first evening out its channels' "
+               "ranges from the weights (for comparison only; docs/BENCHMARKS.md)")
       ->group(g_model);
   app.add_option("--isa", isa, "fused CPU path: instruction set of its own kernels, auto, avx512 or avx2 (oneDNN's GEMMs "
                  "take the best the CPU has, within DNNL_MAX_CPU_ISA)")
@@ -237,6 +242,8 @@ int main(int argc, char** argv) {
     else if (attention_name == "f16") eo.attention = xlmr::Precision::f16;
     else XLMR_CHECK(attention_name == "auto", "--attention must be auto, f32, bf16 or f16, not '" + attention_name + "'");
     eo.padded = padded;
+    XLMR_CHECK(!no_equalize || eo.precision == xlmr::Precision::int8, "--no-equalize applies to --dtype int8 only");
+    eo.int8_equalize = !no_equalize;
     eo.isa = isa == "auto" ? "" : isa;
     XLMR_CHECK(threads >= 0, "--threads must be >= 0");
     XLMR_CHECK(batch_tokens >= 1, "--batch-tokens must be >= 1");

@@ -52,13 +52,15 @@ struct QuantizeArgs {
 void quantize_rows_s8(Isa isa, const QuantizeArgs& a, int threads);
 
 // Activations: each row to uint8 over its own range, with a zero point
-// (ref::quantize_rows_u8): x ~ (q - zero) * scale.
+// (ref::quantize_rows_u8): x * col_mul ~ (q - zero) * scale, col_mul a
+// per-column factor (an int8 Gemm's equalization; nullptr: none).
 struct QuantizeU8Args {
   uint8_t* q;        // [rows, cols]
   float* scale;      // [rows]
   int32_t* zero;     // [rows]
   const float* x;    // [rows, cols]
   int rows, cols;
+  const float* col_mul = nullptr;  // [cols] or nullptr
 };
 void quantize_rows_u8(Isa isa, const QuantizeU8Args& a, int threads);
 

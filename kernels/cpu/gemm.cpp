@@ -1,6 +1,7 @@
 #include "kernels/cpu/gemm.h"
 
 #include <algorithm>
+#include <cmath>
 #include <string>
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -115,13 +116,14 @@ struct PackedWeights::Impl {
   std::vector<float> col_scales;
   std::vector<int32_t> col_sums;
   const float* bias_ptr = nullptr;
+  std::vector<float> col_mul;  // int8 with input channel scales s: 1 / s, applied as src is quantized
 };
 
 PackedWeights::PackedWeights() : impl_(new Impl) {}
 PackedWeights::~PackedWeights() = default;
 size_t PackedWeights::bytes() const {
   return impl_->weights.get_desc().get_size() + impl_->col_scales.size() * sizeof(float) +
-         impl_->col_sums.size() * sizeof(int32_t);
+         impl_->col_sums.size() * sizeof(int32_t) + impl_->col_mul.size() * sizeof(float);
 }
 
 namespace {
@@ -193,9 +195,10 @@ Gemm::Gemm(std::shared_ptr<GemmEnv> env, const GemmSpec& spec, int max_rows)
 
 const char* Gemm::impl_name() const { return impl_->impl_name.c_str(); }
 
-std::unique_ptr<PackedWeights> Gemm::pack(const float* w, const float* bias) const {
+std::unique_ptr<PackedWeights> Gemm::pack(const float* w, const float* bias, const float* in_scale) const {
   XLMR_CHECK(w, "gemm: missing weights");
   XLMR_CHECK(!spec_.bias || bias, "gemm: missing bias");
+  XLMR_CHECK(!in_scale || spec_.precision == Precision::int8, "gemm: input channel scales are for int8 GEMMs");
   std::unique_ptr<PackedWeights> p(new PackedWeights);
   try {
     // W is [O, I] row-major, i.e. the [I, O] matrix the matmul wants in
@@ -203,7 +206,20 @@ std::unique_ptr<PackedWeights> Gemm::pack(const float* w, const float* bias) con
     std::vector<int8_t> q;
     const void* user_data = w;
     dt user_t = dt::f32;
+    std::vector<float> scaled;
     if (spec_.precision == Precision::int8) {  // each output channel: int8 and its scale
+      if (in_scale) {  // W diag(s) is what gets quantized; run() quantizes x diag(1 / s)
+        scaled.resize(size_t(spec_.out) * size_t(spec_.in));
+        p->impl_->col_mul.resize(size_t(spec_.in));
+        for (size_t i = 0; i < size_t(spec_.in); ++i) {
+          XLMR_CHECK(std::isfinite(in_scale[i]) && in_scale[i] > 0.0f, "gemm: input channel scales must be positive");
+          p->impl_->col_mul[i] = 1.0f / in_scale[i];
+        }
+        for (size_t o = 0; o < size_t(spec_.out); ++o)
+          for (size_t i = 0; i < size_t(spec_.in); ++i)
+            scaled[o * size_t(spec_.in) + i] = w[o * size_t(spec_.in) + i] * in_scale[i];
+        w = scaled.data();
+      }
       q.resize(size_t(spec_.out) * size_t(spec_.in));
       p->impl_->col_scales.resize(size_t(spec_.out));
       quantize_rows_s8(spec_.isa,
@@ -244,7 +260,10 @@ void Gemm::run(const PackedWeights& w, const void* src, void* dst, int M, void* 
     row_scales = reinterpret_cast<float*>(base + impl_->row_scales_at);
     row_zero = reinterpret_cast<int32_t*>(base + impl_->row_zero_at);
     uint8_t* q = reinterpret_cast<uint8_t*>(base + impl_->q_at);
-    quantize_rows_u8(spec_.isa, {q, row_scales, row_zero, static_cast<const float*>(src), M, spec_.in}, 0);
+    quantize_rows_u8(spec_.isa,
+                     {q, row_scales, row_zero, static_cast<const float*>(src), M, spec_.in,
+                      w.impl_->col_mul.empty() ? nullptr : w.impl_->col_mul.data()},
+                     0);
     s = reinterpret_cast<const char*>(q);
   }
   for (int row = 0; row < M;) {

@@ -15,7 +15,9 @@
 // the bias, GELU. A token's result depends only on its own row, never on
 // the rest of the batch. (oneDNN has no per-row scale of its own that keeps
 // its fast kernels: a per-row binary post-op falls back to its reference
-// implementation, about 1000x slower.)
+// implementation, about 1000x slower.) pack()'s in_scale equalizes the
+// input channels: the weights are quantized as W diag(s), the src rows as
+// x diag(1 / s).
 //
 // oneDNN's fastest kernels (brgemm) need M fixed when the primitive is built,
 // and building one allocates, so every primitive is built up front: one per
@@ -81,8 +83,12 @@ class Gemm {
 
   const GemmSpec& spec() const { return spec_; }
   // Packs w: [O, I] fp32 row-major (bias: [O] fp32, kept by pointer; it must
-  // outlive the result) for this GEMM.
-  std::unique_ptr<PackedWeights> pack(const float* w, const float* bias) const;
+  // outlive the result) for this GEMM. int8 only, in_scale ([I], positive, or
+  // nullptr): per input channel equalization - W diag(s) is quantized and
+  // each src row is quantized as x diag(1 / s), the same product in exact
+  // arithmetic, with the spread of values moved between the two operands
+  // (see int8_equalization_scales in engine/int8_equalize.h).
+  std::unique_ptr<PackedWeights> pack(const float* w, const float* bias, const float* in_scale = nullptr) const;
   // Bytes of scratch memory run() needs (64-byte aligned).
   size_t scratchpad_bytes() const { return scratch_bytes_; }
   // dst = epilogue(src W^T + bias) for M rows (0 <= M <= max_rows).

@@ -24,15 +24,16 @@ void quantize_rows_s8(int8_t* q, float* scale, const float* x, int M, int K, flo
   }
 }
 
-void quantize_rows_u8(uint8_t* q, float* scale, int32_t* zero, const float* x, int M, int K) {
+void quantize_rows_u8(uint8_t* q, float* scale, int32_t* zero, const float* x, int M, int K, const float* col_mul) {
   for (int r = 0; r < M; ++r) {
     const float* xr = x + size_t(r) * K;
+    auto at = [&](int i) { return col_mul ? xr[i] * col_mul[i] : xr[i]; };
     float lo = 0.0f, hi = 0.0f;
     bool finite = true;
     for (int i = 0; i < K; ++i) {
-      lo = std::min(lo, xr[i]);
-      hi = std::max(hi, xr[i]);
-      finite = finite && std::isfinite(xr[i]);
+      lo = std::min(lo, at(i));
+      hi = std::max(hi, at(i));
+      finite = finite && std::isfinite(at(i));
     }
     float range = hi - lo;
     if (!finite) range = std::numeric_limits<float>::quiet_NaN();  // NaN results, as in f32
@@ -41,7 +42,7 @@ void quantize_rows_u8(uint8_t* q, float* scale, int32_t* zero, const float* x, i
     scale[r] = range / 255.0f;
     zero[r] = int32_t(z);
     for (int i = 0; i < K; ++i) {
-      const float v = std::min(std::max(std::fma(xr[i], inv, z), 0.0f), 255.0f);
+      const float v = std::min(std::max(std::fma(at(i), inv, z), 0.0f), 255.0f);
       q[size_t(r) * K + i] = finite ? uint8_t(std::nearbyint(v)) : uint8_t(0);
     }
   }
