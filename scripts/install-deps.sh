@@ -34,5 +34,10 @@ if ((fixtures)); then
   "$venv/bin/pip" install -q "transformers==4.38.2" safetensors
   # ONNX Runtime for scripts/compare_pytorch.py (optional there: skipped when missing)
   "$venv/bin/pip" install -q "onnxruntime==1.32.0" || echo "install-deps: onnxruntime not installed"
+  # onnxruntime.quantization (compare_pytorch.py's ort-int8) needs onnx and
+  # ml_dtypes; without --no-deps pip would replace Debian's numpy 1.24, which
+  # its torch 1.13 is built against, by numpy 2.
+  "$venv/bin/pip" install -q --no-deps "onnx==1.17.0" "ml_dtypes==0.4.1" ||
+    echo "install-deps: onnx not installed (compare_pytorch.py skips ort-int8)"
   echo "install-deps: fixture tools in $venv (run scripts with $venv/bin/python)"
 fi
