@@ -68,20 +68,21 @@ MachineInfo probe_machine() {
   return m;
 }
 
-double gemm_peak_gflops(bool bf16, int threads, std::string* why) {
+double gemm_peak_gflops(PeakType type, int threads, std::string* why) {
 #ifdef XLMR_HAVE_ONEDNN
   try {
     omp_set_num_threads(threads);
     using dt = dnnl::memory::data_type;
     using tag = dnnl::memory::format_tag;
     const dnnl::memory::dim M = kPeakM, K = kPeakK, N = kPeakN;
-    const dt in = bf16 ? dt::bf16 : dt::f32;
+    const bool bf16 = type == PeakType::bf16, int8 = type == PeakType::int8;
+    const dt in = bf16 ? dt::bf16 : int8 ? dt::u8 : dt::f32, w = int8 ? dt::s8 : in;
     dnnl::engine eng(dnnl::engine::kind::cpu, 0);
     dnnl::stream stream(eng);
     const dnnl::memory::desc a_md({M, K}, in, tag::ab);
-    const dnnl::memory::desc b_plain({K, N}, in, tag::ab);
-    const dnnl::memory::desc b_any({K, N}, in, tag::any);
-    const dnnl::memory::desc c_md({M, N}, dt::f32, tag::ab);
+    const dnnl::memory::desc b_plain({K, N}, w, tag::ab);
+    const dnnl::memory::desc b_any({K, N}, w, tag::any);
+    const dnnl::memory::desc c_md({M, N}, int8 ? dt::s32 : dt::f32, tag::ab);
 #if DNNL_VERSION_MAJOR >= 3
     dnnl::matmul::primitive_desc pd(eng, a_md, b_any, c_md);
 #else
@@ -91,8 +92,11 @@ double gemm_peak_gflops(bool bf16, int threads, std::string* why) {
     // Small values of either type (timing does not depend on them, as long
     // as they are normal numbers).
     for (dnnl::memory* mem : {&a, &b_src}) {
-      const size_t n = mem->get_desc().get_size() / (bf16 ? 2 : 4);
-      if (bf16) {
+      const size_t n = mem->get_desc().get_size() / (bf16 ? 2 : int8 ? 1 : 4);
+      if (int8) {  // small values of both signs fit either type's range
+        uint8_t* p = static_cast<uint8_t*>(mem->get_data_handle());
+        for (size_t i = 0; i < n; ++i) p[i] = uint8_t(1 + i % 97);
+      } else if (bf16) {
         uint16_t* p = static_cast<uint16_t*>(mem->get_data_handle());
         for (size_t i = 0; i < n; ++i) p[i] = uint16_t(0x3c00 + (i % 97));  // ~0.0078 .. 0.0118
       } else {
@@ -118,7 +122,7 @@ double gemm_peak_gflops(bool bf16, int threads, std::string* why) {
     return -1;
   }
 #else
-  (void)bf16, (void)threads;
+  (void)type, (void)threads;
   *why = "built without oneDNN";
   return -1;
 #endif

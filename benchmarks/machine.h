@@ -24,11 +24,15 @@ MachineInfo probe_machine();
 // and the shape of an XLM-R base FFN1 over 1024 tokens.
 constexpr int kPeakM = 1024, kPeakK = 768, kPeakN = 3072;
 
-// Best GFLOP/s of a oneDNN matmul [M,K] x [K,N] -> f32 [M,N] with the weights
-// reordered once into the layout oneDNN picks for itself (format_tag::any),
-// on `threads` OpenMP threads. bf16: bf16 inputs, f32 output. Returns a
-// negative number and sets *why when it cannot be measured (no oneDNN).
-double gemm_peak_gflops(bool bf16, int threads, std::string* why);
+// Operand types of a peak measurement: f32 in and out; bf16 in, f32 out;
+// int8: uint8 x int8 in, int32 out (what an int8 Gemm hands oneDNN).
+enum class PeakType { f32, bf16, int8 };
+
+// Best GFLOP/s (int8: GOP/s) of a oneDNN matmul [M,K] x [K,N] -> [M,N] with
+// the weights reordered once into the layout oneDNN picks for itself
+// (format_tag::any), on `threads` OpenMP threads. Returns a negative number
+// and sets *why when it cannot be measured (no oneDNN).
+double gemm_peak_gflops(PeakType type, int threads, std::string* why);
 
 // Best of three: GB/s of summing a `bytes`-long float buffer on `threads`
 // OpenMP threads. Falls back to a smaller buffer when `bytes` cannot be

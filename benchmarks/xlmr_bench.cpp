@@ -170,14 +170,14 @@ struct Baseline {
   bench::MachineInfo machine;
   int threads = 0;
   std::optional<double> peak_f32, peak_bf16;  // GFLOP/s
+  std::optional<double> peak_int8;            // GOP/s, measured when an int8 run is asked for
   std::optional<double> bandwidth;            // GB/s
   size_t bandwidth_bytes = 0;
   double weight_bytes = 0;                    // file bytes, all tensors but the word embeddings
   double weight_bytes_f32 = 0, weight_bytes_bf16 = 0;  // the same with the matrices at that precision
 
-  // No int8 peak is measured: an int8 run reports no fraction of peak.
   std::optional<double> peak(xlmr::Precision p) const {
-    if (p == xlmr::Precision::int8) return std::nullopt;
+    if (p == xlmr::Precision::int8) return peak_int8;
     return p == xlmr::Precision::bf16 ? peak_bf16 : peak_f32;
   }
   std::optional<double> stream_ms(xlmr::Precision p) const {
@@ -766,11 +766,18 @@ int main(int argc, char** argv) {
     // ---- what the machine can do
     progress("measuring the oneDNN matmul peak and the memory bandwidth");
     std::string why;
-    double g = bench::gemm_peak_gflops(false, base.threads, &why);
+    double g = bench::gemm_peak_gflops(bench::PeakType::f32, base.threads, &why);
     if (g > 0) base.peak_f32 = g;
     if (base.machine.avx512_core) {
-      g = bench::gemm_peak_gflops(true, base.threads, &why);
+      g = bench::gemm_peak_gflops(bench::PeakType::bf16, base.threads, &why);
       if (g > 0) base.peak_bf16 = g;
+    }
+    const bool any_int8 = std::any_of(combos.begin(), combos.end(),
+                                      [](const Combo& c) { return c.dtype == xlmr::Precision::int8; });
+    if (any_int8) {
+      std::string why_int8;
+      g = bench::gemm_peak_gflops(bench::PeakType::int8, base.threads, &why_int8);
+      if (g > 0) base.peak_int8 = g;
     }
     const double bw = bench::read_bandwidth_gbs(kBandwidthBytes, base.threads, &base.bandwidth_bytes);
     if (bw > 0) base.bandwidth = bw;
@@ -790,6 +797,7 @@ int main(int argc, char** argv) {
     peaks += base.peak_f32 ? strf("%.1f GFLOP/s", *base.peak_f32) : "n/a (" + why + ")";
     peaks += base.peak_bf16 ? strf(", bf16 %.1f GFLOP/s", *base.peak_bf16)
                             : base.machine.avx512_core ? ", bf16 n/a" : ", bf16 n/a (no AVX-512)";
+    if (base.peak_int8) peaks += strf(", int8 %.1f GOP/s", *base.peak_int8);
     peaks += base.bandwidth ? strf(" | memory read %.1f GB/s (%.0f MiB buffer)", *base.bandwidth,
                                    double(base.bandwidth_bytes) / (1 << 20))
                             : std::string(" | memory read n/a");
@@ -916,6 +924,7 @@ int main(int argc, char** argv) {
                       {"tokenizer", tokenizer != nullptr}};
       doc["gemm_peak_gflops"] = {{"f32", opt_json(base.peak_f32)},
                                  {"bf16", opt_json(base.peak_bf16)},
+                                 {"int8", opt_json(base.peak_int8)},
                                  {"shape", {bench::kPeakM, bench::kPeakK, bench::kPeakN}}};
       doc["mem_bandwidth_gbs"] = opt_json(base.bandwidth);
       doc["weight_bytes"] = uint64_t(base.weight_bytes);
