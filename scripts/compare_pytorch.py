@@ -103,8 +103,23 @@ def build_torchtext_model(dims, vocab, seed):
                               padding_idx=PAD, max_seq_len=MAX_POSITIONS,
                               num_attention_heads=dims["H"], num_encoder_layers=dims["L"])
     model = RobertaModel(conf, head=RobertaClassificationHead(num_classes=2, input_dim=dims["E"]))
+    redraw_layer_matrices(model, seed + 2)
     perturb_vectors(model, seed + 1)
     return model.eval()
+
+
+def redraw_layer_matrices(model, seed):
+    """nn.TransformerEncoder builds its layers as copies of one, so every layer
+    starts with the same matrices. torch.onnx.export then stores them once,
+    and ONNX Runtime reads one layer's weights again and again from cache (its
+    quantizer also leaves shared weights in f32): draw each layer's matrices
+    afresh, uniformly over the range its init used."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in encoder_stack(model).parameters():
+            if p.dim() == 2:
+                bound = p.abs().max().item()
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) * bound)
 
 
 def perturb_vectors(model, seed):
@@ -431,14 +446,15 @@ def engine_numbers(report, variant, workloads):
     return found
 
 
-def infer_logits(infer, model, seqs, path, threads, tmp):
+def infer_logits(infer, model, seqs, path, threads, tmp, dtype=None):
     ids_path = os.path.join(tmp, "ids.txt")
-    out_path = os.path.join(tmp, f"infer-{path}.jsonl")
+    out_path = os.path.join(tmp, f"infer-{path}-{dtype or 'default'}.jsonl")
     with open(ids_path, "w") as f:
         for s in seqs:
             f.write(" ".join(map(str, s)) + "\n")
+    extra = ["--dtype", dtype] if dtype else []
     run_tool([infer, "--model", model, "--input-format", "ids", "--threads", str(threads), "--path", path,
-              "-o", out_path, ids_path], f"xlmr-infer --path {path}")
+              *extra, "-o", out_path, ids_path], f"xlmr-infer --path {path} {' '.join(extra)}".strip())
     return read_infer_rows(out_path, len(seqs), "logits")
 
 
@@ -773,6 +789,13 @@ def run(args, specs, systems, build_dir, tmp):
     log(f"  {'xlmr-infer --path ' + infer_path:28s} {d:.2e}  ({len(all_seqs)} sequences)")
     if not d <= args.tolerance:
         failures.append(f"xlmr-infer --path {infer_path}: {d:.3e} (tolerance {args.tolerance:g})")
+    # An int8 engine variant is checked too, against the quantized systems' tolerance.
+    if infer_path == "fused" and any(parse_variant(v)[2] == "int8" for v in (args.engine or [])):
+        d = (infer_logits(infer, xlmr, all_seqs, "fused", args.threads, tmp, "int8") - ref_all).abs().max().item()
+        accuracy["xlmr-infer fused int8"] = d
+        log(f"  {'xlmr-infer --dtype int8':28s} {d:.2e}  (quantized)")
+        if not d <= args.int8_tolerance:
+            failures.append(f"xlmr-infer --dtype int8: {d:.3e} (tolerance {args.int8_tolerance:g})")
 
     for mode, fn in runners.items():
         worst = 0.0
