@@ -774,8 +774,8 @@ int main(int argc, char** argv) {
     }
     const bool any_int8 = std::any_of(combos.begin(), combos.end(),
                                       [](const Combo& c) { return c.dtype == xlmr::Precision::int8; });
+    std::string why_int8;
     if (any_int8) {
-      std::string why_int8;
       g = bench::gemm_peak_gflops(bench::PeakType::int8, base.threads, &why_int8);
       if (g > 0) base.peak_int8 = g;
     }
@@ -798,6 +798,7 @@ int main(int argc, char** argv) {
     peaks += base.peak_bf16 ? strf(", bf16 %.1f GFLOP/s", *base.peak_bf16)
                             : base.machine.avx512_core ? ", bf16 n/a" : ", bf16 n/a (no AVX-512)";
     if (base.peak_int8) peaks += strf(", int8 %.1f GOP/s", *base.peak_int8);
+    else if (any_int8) peaks += ", int8 n/a (" + why_int8 + ")";
     peaks += base.bandwidth ? strf(" | memory read %.1f GB/s (%.0f MiB buffer)", *base.bandwidth,
                                    double(base.bandwidth_bytes) / (1 << 20))
                             : std::string(" | memory read n/a");
