@@ -21,17 +21,30 @@ bool have_bench() {
   return false;
 }
 
+struct BenchRun {
+  test::RunResult r;
+  nlohmann::json doc;  // the JSON it wrote to standard output
+};
+
+// Runs xlmr-bench with `args`, which must send the JSON to standard output
+// (--json -); the run must succeed.
+BenchRun bench_json(const std::string& args) {
+  BenchRun b{test::run(bench() + " " + args), {}};
+  INFO(b.r.err);
+  REQUIRE(b.r.status == 0);
+  b.doc = nlohmann::json::parse(b.r.out);
+  return b;
+}
+
 }  // namespace
 
 TEST_CASE("xlmr-bench --json - writes one JSON document with the documented fields", "[bench][cli]") {
   if (!have_bench()) return;
   const std::string dump = test::scratch("bench") + "/ids.json";
   std::remove(dump.c_str());
-  const auto r = test::run(bench() + " --synthetic small --workload uniform:8x2 --iters 1 --warmup 0 --min-time 0"
-                                     " --path reference --json - --dump-workload '" + dump + "'");
+  const auto [r, doc] = bench_json("--synthetic small --workload uniform:8x2 --iters 1 --warmup 0 --min-time 0"
+                                   " --path reference --json - --dump-workload '" + dump + "'");
   INFO(r.err);
-  REQUIRE(r.status == 0);
-  const auto doc = nlohmann::json::parse(r.out);  // stdout holds the JSON only
   CHECK_THAT(r.err, Contains("summary: uniform:8x2 | reference padded f32"));  // the report went to stderr
 
   for (const char* key : {"cpu", "cores", "threads", "isa"}) CHECK(doc["machine"].contains(key));
@@ -83,11 +96,9 @@ TEST_CASE("xlmr-bench --attention both: one bf16 run per attention precision, an
     WARN("no AVX-512 on this CPU: no bf16 runs to compare");
     return;
   }
-  const auto r = test::run(bench() + " --synthetic small --workload uniform:40x2 --iters 1 --warmup 0 --min-time 0"
-                                     " --path fused --layout ragged --dtype bf16 --attention both --json -");
+  const auto [r, doc] = bench_json("--synthetic small --workload uniform:40x2 --iters 1 --warmup 0 --min-time 0"
+                                   " --path fused --layout ragged --dtype bf16 --attention both --json -");
   INFO(r.err);
-  REQUIRE(r.status == 0);
-  const auto doc = nlohmann::json::parse(r.out);
   REQUIRE(doc["runs"].size() >= 1);
   CHECK(doc["runs"][0]["attention"] == "f32");
   CHECK_THAT(r.err, Contains("fused ragged bf16 attn-f32"));
@@ -111,11 +122,9 @@ TEST_CASE("xlmr-bench --attention both: one bf16 run per attention precision, an
 
 TEST_CASE("xlmr-bench --dtype f32,int8: both runs in one process, and their ratio", "[bench][cli][int8]") {
   if (!have_bench()) return;
-  const auto r = test::run(bench() + " --synthetic small --workload uniform:40x2 --iters 1 --warmup 0 --min-time 0"
-                                     " --path fused --layout ragged --dtype f32,int8 --json -");
+  const auto [r, doc] = bench_json("--synthetic small --workload uniform:40x2 --iters 1 --warmup 0 --min-time 0"
+                                   " --path fused --layout ragged --dtype f32,int8 --json -");
   INFO(r.err);
-  REQUIRE(r.status == 0);
-  const auto doc = nlohmann::json::parse(r.out);
   REQUIRE(doc["runs"].size() == 2);
   CHECK(doc["runs"][0]["dtype"] == "f32");
   CHECK(doc["runs"][1]["dtype"] == "int8");
@@ -131,11 +140,9 @@ TEST_CASE("xlmr-bench --dtype f32,int8: both runs in one process, and their rati
 
 TEST_CASE("xlmr-bench --synthetic xl --layers 1: XL's shape, pre-LayerNorm, one layer", "[bench][cli]") {
   if (!have_bench()) return;
-  const auto r = test::run(bench() + " --synthetic xl --layers 1 --workload uniform:4x1 --iters 1 --warmup 0"
-                                     " --min-time 0 --path fused --layout ragged --dtype f32 --json - --quiet");
+  const auto [r, doc] = bench_json("--synthetic xl --layers 1 --workload uniform:4x1 --iters 1 --warmup 0"
+                                   " --min-time 0 --path fused --layout ragged --dtype f32 --json - --quiet");
   INFO(r.err);
-  REQUIRE(r.status == 0);
-  const auto doc = nlohmann::json::parse(r.out);
   CHECK(doc["model"]["hidden"] == 2560);
   CHECK(doc["model"]["heads"] == 32);
   CHECK(doc["model"]["ffn"] == 10240);

@@ -142,43 +142,39 @@ TEST_CASE("C API: every engine option of xlmr_params reaches the engine", "[c-ap
   CHECK(std::vector<float>(emb.begin() + E, emb.end()) == want[1].embedding);
 
   // Bad values are refused with the engine's own messages.
-  p = d;
-  p.attention = 7;
-  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_INVALID_ARGUMENT);
-  CHECK_THAT(xlmr_engine_last_error(e), Contains("attention"));
-  CHECK(xlmr_engine_hidden_size(e) == 0);  // a failed load leaves no model
-  p = d;
-  p.isa = "sse9";
-  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
-  CHECK_THAT(xlmr_engine_last_error(e), Contains("sse9"));
-  p = d;
-  p.dtype = XLMR_DTYPE_F32;
-  p.attention = XLMR_DTYPE_BF16;  // bf16 attention runs with bf16 GEMMs only
-  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
-  CHECK_THAT(xlmr_engine_last_error(e), Contains("bf16 GEMMs"));
-  p = d;
-  p.gpu = 1;  // reaches the engine: a CUDA choice
-  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
-  CHECK_THAT(xlmr_engine_last_error(e), Contains("a GPU index goes with --device cuda"));
-  p = d;
-  p.attention = XLMR_DTYPE_F16;  // reaches the engine: a CUDA choice, refused on the CPU
-  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
-  CHECK_THAT(xlmr_engine_last_error(e), Contains("attention precision must be f32 or bf16"));
-  CHECK(std::string(xlmr_engine_notes(e)).empty());  // no model
-  p = d;
-  p.attention = XLMR_DTYPE_INT8;  // int8 is a GEMM precision only
-  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_INVALID_ARGUMENT);
-  CHECK_THAT(xlmr_engine_last_error(e), Contains("attention must be AUTO, F32, BF16 or F16"));
-  p = d;
-  p.dtype = XLMR_DTYPE_INT8;
-  p.device = XLMR_DEVICE_CUDA;  // refused before any GPU is looked for
-  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
-  CHECK_THAT(xlmr_engine_last_error(e), Contains("int8 GEMMs run on the CPU's fused path"));
-  p = d;
-  p.dtype = XLMR_DTYPE_INT8;
-  p.path = XLMR_PATH_REFERENCE;
-  CHECK(xlmr_engine_load(e, model.c_str(), &p) == XLMR_ERROR_LOAD);
-  CHECK_THAT(xlmr_engine_last_error(e), Contains("the reference path computes in f32 only"));
+  struct Refusal {
+    const char* what;
+    void (*set)(xlmr_params&);
+    int status;
+    const char* message;
+  };
+  const Refusal refusals[] = {
+      {"attention 7", [](xlmr_params& q) { q.attention = 7; }, XLMR_ERROR_INVALID_ARGUMENT, "attention"},
+      {"isa sse9", [](xlmr_params& q) { q.isa = "sse9"; }, XLMR_ERROR_LOAD, "sse9"},
+      {"bf16 attention with f32 GEMMs (it runs with bf16 GEMMs only)",
+       [](xlmr_params& q) { q.dtype = XLMR_DTYPE_F32; q.attention = XLMR_DTYPE_BF16; }, XLMR_ERROR_LOAD,
+       "bf16 GEMMs"},
+      {"gpu 1 on the CPU (reaches the engine: a CUDA choice)", [](xlmr_params& q) { q.gpu = 1; }, XLMR_ERROR_LOAD,
+       "a GPU index goes with --device cuda"},
+      {"f16 attention on the CPU (a CUDA choice)", [](xlmr_params& q) { q.attention = XLMR_DTYPE_F16; },
+       XLMR_ERROR_LOAD, "attention precision must be f32 or bf16"},
+      {"int8 attention (int8 is a GEMM precision only)", [](xlmr_params& q) { q.attention = XLMR_DTYPE_INT8; },
+       XLMR_ERROR_INVALID_ARGUMENT, "attention must be AUTO, F32, BF16 or F16"},
+      {"int8 on CUDA (refused before any GPU is looked for)",
+       [](xlmr_params& q) { q.dtype = XLMR_DTYPE_INT8; q.device = XLMR_DEVICE_CUDA; }, XLMR_ERROR_LOAD,
+       "int8 GEMMs run on the CPU's fused path"},
+      {"int8 on the reference path", [](xlmr_params& q) { q.dtype = XLMR_DTYPE_INT8; q.path = XLMR_PATH_REFERENCE; },
+       XLMR_ERROR_LOAD, "the reference path computes in f32 only"},
+  };
+  for (const Refusal& r : refusals) {
+    INFO(r.what);
+    p = d;
+    r.set(p);
+    CHECK(xlmr_engine_load(e, model.c_str(), &p) == r.status);
+    CHECK_THAT(xlmr_engine_last_error(e), Contains(r.message));
+    CHECK(xlmr_engine_hidden_size(e) == 0);  // a failed load leaves no model
+    CHECK(std::string(xlmr_engine_notes(e)).empty());
+  }
   p = d;
   p.dtype = XLMR_DTYPE_INT8;
   REQUIRE(xlmr_engine_load(e, model.c_str(), &p) == XLMR_OK);
