@@ -215,6 +215,45 @@ TEST_CASE("int8 GEMMs: the quantized product exactly, and near the f32 one", "[c
                     Catch::Matchers::Contains("could overflow int32"));
 }
 
+TEST_CASE("int8 GEMMs with input channel scales: a matrix of many rows packs as exactly as a small one",
+          "[cpu][gemm][int8]") {
+  // pack() scales and quantizes the weights a block of rows at a time; 600
+  // rows cross its blocks. The product must still be the exact one of the
+  // whole scaled matrix, quantized row by row.
+  const int I = 48, O = 600, M = 5;
+  auto env = xlmr::cpu::make_gemm_env();
+  const auto w = randn(size_t(O) * I, 31, 0.2f);
+  const auto x = randn(size_t(xlmr::cpu::gemm_padded_rows(M)) * I, 32);
+  std::vector<float> s, mul;
+  for (int i = 0; i < I; ++i) {
+    s.push_back(0.5f + 0.03f * float(i));
+    mul.push_back(1.0f / s.back());
+  }
+  std::vector<float> wsc(w.size());
+  for (int o = 0; o < O; ++o)
+    for (int i = 0; i < I; ++i) wsc[size_t(o) * I + i] = w[size_t(o) * I + i] * s[size_t(i)];
+  std::vector<int8_t> wq(w.size());
+  std::vector<float> ws(static_cast<size_t>(O)), xs(static_cast<size_t>(M));
+  std::vector<uint8_t> xq(size_t(M) * I);
+  std::vector<int32_t> xz(static_cast<size_t>(M));
+  xlmr::ref::quantize_rows_s8(wq.data(), ws.data(), wsc.data(), O, I, float(xlmr::cpu::int8_weight_max()));
+  xlmr::ref::quantize_rows_u8(xq.data(), xs.data(), xz.data(), x.data(), M, I, mul.data());
+  xlmr::cpu::Gemm g(env, {I, O, xlmr::Epilogue::none, false, xlmr::Precision::int8, false, false}, 8);
+  auto packed = g.pack(w.data(), nullptr, s.data());
+  std::vector<char> scratch(g.scratchpad_bytes() + 64);
+  std::vector<float> out(size_t(xlmr::cpu::gemm_padded_rows(M)) * O);
+  g.run(*packed, x.data(), out.data(), M, scratch.data());
+  double worst = 0;
+  for (int m = 0; m < M; ++m)
+    for (int o = 0; o < O; ++o) {
+      long long acc = 0;
+      for (int i = 0; i < I; ++i) acc += (int(xq[size_t(m) * I + i]) - xz[size_t(m)]) * int(wq[size_t(o) * I + i]);
+      const double want = double(acc) * ws[size_t(o)] * xs[size_t(m)];
+      worst = std::max(worst, std::abs(out[size_t(m) * O + o] - want) - 1e-5 * std::max(1.0, std::abs(want)));
+    }
+  CHECK(worst <= 0);
+}
+
 TEST_CASE("int8 equalization: ranges and scales from the weights; a GEMM with outlier channels",
           "[cpu][gemm][int8]") {
   using Catch::Matchers::WithinRel;

@@ -206,24 +206,31 @@ std::unique_ptr<PackedWeights> Gemm::pack(const float* w, const float* bias, con
     std::vector<int8_t> q;
     const void* user_data = w;
     dt user_t = dt::f32;
-    std::vector<float> scaled;
     if (spec_.precision == Precision::int8) {  // each output channel: int8 and its scale
+      const size_t O = size_t(spec_.out), I = size_t(spec_.in);
+      const float qmax = float(int8_weight_max());
+      q.resize(O * I);
+      p->impl_->col_scales.resize(O);
       if (in_scale) {  // W diag(s) is what gets quantized; run() quantizes x diag(1 / s)
-        scaled.resize(size_t(spec_.out) * size_t(spec_.in));
-        p->impl_->col_mul.resize(size_t(spec_.in));
-        for (size_t i = 0; i < size_t(spec_.in); ++i) {
+        p->impl_->col_mul.resize(I);
+        for (size_t i = 0; i < I; ++i) {
           XLMR_CHECK(std::isfinite(in_scale[i]) && in_scale[i] > 0.0f, "gemm: input channel scales must be positive");
           p->impl_->col_mul[i] = 1.0f / in_scale[i];
         }
-        for (size_t o = 0; o < size_t(spec_.out); ++o)
-          for (size_t i = 0; i < size_t(spec_.in); ++i)
-            scaled[o * size_t(spec_.in) + i] = w[o * size_t(spec_.in) + i] * in_scale[i];
-        w = scaled.data();
+        // A block of rows at a time, so that the scaled copy stays small
+        // whatever the matrix (each row is quantized on its own anyway).
+        constexpr size_t kRows = 256;
+        std::vector<float> scaled(std::min(kRows, O) * I);
+        for (size_t o0 = 0; o0 < O; o0 += kRows) {
+          const size_t n = std::min(kRows, O - o0);
+          for (size_t o = 0; o < n; ++o)
+            for (size_t i = 0; i < I; ++i) scaled[o * I + i] = w[(o0 + o) * I + i] * in_scale[i];
+          quantize_rows_s8(spec_.isa, {q.data() + o0 * I, p->impl_->col_scales.data() + o0, scaled.data(), int(n),
+                                       spec_.in, qmax}, 0);
+        }
+      } else {
+        quantize_rows_s8(spec_.isa, {q.data(), p->impl_->col_scales.data(), w, spec_.out, spec_.in, qmax}, 0);
       }
-      q.resize(size_t(spec_.out) * size_t(spec_.in));
-      p->impl_->col_scales.resize(size_t(spec_.out));
-      quantize_rows_s8(spec_.isa,
-                       {q.data(), p->impl_->col_scales.data(), w, spec_.out, spec_.in, float(int8_weight_max())}, 0);
       p->impl_->col_sums.assign(size_t(spec_.out), 0);
       for (size_t o = 0; o < size_t(spec_.out); ++o)
         for (size_t i = 0; i < size_t(spec_.in); ++i) p->impl_->col_sums[o] += q[o * size_t(spec_.in) + i];
