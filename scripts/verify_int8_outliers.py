@@ -56,8 +56,9 @@ def make_model(kind, path):
 
 
 def run(model, *flags):
-    out = subprocess.run([B + "/xlmr-infer", "--model", model, "--input-format", "ids", "--hidden", *flags],
-                         stdin=open("ids.txt"), capture_output=True, text=True, check=True).stdout
+    with open("ids.txt") as ids:
+        out = subprocess.run([B + "/xlmr-infer", "--model", model, "--input-format", "ids", "--hidden", *flags],
+                             stdin=ids, capture_output=True, text=True, check=True).stdout
     return [json.loads(line) for line in out.splitlines()]
 
 
