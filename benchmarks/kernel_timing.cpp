@@ -31,12 +31,14 @@ AttentionKernelTiming time_attention_kernels(const Workload& w, int hidden, int 
   XLMR_CHECK(heads >= 1 && hidden % heads == 0, "attention kernel timing: hidden size not divisible by the heads");
   const xlmr::cpu::Isa isa = xlmr::cpu::detect_isa();
   const int D = hidden / heads;
-  XLMR_CHECK(xlmr::cpu::has_bf16_attention(isa, D),
-             "attention kernel timing: bf16 products need AMX-BF16 and a head dim of 32, 64, 96 or 128 (this "
-             "model's is " + std::to_string(D) + ")");
+  const xlmr::cpu::Bf16Unit unit = xlmr::cpu::best_bf16_unit(isa, D);
+  XLMR_CHECK(unit != xlmr::cpu::Bf16Unit::none,
+             "attention kernel timing: bf16 products need AVX512_BF16 or AMX-BF16 and a head dim of 32, 64, 96 or "
+             "128 (this model's is " + std::to_string(D) + ")");
 
   AttentionKernelTiming t;
   t.workload = w.name;
+  t.unit = xlmr::cpu::to_string(unit);
   t.n_seqs = int(w.seqs.size());
   t.n_tokens = w.n_tokens();
   std::vector<int32_t> cu{0};

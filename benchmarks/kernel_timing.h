@@ -1,5 +1,6 @@
 // Timing of one CPU kernel alone, two variants called in turn: the attention
-// kernel with fp32 products against the one with bf16 products on AMX, on a
+// kernel with fp32 products against the one with bf16 products (on AMX or
+// AVX512_BF16, whichever the engine would use), on a
 // workload's sequence lengths. Calling them alternately, many times, and
 // taking medians keeps the ratio honest on a machine whose speed drifts
 // between one run and the next (a whole-model run of each cannot).
@@ -17,6 +18,7 @@ struct AttentionKernelTiming {
   int n_seqs = 0;
   int64_t n_tokens = 0;
   double flops = 0;       // per call: 4 x sum of squared lengths x hidden
+  std::string unit;       // where the bf16 products ran: "AMX" or "AVX512_BF16"
   int pairs = 0;          // calls of each variant
   double f32_ms = 0;      // median
   double bf16_ms = 0;     // median

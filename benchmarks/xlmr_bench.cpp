@@ -384,7 +384,8 @@ std::vector<Comparison> compare(const std::vector<RunResult>& runs, const std::v
                          ab->tokens_per_s / af->tokens_per_s,
                          cuda ? strf("tensor cores against the plain fp32 kernel, both with %s GEMMs",
                                      xlmr::to_string(p))
-                              : std::string("AMX tiles against fp32 FMAs, both with bf16 GEMMs")});
+                              : std::string("bf16 products (AMX or AVX512_BF16) against fp32 FMAs, both with "
+                                            "bf16 GEMMs")});
       }
     }
     for (const RunResult& r : runs) {
@@ -464,9 +465,11 @@ void print_attention_timings(FILE* out, const std::vector<bench::AttentionKernel
                "\n== attention kernel alone (random Q, K, V at each workload's lengths; f32 and bf16 products "
                "called in turn; medians)\n");
   for (const auto& t : ts)
-    std::fprintf(out, "   %-22s %3d seqs %6lld tokens | f32 %s ms %6.1f GFLOP/s | bf16 (AMX) %s ms %6.1f GFLOP/s | %5.2fx  (%d pairs)\n",
+    std::fprintf(out,
+                 "   %-22s %3d seqs %6lld tokens | f32 %s ms %6.1f GFLOP/s | bf16 (%s) %s ms %6.1f GFLOP/s | %5.2fx  "
+                 "(%d pairs)\n",
                  t.workload.c_str(), t.n_seqs, static_cast<long long>(t.n_tokens), fmt_ms(t.f32_ms).c_str(),
-                 t.f32_gflops(), fmt_ms(t.bf16_ms).c_str(), t.bf16_gflops(), t.ratio(), t.pairs);
+                 t.f32_gflops(), t.unit.c_str(), fmt_ms(t.bf16_ms).c_str(), t.bf16_gflops(), t.ratio(), t.pairs);
 }
 
 // ---- options --------------------------------------------------------------
@@ -589,8 +592,9 @@ int main(int argc, char** argv) {
       ->default_str("f32");
   app.add_option("--attention", a.attention,
                  "attention's products on the fused path: f32, the 16-bit type, both, or auto (the engine's "
-                 "default). CPU with --dtype bf16: f32 FMAs or bf16 AMX tiles (auto: bf16 where the CPU has "
-                 "AMX-BF16). CUDA: f32 is the plain kernel, the --dtype the tensor-core one (auto: tensor cores "
+                 "default). CPU with --dtype bf16: f32 FMAs or bf16 products on AMX tiles or AVX512_BF16 (auto: "
+                 "bf16 where the CPU has either). CUDA: f32 is the plain kernel, the --dtype the tensor-core one "
+                 "(auto: tensor cores "
                  "where the card and head size allow)")
       ->type_name("A")
       ->default_str("auto");
@@ -939,6 +943,7 @@ int main(int argc, char** argv) {
           doc["attention_kernel"].push_back({{"workload", t.workload},
                                              {"n_seqs", t.n_seqs},
                                              {"n_tokens", t.n_tokens},
+                                             {"unit", t.unit},
                                              {"pairs", t.pairs},
                                              {"f32_ms", t.f32_ms},
                                              {"bf16_ms", t.bf16_ms},

@@ -67,20 +67,23 @@ class CpuBackend final : public Backend {
       XLMR_CHECK(isa_ == cpu::Isa::avx512 && __builtin_cpu_supports("avx512bw"),
                  "bf16 compute needs AVX-512 (this CPU or the chosen --isa has only AVX2); use --dtype f32");
     }
-    // Attention's products: bf16 on AMX by default where they can run so.
+    // Attention's products: bf16 by default where they can run so (AMX, or
+    // AVX512_BF16 dot products).
+    const cpu::Bf16Unit unit =
+        bf16_ || o.attention ? cpu::best_bf16_unit(isa_, c_.head_dim()) : cpu::Bf16Unit::none;
     if (o.attention) {
       XLMR_CHECK(*o.attention != Precision::f16, "attention precision must be f32 or bf16");
       XLMR_CHECK(*o.attention == Precision::f32 || bf16_,
                  "bf16 attention runs with bf16 GEMMs (--dtype bf16); with f32 GEMMs attention is f32");
-      XLMR_CHECK(*o.attention == Precision::f32 || cpu::has_bf16_attention(isa_, c_.head_dim()),
-                 "bf16 attention needs AMX-BF16, which this CPU (or its OS, or --isa) does not offer, and a head "
-                 "dim of 32, 64, 96 or 128 (this model's is " + std::to_string(c_.head_dim()) +
+      XLMR_CHECK(*o.attention == Precision::f32 || unit != cpu::Bf16Unit::none,
+                 "bf16 attention needs AVX512_BF16 or AMX-BF16, which this CPU (or its OS, or --isa) does not "
+                 "offer, and a head dim of 32, 64, 96 or 128 (this model's is " + std::to_string(c_.head_dim()) +
                      "); use --attention f32");
       products_ = *o.attention == Precision::bf16 ? cpu::AttentionProducts::bf16 : cpu::AttentionProducts::f32;
-    } else if (bf16_ && cpu::has_bf16_attention(isa_, c_.head_dim())) {
+    } else if (bf16_ && unit != cpu::Bf16Unit::none) {
       products_ = cpu::AttentionProducts::bf16;
     } else if (bf16_ && cpu::has_bf16_attention(isa_, 64)) {
-      notes_.push_back("attention's products run in f32: the AMX kernel takes head dims 32, 64, 96 and 128, this "
+      notes_.push_back("attention's products run in f32: the bf16 kernels take head dims 32, 64, 96 and 128, this "
                        "model's is " + std::to_string(c_.head_dim()));
     }
     const std::string why = oversubscribed(threads_, budget);
@@ -91,7 +94,8 @@ class CpuBackend final : public Backend {
                        "twice the rounding of the weights, and less speed than on a CPU with VNNI");
     name_ = std::string("cpu-fused (") + cpu::to_string(isa_) + ", " + to_string(o.precision) + ", " +
             (o.padded ? "padded" : "ragged") + ", " + std::to_string(threads_) + " threads" +
-            (products_ == cpu::AttentionProducts::bf16 ? ", bf16 attention on AMX" : "") +
+            (products_ == cpu::AttentionProducts::bf16 ? std::string(", bf16 attention on ") + cpu::to_string(unit)
+                                                       : std::string()) +
             (int8_ && !o.int8_equalize ? ", not equalized" : "") + ")";
     env_ = cpu::make_gemm_env();
   }

@@ -692,7 +692,8 @@ struct AttnRun {
 // One call of the CPU kernel over `rows` rows of qkv with the given layout.
 AttnRun run_attention(Isa isa, const float* qkv, const int32_t* cu, const int32_t* kv_lens, int n_seqs, int rows,
                       int H, int D, bool with_bf16, xlmr::cpu::AttentionWorkspace& ws, int threads,
-                      xlmr::cpu::AttentionProducts products = xlmr::cpu::AttentionProducts::f32) {
+                      xlmr::cpu::AttentionProducts products = xlmr::cpu::AttentionProducts::f32,
+                      xlmr::cpu::Bf16Unit unit = xlmr::cpu::Bf16Unit::none) {
   const size_t n = size_t(rows) * H * D;
   AttnRun r{float_buffer(n), bf16_buffer(n)};
   xlmr::cpu::VarlenAttentionArgs a;
@@ -705,6 +706,7 @@ AttnRun run_attention(Isa isa, const float* qkv, const int32_t* cu, const int32_
   a.hidden = H * D;
   a.heads = H;
   a.products = products;
+  a.bf16_unit = unit;
   xlmr::cpu::varlen_attention(isa, a, ws, threads);
   CHECK(float_guard_intact(r.out, n));
   CHECK(bf16_guard_intact(r.out16, with_bf16 ? n : 0));
@@ -960,11 +962,25 @@ TEST_CASE("cpu varlen_attention: a workspace reserved for shorter sequences refu
   }
 }
 
-// ---- varlen_attention with bf16 products (AMX) ---------------------------------
+// ---- varlen_attention with bf16 products (AMX, AVX512_BF16) ---------------------
+
+// The units this CPU runs bf16 attention on (head dim 64), each named; a
+// warning for each it lacks, so that a run says what it did not test.
+std::vector<xlmr::cpu::Bf16Unit> bf16_units_here() {
+  using xlmr::cpu::Bf16Unit;
+  std::vector<Bf16Unit> units;
+  for (Bf16Unit u : {Bf16Unit::amx, Bf16Unit::avx512_bf16}) {
+    if (xlmr::cpu::has_bf16_unit(u, Isa::avx512, 64))
+      units.push_back(u);
+    else
+      WARN("skipping bf16 attention on " << xlmr::cpu::to_string(u) << ": this CPU (or its OS) does not run it");
+  }
+  return units;
+}
 
 float bf16_round(float f) { return float_from_bits(uint32_t(bf16_rne(f)) << 16); }
 
-// Attention on the operands the AMX kernel multiplies - Q x 1/sqrt(D), K and
+// Attention on the operands the bf16 kernels multiply - Q x 1/sqrt(D), K and
 // V each rounded to bf16 - with double sums. What is left between this and
 // the kernel is the rounding of each probability to bf16 (2^-9 relative) and
 // fp32 summation. Also returns max |V| over the batch, which bounds the
@@ -1003,65 +1019,72 @@ std::vector<float> reference_on_bf16_operands(const AttnBatch& b, double* max_ab
   return out;
 }
 
-TEST_CASE("cpu varlen_attention with bf16 products (AMX) against the references", "[cpu][kernels]") {
+TEST_CASE("cpu varlen_attention with bf16 products against the references", "[cpu][kernels]") {
   using xlmr::cpu::AttentionProducts;
-  if (!xlmr::cpu::has_bf16_attention(Isa::avx512, 64)) {
-    WARN("skipping: this CPU (or its OS) does not run AMX-BF16; attention with bf16 products is untested here");
-    return;
-  }
-  std::mt19937 rng(4242);
-  struct Case {
-    int heads, head_dim;
-    std::vector<int32_t> lens;
-    float qk_scale = 1.0f;
-  };
-  const std::vector<Case> cases = {
-      // one sequence on each side of the 16-row tile, 32-row block and 64-key
-      // tile (below kAmxMinKeys = 32 keys: the fp32 kernel)
-      {12, 64, {1}}, {4, 64, {15}}, {4, 64, {16}}, {4, 64, {17}}, {4, 64, {31}}, {4, 64, {32}}, {4, 64, {33}},
-      {4, 64, {63}}, {4, 64, {64}}, {4, 64, {65}}, {2, 64, {127}}, {2, 64, {129}}, {1, 64, {512}},
-      // ragged batches
-      {12, 64, {2, 9, 1, 70, 4, 10, 1, 6}},
-      {2, 64, {3, 1, 7, 10, 2, 300, 5, 1, 9, 4, 6, 8, 2, 10, 1, 3}},
-      // the other head dims it takes: 32 (one A tile of Q), 96 (a partial group of O tiles), 128
-      {4, 32, {1, 33, 65, 5, 100, 32}}, {2, 96, {1, 40, 70}}, {2, 128, {1, 33, 90}},
-      // a peaky softmax: the running max moves between key tiles
-      {2, 64, {200, 7, 70}, 2.0f},
-  };
-  for (const auto& c : cases) {
-    const AttnBatch b(c.lens, c.heads, c.head_dim, rng, c.qk_scale);
-    const size_t n = size_t(b.rows()) * b.E;
-    double max_v = 0.0;
-    const auto want_bf16 = reference_on_bf16_operands(b, &max_v);
-    const auto want_f32 = reference_attention(b, rng);
-    xlmr::cpu::AttentionWorkspace ws;
-    ws.reserve(b.rows(), b.H, b.D, 3, b.max_len());
-    std::vector<float> first;
-    for (int threads : kThreads) {
-      INFO("bf16 products: " << describe(b) << ", threads " << threads);
-      // (run_attention checks that nothing past the outputs was written)
-      const AttnRun r = run_attention(Isa::avx512, b.qkv.data(), b.cu.data(), nullptr, b.n_seqs(), b.rows(), b.H,
-                                      b.D, true, ws, threads, AttentionProducts::bf16);
-      check_bf16_of(r.out16.data(), r.out.data(), n);
-      for (int s = 0; s < b.n_seqs(); ++s) {
-        const size_t at = size_t(b.cu[size_t(s)]) * b.E, len = size_t(b.lens[size_t(s)]) * b.E;
-        INFO("sequence " << s << " of " << b.lens[size_t(s)] << " tokens");
-        if (b.lens[size_t(s)] < xlmr::cpu::kAmxMinKeys) {
-          // Too short for the tiles to pay: the fp32 kernel, held to fp32.
-          check_close(r.out.data() + at, want_f32.data() + at, len, 2e-5, 0.0);
-          continue;
+  for (const xlmr::cpu::Bf16Unit unit : bf16_units_here()) {
+    std::mt19937 rng(4242);
+    struct Case {
+      int heads, head_dim;
+      std::vector<int32_t> lens;
+      float qk_scale = 1.0f;
+    };
+    const std::vector<Case> cases = {
+        // one sequence on each side of the 4-row group, 16-row tile, 32-row
+        // block and 64-key tile (below bf16_min_keys: the fp32 kernel)
+        {12, 64, {1}}, {4, 64, {15}}, {4, 64, {16}}, {4, 64, {17}}, {4, 64, {31}}, {4, 64, {32}}, {4, 64, {33}},
+        {4, 64, {18}}, {4, 64, {19}}, {4, 64, {34}}, {4, 64, {35}}, {4, 64, {36}}, {4, 64, {37}}, {4, 64, {47}},
+        {4, 64, {49}},
+        {4, 64, {63}}, {4, 64, {64}}, {4, 64, {65}}, {2, 64, {127}}, {2, 64, {129}}, {1, 64, {512}},
+        // ragged batches
+        {12, 64, {2, 9, 1, 70, 4, 10, 1, 6}},
+        {2, 64, {3, 1, 7, 10, 2, 300, 5, 1, 9, 4, 6, 8, 2, 10, 1, 3}},
+        // the other head dims it takes: 32 (one A tile of Q), 96 (a partial group of O tiles), 128
+        {4, 32, {1, 33, 65, 5, 100, 32}}, {2, 96, {1, 40, 70}}, {2, 128, {1, 33, 90}},
+        // a peaky softmax: the running max moves between key tiles
+        {2, 64, {200, 7, 70}, 2.0f},
+    };
+    for (const auto& c : cases) {
+      const AttnBatch b(c.lens, c.heads, c.head_dim, rng, c.qk_scale);
+      const size_t n = size_t(b.rows()) * b.E;
+      double max_v = 0.0;
+      const auto want_bf16 = reference_on_bf16_operands(b, &max_v);
+      const auto want_f32 = reference_attention(b, rng);
+      xlmr::cpu::AttentionWorkspace ws;
+      ws.reserve(b.rows(), b.H, b.D, 3, b.max_len());
+      const auto f32_kernel = run_attention(Isa::avx512, b.qkv.data(), b.cu.data(), nullptr, b.n_seqs(), b.rows(),
+                                            b.H, b.D, false, ws, 2).out;
+      std::vector<float> first;
+      for (int threads : kThreads) {
+        INFO("bf16 products on " << xlmr::cpu::to_string(unit) << ": " << describe(b) << ", threads " << threads);
+        // (run_attention checks that nothing past the outputs was written)
+        const AttnRun r = run_attention(Isa::avx512, b.qkv.data(), b.cu.data(), nullptr, b.n_seqs(), b.rows(), b.H,
+                                        b.D, true, ws, threads, AttentionProducts::bf16, unit);
+        check_bf16_of(r.out16.data(), r.out.data(), n);
+        for (int s = 0; s < b.n_seqs(); ++s) {
+          const size_t at = size_t(b.cu[size_t(s)]) * b.E, len = size_t(b.lens[size_t(s)]) * b.E;
+          INFO("sequence " << s << " of " << b.lens[size_t(s)] << " tokens");
+          if (b.lens[size_t(s)] < xlmr::cpu::bf16_min_keys(unit)) {
+            // Too short for the bf16 kernel to pay: the fp32 kernel's bits.
+            check_same_bits(std::vector<float>(r.out.begin() + long(at), r.out.begin() + long(at + len)),
+                            std::vector<float>(f32_kernel.begin() + long(at), f32_kernel.begin() + long(at + len)),
+                            len);
+            continue;
+          }
+          // The bf16 kernel ran: its roundings show somewhere.
+          CHECK_FALSE(std::equal(r.out.begin() + long(at), r.out.begin() + long(at + len),
+                                 f32_kernel.begin() + long(at)));
+          // Probabilities rounded to bf16 move each output by at most about
+          // 2^-9 x max|V|; the worst seen over these cases is a third of that.
+          check_close(r.out.data() + at, want_bf16.data() + at, len, max_v / 512.0, 0.0);
+          // Against the fp32 reference the rounding of Q, K and V adds to it:
+          // worst seen 0.035 (the peaky case), max|V| / 64 is about 0.06.
+          check_close(r.out.data() + at, want_f32.data() + at, len, max_v / 64.0, 0.0);
         }
-        // Probabilities rounded to bf16 move each output by at most about
-        // 2^-9 x max|V|; the worst seen over these cases is a third of that.
-        check_close(r.out.data() + at, want_bf16.data() + at, len, max_v / 512.0, 0.0);
-        // Against the fp32 reference the rounding of Q, K and V adds to it:
-        // worst seen 0.035 (the peaky case), max|V| / 64 is about 0.06.
-        check_close(r.out.data() + at, want_f32.data() + at, len, max_v / 64.0, 0.0);
+        if (first.empty())
+          first = r.out;
+        else
+          check_same_bits(r.out, first, n);
       }
-      if (first.empty())
-        first = r.out;
-      else
-        check_same_bits(r.out, first, n);
     }
   }
 }
@@ -1079,31 +1102,37 @@ TEST_CASE("cpu varlen_attention with bf16 products: padded layout and refusals",
     std::vector<float> out(size_t(b.rows()) * b.E);
     xlmr::cpu::VarlenAttentionArgs a{out.data(), nullptr, b.qkv.data(), b.cu.data(), nullptr, b.n_seqs(), b.E, b.H};
     a.products = AttentionProducts::bf16;
+    CHECK_THROWS_WITH(xlmr::cpu::varlen_attention(Isa::avx512, a, ws, 2),
+                      Catch::Contains("bf16 products need AVX512_BF16 or AMX-BF16"));
+    // A unit asked for by name, refused by name.
+    a.bf16_unit = xlmr::cpu::Bf16Unit::amx;
     CHECK_THROWS_WITH(xlmr::cpu::varlen_attention(Isa::avx512, a, ws, 2), Catch::Contains("bf16 products need AMX"));
   }
-  if (!xlmr::cpu::has_bf16_attention(Isa::avx512, 64)) {
-    WARN("skipping the padded case: this CPU (or its OS) does not run AMX-BF16");
-    return;
-  }
+  CHECK_FALSE(xlmr::cpu::has_bf16_unit(xlmr::cpu::Bf16Unit::none, Isa::avx512, 64));
+  CHECK(xlmr::cpu::has_bf16_attention(Isa::avx512, 64) ==
+        (xlmr::cpu::best_bf16_unit(Isa::avx512, 64) != xlmr::cpu::Bf16Unit::none));
   // Padded: sequence s owns rows [s*L, (s+1)*L) and attends to its first
   // kv_lens[s]; its real rows must equal the ragged result bit for bit.
-  const int H = 4, D = 64, L = 70;
-  const AttnBatch b({5, 33, 1, 64, 17, 70}, H, D, rng);
-  const int S = b.n_seqs(), E = b.E;
-  std::vector<int32_t> cu;
-  const std::vector<float> padded = padded_copy(b, L, rng, &cu);
-  xlmr::cpu::AttentionWorkspace ws;
-  ws.reserve(S * L, H, D, 3, L);
-  const auto ragged = run_attention(Isa::avx512, b.qkv.data(), b.cu.data(), nullptr, S, b.rows(), H, D, false, ws, 2,
-                                    AttentionProducts::bf16).out;
-  const auto pout = run_attention(Isa::avx512, padded.data(), cu.data(), b.lens.data(), S, S * L, H, D, false, ws, 3,
-                                  AttentionProducts::bf16).out;
-  std::vector<float> real(size_t(b.rows()) * E);
-  for (int s = 0; s < S; ++s)
-    std::copy(pout.begin() + size_t(s) * L * E, pout.begin() + (size_t(s) * L + b.lens[size_t(s)]) * E,
-              real.begin() + size_t(b.cu[s]) * E);
-  check_same_bits(real, ragged, real.size());
-  for (size_t i = 0; i < size_t(S) * L * E; ++i) REQUIRE(std::isfinite(pout[i]));  // pad rows too
+  for (const xlmr::cpu::Bf16Unit unit : bf16_units_here()) {
+    INFO("bf16 products on " << xlmr::cpu::to_string(unit));
+    const int H = 4, D = 64, L = 70;
+    const AttnBatch b({5, 33, 1, 64, 17, 70}, H, D, rng);
+    const int S = b.n_seqs(), E = b.E;
+    std::vector<int32_t> cu;
+    const std::vector<float> padded = padded_copy(b, L, rng, &cu);
+    xlmr::cpu::AttentionWorkspace ws;
+    ws.reserve(S * L, H, D, 3, L);
+    const auto ragged = run_attention(Isa::avx512, b.qkv.data(), b.cu.data(), nullptr, S, b.rows(), H, D, false, ws,
+                                      2, AttentionProducts::bf16, unit).out;
+    const auto pout = run_attention(Isa::avx512, padded.data(), cu.data(), b.lens.data(), S, S * L, H, D, false, ws,
+                                    3, AttentionProducts::bf16, unit).out;
+    std::vector<float> real(size_t(b.rows()) * E);
+    for (int s = 0; s < S; ++s)
+      std::copy(pout.begin() + size_t(s) * L * E, pout.begin() + (size_t(s) * L + b.lens[size_t(s)]) * E,
+                real.begin() + size_t(b.cu[s]) * E);
+    check_same_bits(real, ragged, real.size());
+    for (size_t i = 0; i < size_t(S) * L * E; ++i) REQUIRE(std::isfinite(pout[i]));  // pad rows too
+  }
 }
 
 // ---- ISA choice -------------------------------------------------------------

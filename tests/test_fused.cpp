@@ -41,8 +41,8 @@ std::string model_file(const std::string& name, int hidden, int ffn, int heads, 
 // stress the arithmetic; 0.05 is closer to trained models.
 std::string mid_model(float stddev = 0.4f) { return model_file("mid_" + std::to_string(stddev), 72, 100, 4, 11, stddev); }
 
-// hidden 64 in 2 heads of 32: a head dim the AMX attention takes.
-std::string amx_shaped_model() { return model_file("d32", 64, 96, 2, 12, 0.05f); }
+// hidden 64 in 2 heads of 32: a head dim the bf16 attention kernels take.
+std::string bf16_attention_model() { return model_file("d32", 64, 96, 2, 12, 0.05f); }
 
 std::vector<std::vector<int32_t>> mixed_batch() {
   std::mt19937 rng(3);
@@ -221,8 +221,8 @@ TEST_CASE("int8: equalization keeps a few large channels from costing the others
   }
 }
 
-TEST_CASE("bf16 attention: on AMX by default where it runs, within cosine 0.999 of f32 attention", "[fused][bf16]") {
-  const std::string m = amx_shaped_model();
+TEST_CASE("bf16 attention: on by default where it runs, within cosine 0.999 of f32 attention", "[fused][bf16]") {
+  const std::string m = bf16_attention_model();
   xlmr::EngineOptions o;
   // Asked for where it cannot run: one clear error each.
   o.attention = xlmr::Precision::bf16;
@@ -248,18 +248,23 @@ TEST_CASE("bf16 attention: on AMX by default where it runs, within cosine 0.999 
   xlmr::EngineOptions by_default, fp32_attention;
   by_default.precision = fp32_attention.precision = xlmr::Precision::bf16;
   fp32_attention.attention = xlmr::Precision::f32;
-  CHECK_THAT(xlmr::Engine::load(m, fp32_attention)->describe(), !Contains("AMX"));
+  CHECK_THAT(xlmr::Engine::load(m, fp32_attention)->describe(), !Contains("bf16 attention"));
   o.attention = xlmr::Precision::bf16;
-  bool amx = true;
+  // The engine takes the best unit here: AMX, else AVX512_BF16.
+  const xlmr::cpu::Bf16Unit unit = xlmr::cpu::best_bf16_unit(xlmr::cpu::Isa::avx512, 32);
+  const bool native = unit != xlmr::cpu::Bf16Unit::none;
   try {
     xlmr::Engine::load(m, o);
+    CHECK(native);
   } catch (const xlmr::Error& e) {
-    amx = false;
-    CHECK_THAT(e.what(), Contains("needs AMX-BF16"));
-    WARN("this CPU (or its OS) has no AMX-BF16: bf16 attention not run (" << e.what() << ")");
+    CHECK_FALSE(native);
+    CHECK_THAT(e.what(), Contains("needs AVX512_BF16 or AMX-BF16"));
+    WARN("this CPU (or its OS) has neither AVX512_BF16 nor AMX-BF16: bf16 attention not run (" << e.what() << ")");
   }
-  CHECK((xlmr::Engine::load(m, by_default)->describe().find("bf16 attention on AMX") != std::string::npos) == amx);
-  if (!amx) return;
+  const std::string described = xlmr::Engine::load(m, by_default)->describe();
+  CHECK((described.find(std::string("bf16 attention on ") + xlmr::cpu::to_string(unit)) != std::string::npos) ==
+        native);
+  if (!native) return;
   const auto a = run(m, fp32_attention, xlmr::Pooling::cls);
   const auto b = run(m, by_default, xlmr::Pooling::cls);
   for (size_t i = 0; i < a.size(); ++i) {
@@ -272,9 +277,9 @@ TEST_CASE("bf16 attention: on AMX by default where it runs, within cosine 0.999 
       worst = std::min(worst, test::cosine(x, y));
     }
     CHECK(worst >= 0.999);
-    // The AMX kernel really ran from 32 tokens on; shorter sequences keep the
-    // f32 kernel (cpu::kAmxMinKeys), bit for bit.
-    if (a[i].n_tokens >= 32)
+    // The bf16 kernel really ran from bf16_min_keys tokens on; shorter
+    // sequences keep the f32 kernel, bit for bit.
+    if (a[i].n_tokens >= xlmr::cpu::bf16_min_keys(unit))
       CHECK(max_diff(a[i].hidden, b[i].hidden) > 0);
     else
       CHECK(max_diff(a[i].hidden, b[i].hidden) == 0);
@@ -310,17 +315,17 @@ TEST_CASE("fused path options are checked", "[fused][errors]") {
   auto over = xlmr::Engine::load(m, o);
   REQUIRE(over->notes().size() == 1);
   CHECK_THAT(over->notes()[0], Contains(std::to_string(o.threads) + " threads on "));
-  // bf16 GEMMs with AMX but a head dim its attention kernel lacks (this
-  // model's 18): attention stays f32, and the note says why.
+  // bf16 GEMMs where a bf16 attention kernel runs, but a head dim it lacks
+  // (this model's 18): attention stays f32, and the note says why.
   if (__builtin_cpu_supports("avx512bw")) {
     o = {};
     o.precision = xlmr::Precision::bf16;
     const auto b = xlmr::Engine::load(m, o);
-    const bool amx = xlmr::cpu::has_bf16_attention(xlmr::cpu::Isa::avx512, 64);
+    const bool native = xlmr::cpu::has_bf16_attention(xlmr::cpu::Isa::avx512, 64);
     const bool said = std::any_of(b->notes().begin(), b->notes().end(), [](const std::string& n) {
-      return n.find("the AMX kernel takes head dims 32, 64, 96 and 128, this model's is 18") != std::string::npos;
+      return n.find("the bf16 kernels take head dims 32, 64, 96 and 128, this model's is 18") != std::string::npos;
     });
-    CHECK(said == amx);
+    CHECK(said == native);
   }
 }
 

@@ -49,19 +49,39 @@ void parallel_rows(int n, int threads, int min_rows_per_thread, F&& f) {
 
 const char* to_string(Isa isa) { return isa == Isa::avx512 ? "avx512" : "avx2"; }
 
-bool has_bf16_attention(Isa isa, int head_dim) {
-  if (isa != Isa::avx512 || !has_avx512() || head_dim < 32 || head_dim > 128 || head_dim % 32 != 0) return false;
+const char* to_string(Bf16Unit unit) {
+  switch (unit) {
+    case Bf16Unit::amx: return "AMX";
+    case Bf16Unit::avx512_bf16: return "AVX512_BF16";
+    default: return "none";
+  }
+}
+
+bool has_bf16_unit(Bf16Unit unit, Isa isa, int head_dim) {
+  if (unit == Bf16Unit::none || isa != Isa::avx512 || !has_avx512() || head_dim < 32 || head_dim > 128 ||
+      head_dim % 32 != 0)
+    return false;
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
   const bool amx_bf16 = (d >> 22) & 1u, amx_tile = (d >> 24) & 1u;
   if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
-  const bool avx512_bf16 = (a >> 5) & 1u;
-  if (!amx_bf16 || !amx_tile || !avx512_bf16) return false;
+  const bool avx512_bf16 = (a >> 5) & 1u;  // both kernels convert with it
+  if (!avx512_bf16) return false;
+  if (unit == Bf16Unit::avx512_bf16) return true;
+  if (!amx_bf16 || !amx_tile) return false;
   // Linux enables the 8 KiB tile register state per process, on request;
   // asking again once granted is harmless.
   constexpr long kReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
   return syscall(SYS_arch_prctl, kReqXcompPerm, kXfeatureXtiledata) == 0;
 }
+
+Bf16Unit best_bf16_unit(Isa isa, int head_dim) {
+  for (Bf16Unit u : {Bf16Unit::amx, Bf16Unit::avx512_bf16})
+    if (has_bf16_unit(u, isa, head_dim)) return u;
+  return Bf16Unit::none;
+}
+
+bool has_bf16_attention(Isa isa, int head_dim) { return best_bf16_unit(isa, head_dim) != Bf16Unit::none; }
 
 Isa detect_isa() {
   if (has_avx512()) return Isa::avx512;
@@ -126,15 +146,18 @@ void AttentionWorkspace::reserve(int max_rows, int n_heads, int d, int n_threads
   const size_t R = kAttentionRowBlock, B = kAttentionKeyBlock;
   // Qt [D][R], Pt [B][R], O [R][Dp], m, l, c [R], then the packed keys and
   // values, [max_seqlen][Dp] each (kernels/cpu/simd_attention.inc); Dp here
-  // is rounded up to 16 lanes, the most either ISA needs. The AMX kernel
-  // (attention_amx.cpp) needs less in each part, plus bf16 probabilities
-  // [R][B] and keys padded up to 32: B/2 x R and B x Dp more cover both.
+  // is rounded up to 16 lanes, the most either ISA needs. The bf16 kernels
+  // (attention_bf16.inc) need less in each part, plus bf16 probabilities
+  // [R][B] and keys padded up to 32: B/2 x R and B x Dp more cover both. Their
+  // 16 partial sums a row fit in the half of Qt that bf16 queries leave
+  // (D >= 32).
   size_t floats = dp * R + B * R + R * dp + 3 * R + 2 * size_t(max_seqlen) * dp + B / 2 * R + B * dp;
   per_thread = (floats + 15) / 16 * 16;  // keep each slice 64-byte aligned
   scratch.assign(per_thread * size_t(n_threads) + 16, 0.0f);
   threads = n_threads;
   head_dim = d;
-  amx_checked = false;
+  bf16_best = Bf16Unit::none;
+  bf16_checked = false;
   max_kv = max_seqlen;
 }
 
@@ -142,10 +165,18 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
   const int H = a.heads;
   XLMR_CHECK(H >= 1 && a.hidden % H == 0, "attention: hidden size not divisible by the heads");
   XLMR_CHECK(a.hidden / H == ws.head_dim, "attention: workspace reserved for another head size");
-  if (a.products == AttentionProducts::bf16 && (!ws.amx_checked || isa != Isa::avx512)) {
-    XLMR_CHECK(has_bf16_attention(isa, ws.head_dim),
-               "attention: bf16 products need AMX-BF16 and a head dim that is a multiple of 32, at most 128");
-    ws.amx_checked = true;
+  Bf16Unit unit = Bf16Unit::none;
+  if (a.products == AttentionProducts::bf16) {
+    if (isa == Isa::avx512 && !ws.bf16_checked) {
+      ws.bf16_best = best_bf16_unit(isa, ws.head_dim);
+      ws.bf16_checked = true;
+    }
+    const Bf16Unit best = isa == Isa::avx512 ? ws.bf16_best : Bf16Unit::none;
+    unit = a.bf16_unit == Bf16Unit::none ? best : a.bf16_unit;
+    XLMR_CHECK(unit != Bf16Unit::none && (unit == best || has_bf16_unit(unit, isa, ws.head_dim)),
+               std::string("attention: bf16 products need ") +
+                   (a.bf16_unit == Bf16Unit::none ? "AVX512_BF16 or AMX-BF16" : to_string(a.bf16_unit)) +
+                   " and a head dim that is a multiple of 32, at most 128");
   }
   const int T = std::min(team_size(threads), ws.threads);
 
@@ -192,9 +223,10 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
     return x.head < y.head;
   });
 
-  // bf16 products on AMX for sequences of at least kAmxMinKeys keys; shorter
-  // ones cost more in tile setup than the tiles save, and keep fp32.
-  const bool bf16 = a.products == AttentionProducts::bf16;
+  // bf16 products for sequences of at least bf16_min_keys(unit) keys;
+  // shorter ones cost more in packing (and tile setup) than the products
+  // save, and keep fp32.
+  const int min_keys = bf16_min_keys(unit);
   const auto fp32_item = table(isa).attention_item;
   const int n_items = int(ws.items.size());
   float* base = ws.scratch.data();
@@ -210,10 +242,12 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
       const int kv = a.kv_lens ? a.kv_lens[it.seq] : a.cu_seqlens[it.seq + 1] - a.cu_seqlens[it.seq];
       AttentionWorkspace::Item one = it;  // the kernels take one head at a time
       for (one.head = it.head; one.head < it.head + it.n_heads; ++one.head) {
-        if (bf16 && kv >= kAmxMinKeys) {
+        if (unit == Bf16Unit::amx && kv >= min_keys) {
           if (!tiles) amx::begin_tiles();
           tiles = true;
           amx::attention_item(a, one, mine);
+        } else if (unit == Bf16Unit::avx512_bf16 && kv >= min_keys) {
+          avx512_bf16::attention_item(a, one, mine);
         } else {
           fp32_item(a, one, mine);
         }

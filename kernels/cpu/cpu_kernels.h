@@ -82,18 +82,30 @@ void dequantize_rows(Isa isa, const DequantizeArgs& a, int threads);
 
 // How attention computes its two matrix products, Q.K^T and P.V:
 //   f32:  fp32 FMAs (every ISA);
-//   bf16: AMX tiles - operands rounded to bf16 (Q already scaled by
-//         1/sqrt(D), and the probabilities P), products summed in fp32; for
-//         CPUs with AMX-BF16 and head dims that are multiples of 32 up to
-//         128. Sequences of fewer than kAmxMinKeys keys still take the f32
-//         kernel: for them the tile setup costs more than the tiles save.
-//         The softmax and the output stay fp32 either way.
+//   bf16: operands rounded to bf16 (Q already scaled by 1/sqrt(D), and the
+//         probabilities P), products summed in fp32, on a Bf16Unit: for
+//         CPUs with AMX-BF16 or AVX512_BF16 and head dims that are multiples
+//         of 32 up to 128. Sequences of fewer than bf16_min_keys(unit)
+//         keys still take the f32 kernel: for them packing the keys and
+//         values (and on AMX the tile setup) costs more than the products
+//         save. The softmax and the output stay fp32 either way.
 enum class AttentionProducts { f32, bf16 };
-constexpr int kAmxMinKeys = 32;
-// Whether AttentionProducts::bf16 runs here with `isa` and head dim D. The
-// first call with a supporting CPU asks Linux for the AMX register state
-// (arch_prctl ARCH_REQ_XCOMP_PERM, once per process; oneDNN asks the same
-// for its own AMX kernels).
+// Where bf16 products run: AMX tiles (TDPBF16PS, Intel Sapphire Rapids and
+// later) or AVX-512 dot products (VDPBF16PS: AMD Zen 4 and later, Intel
+// Cooper Lake). `none`: not here.
+enum class Bf16Unit { none, amx, avx512_bf16 };
+// The fewest keys a sequence needs to take the bf16 kernel of `unit`
+// (measured: docs/BENCHMARKS.md).
+constexpr int bf16_min_keys(Bf16Unit unit) { return unit == Bf16Unit::amx ? 32 : 16; }
+const char* to_string(Bf16Unit unit);  // "AMX", "AVX512_BF16", "none"
+// Whether `unit` runs bf16 attention here with `isa` and head dim D. For
+// AMX the first call with a supporting CPU asks Linux for the AMX register
+// state (arch_prctl ARCH_REQ_XCOMP_PERM, once per process; oneDNN asks the
+// same for its own AMX kernels).
+bool has_bf16_unit(Bf16Unit unit, Isa isa, int head_dim);
+// The best unit here: AMX, else AVX512_BF16, else none.
+Bf16Unit best_bf16_unit(Isa isa, int head_dim);
+// Whether AttentionProducts::bf16 runs here at all (best_bf16_unit != none).
 bool has_bf16_attention(Isa isa, int head_dim);
 
 // Variable-length multi-head attention over packed QKV, flash style: keys and
@@ -112,6 +124,8 @@ struct VarlenAttentionArgs {
   int hidden;                  // E
   int heads;                   // H, E = H * D
   AttentionProducts products = AttentionProducts::f32;
+  // With bf16 products: the unit to run them on (none: the best one here).
+  Bf16Unit bf16_unit = Bf16Unit::none;
 };
 
 // Query rows computed together (one SIMD lane per row).
@@ -142,7 +156,9 @@ class AttentionWorkspace {
   int threads = 0;
   int head_dim = 0;
   int max_kv = 0;
-  bool amx_checked = false;  // has_bf16_attention said yes once (it costs a system call)
+  // best_bf16_unit's answer, asked once (for AMX it costs a system call).
+  Bf16Unit bf16_best = Bf16Unit::none;
+  bool bf16_checked = false;
 };
 
 void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace& ws, int threads);

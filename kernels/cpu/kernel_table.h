@@ -31,6 +31,11 @@ void begin_tiles();
 void end_tiles();
 void attention_item(const VarlenAttentionArgs& a, const AttentionWorkspace::Item& item, float* scratch);
 }
+// Attention with bf16 products on AVX512_BF16 dot products
+// (attention_avx512_bf16.cpp), for CPUs without AMX.
+namespace avx512_bf16 {
+void attention_item(const VarlenAttentionArgs& a, const AttentionWorkspace::Item& item, float* scratch);
+}
 
 }  // namespace cpu
 }  // namespace xlmr
