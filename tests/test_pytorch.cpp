@@ -2,7 +2,7 @@
 // save_pretrained (tests/fixtures/smoke, made by scripts/make_smoke_fixtures.py
 // with the real torchtext and Hugging Face model code) are converted, run on
 // every execution mode (reference, fused ragged/padded, thread counts, AVX2,
-// bf16 with attention on AMX and in f32, int8 with and without equalization),
+// bf16 with attention in bf16 (AMX or AVX512_BF16) and in f32, int8 with and without equalization),
 // and compared on real (non-pad) positions.
 #include <catch2/catch.hpp>
 
@@ -52,7 +52,7 @@ std::vector<Mode> all_modes() {
   add("fused 3 threads", [](xlmr::EngineOptions& o) { o.threads = 3; });
   add("fused avx2", [](xlmr::EngineOptions& o) { o.isa = "avx2"; });
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) {
-    // attention's products in bf16 on AMX where the CPU has it (the default), then in f32
+    // attention's products in bf16 where the CPU has AMX or AVX512_BF16 (the default), then in f32
     add("fused bf16", [](xlmr::EngineOptions& o) { o.precision = xlmr::Precision::bf16; }, kBf16Cosine);
     add("fused bf16, f32 attention", [](xlmr::EngineOptions& o) {
       o.precision = xlmr::Precision::bf16;
