@@ -124,8 +124,8 @@ struct Combo {
   bool padded = false;
   xlmr::Precision dtype = xlmr::Precision::f32;
   // Fused path: attention's products, when --attention names one (CPU with
-  // bf16 GEMMs: f32 or bf16; CUDA: f32, the plain kernel, or the GEMMs' type,
-  // tensor cores). Unset: the engine's default.
+  // bf16 or int8 GEMMs: f32 or bf16; CUDA: f32, the plain kernel, or the
+  // GEMMs' type, tensor cores). Unset: the engine's default.
   std::optional<xlmr::Precision> attention;
 
   const char* path_name() const { return path == xlmr::Path::fused ? "fused" : "reference"; }
@@ -376,16 +376,17 @@ std::vector<Comparison> compare(const std::vector<RunResult>& runs, const std::v
       if (q && f)
         out.push_back({w.name, "int8/f32", q->combo.label(), f->combo.label(), q->tokens_per_s / f->tokens_per_s,
                        "dynamic quantization: outputs differ from f32 (docs/BENCHMARKS.md)"});
-      for (Precision p : {Precision::bf16, Precision::f16}) {
-        const RunResult* ab = find_run(runs, w.name, Path::fused, padded, p, p);
+      for (Precision p : {Precision::bf16, Precision::f16, Precision::int8}) {
+        const Precision p16 = p == Precision::int8 ? Precision::bf16 : p;  // int8 GEMMs: bf16 attention
+        const RunResult* ab = find_run(runs, w.name, Path::fused, padded, p, p16);
         const RunResult* af = find_run(runs, w.name, Path::fused, padded, p, Precision::f32);
         if (ab && af)
-          out.push_back({w.name, strf("%s attention", xlmr::to_string(p)), ab->combo.label(), af->combo.label(),
+          out.push_back({w.name, strf("%s attention", xlmr::to_string(p16)), ab->combo.label(), af->combo.label(),
                          ab->tokens_per_s / af->tokens_per_s,
                          cuda ? strf("tensor cores against the plain fp32 kernel, both with %s GEMMs",
                                      xlmr::to_string(p))
-                              : std::string("bf16 products (AMX or AVX512_BF16) against fp32 FMAs, both with "
-                                            "bf16 GEMMs")});
+                              : strf("bf16 products (AMX or AVX512_BF16) against fp32 FMAs, both with %s GEMMs",
+                                     xlmr::to_string(p))});
       }
     }
     for (const RunResult& r : runs) {
@@ -540,17 +541,22 @@ std::vector<Combo> plan_combos(const Args& a, std::vector<std::string>* notes) {
                                    : d == "f16"  ? xlmr::Precision::f16
                                    : d == "int8" ? xlmr::Precision::int8
                                                  : xlmr::Precision::f32;
-        const bool choosable = cuda ? dt != xlmr::Precision::f32 : dt == xlmr::Precision::bf16;
+        const bool choosable =
+            cuda ? dt != xlmr::Precision::f32 : dt == xlmr::Precision::bf16 || dt == xlmr::Precision::int8;
         if (a.attention == "auto" || !choosable) {
           combos.push_back({xlmr::Path::fused, l == "padded", dt, std::nullopt});
           continue;
         }
-        for (const std::string& at : expand(a.attention, "--attention", {"f32", d}))
-          combos.push_back({xlmr::Path::fused, l == "padded", dt, at == "f32" ? xlmr::Precision::f32 : dt});
+        // The 16-bit attention: the GEMMs' type on CUDA, bf16 on the CPU.
+        const xlmr::Precision a16 = cuda ? dt : xlmr::Precision::bf16;
+        for (const std::string& at : expand(a.attention, "--attention", {"f32", xlmr::to_string(a16)}))
+          combos.push_back({xlmr::Path::fused, l == "padded", dt, at == "f32" ? xlmr::Precision::f32 : a16});
       }
   }
-  if (a.attention != "auto" && !cuda && std::find(dtypes.begin(), dtypes.end(), "bf16") == dtypes.end())
-    notes->push_back("--attention " + a.attention + " applies to the fused CPU path with --dtype bf16: ignored here");
+  if (a.attention != "auto" && !cuda && std::find(dtypes.begin(), dtypes.end(), "bf16") == dtypes.end() &&
+      std::find(dtypes.begin(), dtypes.end(), "int8") == dtypes.end())
+    notes->push_back("--attention " + a.attention +
+                     " applies to the fused CPU path with --dtype bf16 or int8: ignored here");
   return combos;
 }
 
@@ -592,8 +598,8 @@ int main(int argc, char** argv) {
       ->default_str("f32");
   app.add_option("--attention", a.attention,
                  "attention's products on the fused path: f32, the 16-bit type, both, or auto (the engine's "
-                 "default). CPU with --dtype bf16: f32 FMAs or bf16 products on AMX tiles or AVX512_BF16 (auto: "
-                 "bf16 where the CPU has either). CUDA: f32 is the plain kernel, the --dtype the tensor-core one "
+                 "default). CPU with --dtype bf16 or int8: f32 FMAs or bf16 products on AMX tiles or AVX512_BF16 "
+                 "(auto: bf16 where the CPU has either). CUDA: f32 is the plain kernel, the --dtype the tensor-core one "
                  "(auto: tensor cores "
                  "where the card and head size allow)")
       ->type_name("A")

@@ -57,7 +57,8 @@ struct EngineOptions {
   // Fused path: precision of attention's two products (Q.K^T, P.V).
   // CPU with bf16 GEMMs: bf16 (on AMX tiles, or AVX512_BF16 dot products on
   // CPUs without AMX) or f32; default bf16 where the CPU has either and the
-  // head dim is 32, 64, 96 or 128. With f32 GEMMs
+  // head dim is 32, 64, 96 or 128. With int8 GEMMs: the same choice, default
+  // f32 (bf16 costs int8's worst tokens some accuracy). With f32 GEMMs
   // always f32. CUDA: the GEMMs' 16-bit type (the tensor-core kernel) or f32
   // (the plain kernel); default tensor cores where the device and head size
   // allow (32, 64, 80, 128 on sm_80 and later).

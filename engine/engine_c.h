@@ -76,8 +76,8 @@ typedef struct {
   int verify_checksums; /* 1 (default): check every tensor at load */
   int cuda_graphs;      /* CUDA: 1 (default) replays repeated batch shapes from captured graphs */
   int attention;        /* xlmr_dtype: precision of attention's products on the fused path. CPU with
-                           bf16 GEMMs: BF16 (AMX or AVX512_BF16) or F32; AUTO (default): BF16 on
-                           CPUs with AMX-BF16 or AVX512_BF16.
+                           bf16 or int8 GEMMs: BF16 (AMX or AVX512_BF16) or F32; AUTO (default):
+                           with bf16 GEMMs BF16 on CPUs with AMX-BF16 or AVX512_BF16, with int8 F32.
                            CUDA: the GEMMs' type (tensor cores) or F32 (the plain kernel); AUTO:
                            tensor cores where the card and head size allow */
   int padded;           /* fused CPU path: 1 pads each batch to its longest input (comparison only) */

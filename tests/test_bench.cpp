@@ -93,33 +93,38 @@ TEST_CASE("xlmr-bench --json - writes one JSON document with the documented fiel
   }
 }
 
-TEST_CASE("xlmr-bench --attention both: one bf16 run per attention precision, and their ratio", "[bench][cli]") {
+TEST_CASE("xlmr-bench --attention both: one bf16 or int8 run per attention precision, and their ratio",
+          "[bench][cli]") {
   if (!have_bench()) return;
   if (!__builtin_cpu_supports("avx512bw")) {
     WARN("no AVX-512 on this CPU: no bf16 runs to compare");
     return;
   }
   const auto [r, doc] = bench_json("--synthetic small --workload uniform:40x2 --iters 1 --warmup 0 --min-time 0"
-                                   " --path fused --layout ragged --dtype bf16 --attention both --json -");
+                                   " --path fused --layout ragged --dtype bf16,int8 --attention both --json -");
   INFO(r.err);
-  REQUIRE(doc["runs"].size() >= 1);
+  REQUIRE(doc["runs"].size() >= 2);
   CHECK(doc["runs"][0]["attention"] == "f32");
   CHECK_THAT(r.err, Contains("fused ragged bf16 attn-f32"));
+  CHECK_THAT(r.err, Contains("fused ragged int8 attn-f32"));
 #ifdef XLMR_HAVE_ONEDNN
   const std::string unit = xlmr::cpu::to_string(xlmr::cpu::best_bf16_unit(xlmr::cpu::Isa::avx512, 32));
 #else
   const std::string unit = "none";  // no fused CPU path in this build
 #endif
-  if (unit == "none") {  // the bf16 run is skipped with a warning, not failed
-    CHECK(doc["runs"].size() == 1);
+  if (unit == "none") {  // the bf16-attention runs are skipped with a warning, not failed
+    CHECK(doc["runs"].size() == 2);
     CHECK_THAT(r.err, Contains("needs AVX512_BF16 or AMX-BF16"));
     return;
   }
-  REQUIRE(doc["runs"].size() == 2);
-  CHECK(doc["runs"][1]["attention"] == "bf16");
-  CHECK_THAT(doc["runs"][1]["backend"].get<std::string>(),
-             Contains("bf16 attention on " + unit));
+  REQUIRE(doc["runs"].size() == 4);  // bf16 GEMMs, then int8, each with f32 then bf16 attention
+  for (int i : {1, 3}) {
+    CHECK(doc["runs"][i]["attention"] == "bf16");
+    CHECK_THAT(doc["runs"][i]["backend"].get<std::string>(), Contains("bf16 attention on " + unit));
+  }
+  CHECK_THAT(doc["runs"][3]["backend"].get<std::string>(), Contains("int8"));
   CHECK_THAT(r.err, Contains("bf16 attention         fused ragged bf16 attn-bf16 / fused ragged bf16 attn-f32"));
+  CHECK_THAT(r.err, Contains("bf16 attention         fused ragged int8 attn-bf16 / fused ragged int8 attn-f32"));
   // and the kernel alone, both variants called in turn
   CHECK_THAT(r.err, Contains("== attention kernel alone"));
   REQUIRE(doc["attention_kernel"].size() == 1);

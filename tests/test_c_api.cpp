@@ -151,9 +151,9 @@ TEST_CASE("C API: every engine option of xlmr_params reaches the engine", "[c-ap
   const Refusal refusals[] = {
       {"attention 7", [](xlmr_params& q) { q.attention = 7; }, XLMR_ERROR_INVALID_ARGUMENT, "attention"},
       {"isa sse9", [](xlmr_params& q) { q.isa = "sse9"; }, XLMR_ERROR_LOAD, "sse9"},
-      {"bf16 attention with f32 GEMMs (it runs with bf16 GEMMs only)",
+      {"bf16 attention with f32 GEMMs (it runs with bf16 or int8 GEMMs only)",
        [](xlmr_params& q) { q.dtype = XLMR_DTYPE_F32; q.attention = XLMR_DTYPE_BF16; }, XLMR_ERROR_LOAD,
-       "bf16 GEMMs"},
+       "bf16 or int8 GEMMs"},
       {"gpu 1 on the CPU (reaches the engine: a CUDA choice)", [](xlmr_params& q) { q.gpu = 1; }, XLMR_ERROR_LOAD,
        "a GPU index goes with --device cuda"},
       {"f16 attention on the CPU (a CUDA choice)", [](xlmr_params& q) { q.attention = XLMR_DTYPE_F16; },

@@ -84,7 +84,7 @@ TEST_CASE("xlmr-infer: bad input gets one error line and a non-zero exit", "[cli
       {"--model '" + m + "' --input-format ids --gpu -1", "0 2\n", "the GPU index must be 0 or more"},
       {"--model '" + m + "' --pooling max", "0 2\n", "--pooling must be"},
       {"--model '" + m + "' --attention f8", "0 2\n", "--attention must be auto, f32, bf16 or f16"},
-      {"--model '" + m + "' --input-format ids --attention bf16", "0 2\n", "bf16 attention runs with bf16 GEMMs"},
+      {"--model '" + m + "' --input-format ids --attention bf16", "0 2\n", "bf16 attention runs with bf16 or int8 GEMMs"},
       {"--model '" + m + "' --input-format ids --dtype int4", "0 2\n", "--dtype must be f32, bf16, f16 or int8"},
       {"--model '" + m + "' --input-format ids --dtype int8 --device cuda", "0 2\n",
        "int8 GEMMs run on the CPU's fused path; on CUDA use --dtype f16 or bf16"},

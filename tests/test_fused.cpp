@@ -221,12 +221,14 @@ TEST_CASE("int8: equalization keeps a few large channels from costing the others
   }
 }
 
-TEST_CASE("bf16 attention: on by default where it runs, within cosine 0.999 of f32 attention", "[fused][bf16]") {
+TEST_CASE("bf16 attention: by default with bf16 GEMMs where it runs, asked for with int8 ones, within cosine "
+          "0.999 of f32 attention",
+          "[fused][bf16]") {
   const std::string m = bf16_attention_model();
   xlmr::EngineOptions o;
   // Asked for where it cannot run: one clear error each.
   o.attention = xlmr::Precision::bf16;
-  CHECK_THROWS_WITH(xlmr::Engine::load(m, o), Contains("bf16 attention runs with bf16 GEMMs"));
+  CHECK_THROWS_WITH(xlmr::Engine::load(m, o), Contains("bf16 attention runs with bf16 or int8 GEMMs"));
   o.path = xlmr::Path::reference;
   CHECK_THROWS_WITH(xlmr::Engine::load(m, o), Contains("attention precision is a choice of the fused path"));
   o.path = xlmr::Path::fused;
@@ -261,28 +263,41 @@ TEST_CASE("bf16 attention: on by default where it runs, within cosine 0.999 of f
     CHECK_THAT(e.what(), Contains("needs AVX512_BF16 or AMX-BF16"));
     WARN("this CPU (or its OS) has neither AVX512_BF16 nor AMX-BF16: bf16 attention not run (" << e.what() << ")");
   }
-  const std::string described = xlmr::Engine::load(m, by_default)->describe();
-  CHECK((described.find(std::string("bf16 attention on ") + xlmr::cpu::to_string(unit)) != std::string::npos) ==
-        native);
-  if (!native) return;
-  const auto a = run(m, fp32_attention, xlmr::Pooling::cls);
-  const auto b = run(m, by_default, xlmr::Pooling::cls);
-  for (size_t i = 0; i < a.size(); ++i) {
-    INFO("sequence " << i << " (" << a[i].n_tokens << " tokens)");
-    const size_t E = 64;
-    double worst = 1.0;
-    for (int t = 0; t < a[i].n_tokens; ++t) {
-      std::vector<float> x(a[i].hidden.begin() + t * E, a[i].hidden.begin() + (t + 1) * E);
-      std::vector<float> y(b[i].hidden.begin() + t * E, b[i].hidden.begin() + (t + 1) * E);
-      worst = std::min(worst, test::cosine(x, y));
+  // With bf16 GEMMs by default; with int8 ones when asked for.
+  const std::string on_unit = std::string("bf16 attention on ") + xlmr::cpu::to_string(unit);
+  xlmr::EngineOptions int8_default;
+  int8_default.precision = xlmr::Precision::int8;
+  CHECK_THAT(xlmr::Engine::load(m, int8_default)->describe(), !Contains("bf16 attention"));
+  for (const xlmr::Precision gemms : {xlmr::Precision::bf16, xlmr::Precision::int8}) {
+    INFO("GEMMs in " << xlmr::to_string(gemms));
+    xlmr::EngineOptions with_bf16 = by_default;
+    with_bf16.precision = fp32_attention.precision = gemms;
+    if (gemms == xlmr::Precision::int8) with_bf16.attention = xlmr::Precision::bf16;
+    if (!native) {
+      if (gemms == xlmr::Precision::bf16)
+        CHECK_THAT(xlmr::Engine::load(m, with_bf16)->describe(), !Contains("bf16 attention"));
+      continue;
     }
-    CHECK(worst >= 0.999);
-    // The bf16 kernel really ran from bf16_min_keys tokens on; shorter
-    // sequences keep the f32 kernel, bit for bit.
-    if (a[i].n_tokens >= xlmr::cpu::bf16_min_keys(unit))
-      CHECK(max_diff(a[i].hidden, b[i].hidden) > 0);
-    else
-      CHECK(max_diff(a[i].hidden, b[i].hidden) == 0);
+    CHECK_THAT(xlmr::Engine::load(m, with_bf16)->describe(), Contains(on_unit));
+    const auto a = run(m, fp32_attention, xlmr::Pooling::cls);
+    const auto b = run(m, with_bf16, xlmr::Pooling::cls);
+    for (size_t i = 0; i < a.size(); ++i) {
+      INFO("sequence " << i << " (" << a[i].n_tokens << " tokens)");
+      const size_t E = 64;
+      double worst = 1.0;
+      for (int t = 0; t < a[i].n_tokens; ++t) {
+        std::vector<float> x(a[i].hidden.begin() + t * E, a[i].hidden.begin() + (t + 1) * E);
+        std::vector<float> y(b[i].hidden.begin() + t * E, b[i].hidden.begin() + (t + 1) * E);
+        worst = std::min(worst, test::cosine(x, y));
+      }
+      CHECK(worst >= 0.999);
+      // The bf16 kernel really ran from bf16_min_keys tokens on; shorter
+      // sequences keep the f32 kernel, bit for bit.
+      if (a[i].n_tokens >= xlmr::cpu::bf16_min_keys(unit))
+        CHECK(max_diff(a[i].hidden, b[i].hidden) > 0);
+      else
+        CHECK(max_diff(a[i].hidden, b[i].hidden) == 0);
+    }
   }
 }
 

@@ -87,8 +87,9 @@ int main(int argc, char** argv) {
       ->group(g_model)
       ->type_name("TYPE");
   app.add_option("--attention", attention_name,
-                 "attention's products. CPU with --dtype bf16: bf16 (AMX tiles or AVX512_BF16), or f32; auto: bf16 "
-                 "where the CPU has either and the head dim is 32, 64, 96 or 128. CUDA: the --dtype (tensor cores) or f32 (the "
+                 "attention's products. CPU with --dtype bf16 or int8: bf16 (AMX tiles or AVX512_BF16), or f32; "
+                 "auto: with bf16 GEMMs bf16 where the CPU has either and the head dim is 32, 64, 96 or 128, with "
+                 "int8 f32. CUDA: the --dtype (tensor cores) or f32 (the "
                  "plain kernel); auto: tensor cores where the card and head dim allow")
       ->default_str("auto")
       ->group(g_model)
