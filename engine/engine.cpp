@@ -79,6 +79,8 @@ std::unique_ptr<Engine> Engine::load(const std::string& path, const EngineOption
   } else if (c.dtype == DType::bf16) {
     precision = Precision::bf16;
   }
+  XLMR_CHECK(opts.int8_equalize || (precision == Precision::int8 && opts.path == Path::fused && !gpu),
+             "int8_equalize = false (--no-equalize) applies to int8 GEMMs (--dtype int8) only");
   XLMR_CHECK(!opts.attention || opts.path == Path::fused,
              "the attention precision is a choice of the fused path (the reference path computes in f32)");
   XLMR_CHECK(!gpu || !opts.attention || *opts.attention == Precision::f32 || *opts.attention == precision,

@@ -65,7 +65,8 @@ struct EngineOptions {
   std::optional<Precision> attention;
   // int8 GEMMs (CPU): equalize their input channels from the weights, so
   // that channels much larger than the rest do not cost the others their
-  // precision (engine/int8_equalize.h). Off only to measure what it does.
+  // precision (engine/int8_equalize.h). Off only to measure what it does;
+  // off with any other precision is an error.
   bool int8_equalize = true;
 };
 

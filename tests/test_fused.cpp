@@ -320,6 +320,21 @@ TEST_CASE("fused path options are checked", "[fused][errors]") {
   o = {};
   o.threads = -1;
   CHECK_THROWS_WITH(xlmr::Engine::load(m, o), Contains("threads must be >= 0"));
+  // Turning off int8's equalization means nothing for other GEMMs: refused.
+  for (const auto& [path, precision] : {std::pair{xlmr::Path::fused, xlmr::Precision::f32},
+                                        std::pair{xlmr::Path::fused, xlmr::Precision::bf16},
+                                        std::pair{xlmr::Path::reference, xlmr::Precision::f32}}) {
+    o = {};
+    o.path = path;
+    o.precision = precision;
+    o.int8_equalize = false;
+    CHECK_THROWS_WITH(xlmr::Engine::load(m, o), Contains("int8_equalize = false (--no-equalize) applies to int8"));
+  }
+  o = {};
+  o.int8_equalize = false;  // the default precision, f32 for this file
+  CHECK_THROWS_WITH(xlmr::Engine::load(m, o), Contains("applies to int8 GEMMs"));
+  o.precision = xlmr::Precision::int8;
+  CHECK_THAT(xlmr::Engine::load(m, o)->describe(), Contains("not equalized"));
   // A fused engine describes itself.
   auto e = xlmr::Engine::load(m);
   CHECK_THAT(e->describe(), Contains("cpu-fused"));
