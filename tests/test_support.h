@@ -2,10 +2,12 @@
 // running the command-line tools, and tolerance checks.
 #pragma once
 
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -28,13 +30,32 @@ inline std::string fixture(const std::string& rel) {
 inline std::string source_path(const std::string& rel) { return std::string(XLMR_SOURCE_DIR) + "/" + rel; }
 inline std::string binary_path(const std::string& rel) { return std::string(XLMR_BINARY_DIR) + "/" + rel; }
 
+// Removes the folders under `root` of processes that no longer run (killed,
+// so their ProcessScratch destructor never ran): p<pid> for a pid that is
+// gone. Another process may be removing the same one: errors are ignored.
+inline void remove_orphan_scratch(const std::string& root) {
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::filesystem::directory_entry& entry = *it;
+    const std::string name = entry.path().filename().string();
+    if (name.size() < 2 || name[0] != 'p' || name.find_first_not_of("0123456789", 1) != std::string::npos) continue;
+    const long pid = std::strtol(name.c_str() + 1, nullptr, 10);
+    if (pid > 0 && ::kill(pid_t(pid), 0) != 0 && errno == ESRCH) {
+      std::error_code ignored;
+      std::filesystem::remove_all(entry.path(), ignored);
+    }
+  }
+}
+
 // Scratch folders, created on demand under a folder of this process's own:
 // <root>/p<pid>/<name>, where <root> is test-scratch in the build tree, or
 // $XLMR_TEST_SCRATCH (programs carried to another machine, where the build
 // tree's path does not exist: scripts/gpu-check.sh). CTest runs each test case
 // as its own process, several at once, so no two processes ever share a file.
 // The process's folder is removed when it exits (not by a forked child), unless
-// $XLMR_KEEP_SCRATCH is set, for looking at what a failed test left.
+// $XLMR_KEEP_SCRATCH is set, for looking at what a failed test left; folders
+// of processes that were killed are removed by the next one (not while
+// $XLMR_KEEP_SCRATCH is set).
 class ProcessScratch {
  public:
   ProcessScratch() : owner_(::getpid()) {
@@ -45,6 +66,8 @@ class ProcessScratch {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);  // left by an earlier process with this id
     ::mkdir(dir_.c_str(), 0755);
+    const char* keep = std::getenv("XLMR_KEEP_SCRATCH");
+    if (!(keep && *keep)) remove_orphan_scratch(root);
   }
   ~ProcessScratch() {
     const char* keep = std::getenv("XLMR_KEEP_SCRATCH");
