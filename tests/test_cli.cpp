@@ -204,6 +204,31 @@ TEST_CASE("xlmr-infer --dtype int8: the demo's records close to f32's", "[cli][d
   CHECK(bad.status == 1);
   CHECK(bad.err == "xlmr-infer: error: --no-equalize applies to --dtype int8 only\n");
 
+  // --attention bf16 with int8 GEMMs: where bf16 mode's default takes bf16
+  // attention, int8 takes it when asked, on the same unit, with outputs close
+  // to f32's; elsewhere one error line.
+  const auto b16 = test::run(infer() + " --model '" + demo + "' --dtype bf16 --describe");
+  const std::string b16_engine = b16.status == 0 ? nlohmann::json::parse(b16.out)["engine"].get<std::string>() : "";
+  const size_t on = b16_engine.find("bf16 attention on ");
+  const auto i8b = test::run(infer() + " --model '" + demo + "' --dtype int8 --attention bf16 --describe");
+  if (on != std::string::npos) {
+    REQUIRE(i8b.status == 0);
+    const std::string unit = b16_engine.substr(on, b16_engine.find_first_of(",)", on) - on);
+    CHECK_THAT(nlohmann::json::parse(i8b.out)["engine"].get<std::string>(), Contains("int8") && Contains(unit));
+    const auto run = test::run(infer() + " --model '" + demo + "' --pooling mean --dtype int8 --attention bf16 '" +
+                               input + "'");
+    REQUIRE(run.status == 0);
+    const auto r = test::lines(run.out);
+    REQUIRE(r.size() == a.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      const auto ea = nlohmann::json::parse(a[i])["embedding"].get<std::vector<float>>();
+      CHECK(test::cosine(ea, nlohmann::json::parse(r[i])["embedding"].get<std::vector<float>>()) >= 0.99);
+    }
+  } else {
+    CHECK(i8b.status == 1);
+    CHECK_THAT(i8b.err, StartsWith("xlmr-infer: error: bf16 attention needs AVX512_BF16 or AMX-BF16"));
+  }
+
   // Without VNNI (oneDNN held to AVX2) 8-bit weights would let oneDNN's 16-bit
   // pair sums saturate: the weights take 7 bits, a note says so, and the
   // GEMMs still give the exact integer product (with 8-bit weights there 65
