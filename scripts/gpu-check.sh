@@ -16,8 +16,9 @@
 # A GPU machine without the -dev packages gets the carried programs: carry
 #   build-gpu/xlmr-tests build-gpu/xlmr-bench build-gpu/xlmr-infer
 #   build-gpu/xlmr-convert build-gpu/lib
-# (about 55 MiB; --pack prints the total; the working tree adds ~5 MiB of the
-# 64 MiB a device call may carry). Only the programs see build-gpu/lib
+# (57.5 MiB at the last --pack; it prints the total; the working tree adds
+# ~5.6 MiB of the 64 MiB a device call may carry, so there is under 1 MiB to
+# spare). Only the programs see build-gpu/lib
 # (LD_LIBRARY_PATH is set for them alone), so Python and PyTorch keep their own
 # libraries.
 #
