@@ -7,11 +7,10 @@
 // issued at the FMA's rate. Its own translation unit, so that nothing else
 // is compiled for CPU features the AVX-512 build cannot assume.
 //
-// Register blocking: 4 query rows at a time. Scores: 4 rows x up to 4 key
-// groups of 16 in 16 accumulators; each step broadcasts one (Q[2p],
-// Q[2p+1]) pair per row against one Kt pair row per key group. P.V: 4 rows x
-// up to 4 head-dim groups of 16; each step broadcasts one probability pair
-// per row against one Vb pair row per group.
+// Register blocking: 4 query rows at a time, against up to 4 groups of 16
+// keys (scores) or head dims (P.V) in 16 accumulators; each step broadcasts
+// one bf16 pair per row (of Q, or of P) against one pair row (of Kt, or of
+// Vb) per group.
 
 // GCC 12 reports its own _mm512_undefined_* helpers as uninitialised.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -49,76 +48,59 @@ inline __m512i broadcast_pair(const uint16_t* p) {
 
 inline __m512 dot(__m512 acc, __m512i a, __m512i b) { return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b); }
 
-// S[4 rows][0, 16 NG) = Q[4 rows] . Kt[:, j0 ..): D/2 pair steps.
-template <int NG>
-void scores_block(const uint16_t* Q, const uint32_t* Kt, int Np, int j0, int D, float* S) {
+// Both products have one form: for 4 rows r and NG groups g of 16 columns,
+//   C[r][16g ..] (+)= sum over steps k of pair(A[r][2k], A[r][2k+1]) . Bp[k][16g ..]
+// with A bf16 rows lda apart and Bp rows of pairs ldb apart. Scores: A = Qb,
+// Bp = Kt from key j0, C = S, from zero. P.V: A = P, Bp = Vb from key pair
+// j0/2 and head-dim column dc, C = O from column dc, added to.
+template <int NG, bool kAccumulate>
+void rows_block(const uint16_t* A, size_t lda, const uint32_t* Bp, size_t ldb, int steps, float* C, size_t ldc) {
   __m512 acc[kRows][NG];
   for (int r = 0; r < kRows; ++r)
-    for (int g = 0; g < NG; ++g) acc[r][g] = _mm512_setzero_ps();
-  for (int p = 0; p < D / 2; ++p) {
-    const uint32_t* kt = Kt + size_t(p) * Np + j0;
-    __m512i k[NG];
-    for (int g = 0; g < NG; ++g) k[g] = _mm512_loadu_si512(kt + g * T);
+    for (int g = 0; g < NG; ++g)
+      acc[r][g] = kAccumulate ? _mm512_loadu_ps(C + size_t(r) * ldc + g * T) : _mm512_setzero_ps();
+  for (int k = 0; k < steps; ++k) {
+    const uint32_t* b = Bp + size_t(k) * ldb;
+    __m512i bv[NG];
+    for (int g = 0; g < NG; ++g) bv[g] = _mm512_loadu_si512(b + g * T);
     for (int r = 0; r < kRows; ++r) {
-      const __m512i q = broadcast_pair(Q + size_t(r) * D + 2 * p);
-      for (int g = 0; g < NG; ++g) acc[r][g] = dot(acc[r][g], q, k[g]);
+      const __m512i a = broadcast_pair(A + size_t(r) * lda + 2 * k);
+      for (int g = 0; g < NG; ++g) acc[r][g] = dot(acc[r][g], a, bv[g]);
     }
   }
   for (int r = 0; r < kRows; ++r)
-    for (int g = 0; g < NG; ++g) _mm512_storeu_ps(S + size_t(r) * B + g * T, acc[r][g]);
+    for (int g = 0; g < NG; ++g) _mm512_storeu_ps(C + size_t(r) * ldc + g * T, acc[r][g]);
 }
 
-// O[4 rows][0, 16 ND) += P[4 rows][0, 2 pairs) . Vt[0, pairs)[0, 16 ND):
-// Vt and O start at the head-dim group, D apart.
-template <int ND>
-void values_block(const uint16_t* P, const uint32_t* Vt, int D, int pairs, float* O) {
-  __m512 acc[kRows][ND];
-  for (int r = 0; r < kRows; ++r)
-    for (int g = 0; g < ND; ++g) acc[r][g] = _mm512_loadu_ps(O + size_t(r) * D + g * T);
-  for (int q = 0; q < pairs; ++q) {
-    const uint32_t* vt = Vt + size_t(q) * D;
-    __m512i v[ND];
-    for (int g = 0; g < ND; ++g) v[g] = _mm512_loadu_si512(vt + g * T);
-    for (int r = 0; r < kRows; ++r) {
-      const __m512i pr = broadcast_pair(P + size_t(r) * B + 2 * q);
-      for (int g = 0; g < ND; ++g) acc[r][g] = dot(acc[r][g], pr, v[g]);
-    }
+// rows_block with NG = groups (1 to 4) chosen at run time.
+template <bool kAccumulate>
+void rows_block(int groups, const uint16_t* A, size_t lda, const uint32_t* Bp, size_t ldb, int steps, float* C,
+                size_t ldc) {
+  switch (groups) {
+    case 1: rows_block<1, kAccumulate>(A, lda, Bp, ldb, steps, C, ldc); break;
+    case 2: rows_block<2, kAccumulate>(A, lda, Bp, ldb, steps, C, ldc); break;
+    case 3: rows_block<3, kAccumulate>(A, lda, Bp, ldb, steps, C, ldc); break;
+    default: rows_block<4, kAccumulate>(A, lda, Bp, ldb, steps, C, ldc); break;
   }
-  for (int r = 0; r < kRows; ++r)
-    for (int g = 0; g < ND; ++g) _mm512_storeu_ps(O + size_t(r) * D + g * T, acc[r][g]);
 }
 
 // The AVX512_BF16 Products policy of attention_bf16.inc.
 struct DotProducts {
   static constexpr int kRowQuantum = kRows;
+  // D/2 pair steps of Q against the key pairs.
   static void scores(const Scratch& s, int rows, int D, int Np, int j0, int groups) {
-    for (int r = 0; r < rows; r += kRows) {
-      const uint16_t* q = s.Qb + size_t(r) * D;
-      float* sr = s.S + size_t(r) * B;
-      switch (groups) {
-        case 1: scores_block<1>(q, s.Kt, Np, j0, D, sr); break;
-        case 2: scores_block<2>(q, s.Kt, Np, j0, D, sr); break;
-        case 3: scores_block<3>(q, s.Kt, Np, j0, D, sr); break;
-        default: scores_block<4>(q, s.Kt, Np, j0, D, sr); break;
-      }
-    }
+    for (int r = 0; r < rows; r += kRows)
+      rows_block<false>(groups, s.Qb + size_t(r) * D, size_t(D), s.Kt + j0, size_t(Np), D / 2, s.S + size_t(r) * B,
+                        size_t(B));
   }
   // Keys [j0, j0 + jn) are pairs [j0/2, j0/2 + ceil(jn/2)); an odd last key's
   // partner is zero in both P (probability 0) and Vb (padding).
   static void values(const Scratch& s, int rows, int D, int j0, int jn) {
     const int pairs = (jn + 1) / 2;
     for (int r = 0; r < rows; r += kRows)
-      for (int dc = 0; dc < D; dc += 4 * T) {
-        const uint16_t* p = s.P + size_t(r) * B;
-        const uint32_t* vt = s.Vb + size_t(j0 / 2) * D + dc;
-        float* o = s.O + size_t(r) * D + dc;
-        switch (std::min(4, (D - dc) / T)) {
-          case 1: values_block<1>(p, vt, D, pairs, o); break;
-          case 2: values_block<2>(p, vt, D, pairs, o); break;
-          case 3: values_block<3>(p, vt, D, pairs, o); break;
-          default: values_block<4>(p, vt, D, pairs, o); break;
-        }
-      }
+      for (int dc = 0; dc < D; dc += 4 * T)
+        rows_block<true>(std::min(4, (D - dc) / T), s.P + size_t(r) * B, size_t(B), s.Vb + size_t(j0 / 2) * D + dc,
+                         size_t(D), pairs, s.O + size_t(r) * D + dc, size_t(D));
   }
 };
 
