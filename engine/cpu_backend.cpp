@@ -73,6 +73,7 @@ class CpuBackend final : public Backend {
     // further than the int8 GEMMs' own rounding does (docs/BENCHMARKS.md).
     const bool low = bf16_ || int8_;
     const cpu::Bf16Unit unit = low || o.attention ? cpu::best_bf16_unit(isa_, c_.head_dim()) : cpu::Bf16Unit::none;
+    bf16_unit_ = unit;  // the kernel runs on the unit describe() names
     if (o.attention) {
       XLMR_CHECK(*o.attention != Precision::f16, "attention precision must be f32 or bf16");
       XLMR_CHECK(*o.attention == Precision::f32 || low,
@@ -283,7 +284,7 @@ class CpuBackend final : public Backend {
       {
         ProfileScope ps(profiler_, Kernel::attention, 4.0 * attn_work * E, NE * 4 * 4);
         cpu::VarlenAttentionArgs aa{attn_.get(), bf16_ ? attn16_.get() : nullptr, qkv_.get(), cu_.data(),
-                                    padded ? kv_.data() : nullptr, S, E, H, products_};
+                                    padded ? kv_.data() : nullptr, S, E, H, products_, bf16_unit_};
         cpu::varlen_attention(isa_, aa, attn_ws_, threads_);
       }
       {
@@ -351,6 +352,7 @@ class CpuBackend final : public Backend {
   bool bf16_ = false;
   bool int8_ = false;  // the layers' GEMMs on int8 operands (f32 activations in between)
   cpu::AttentionProducts products_ = cpu::AttentionProducts::f32;
+  cpu::Bf16Unit bf16_unit_ = cpu::Bf16Unit::none;  // with bf16 products: where they run
   std::string name_;
   int cap_tokens_ = 0, cap_seqlen_ = 0;
   std::shared_ptr<cpu::GemmEnv> env_;

@@ -156,8 +156,7 @@ void AttentionWorkspace::reserve(int max_rows, int n_heads, int d, int n_threads
   scratch.assign(per_thread * size_t(n_threads) + 16, 0.0f);
   threads = n_threads;
   head_dim = d;
-  bf16_best = Bf16Unit::none;
-  bf16_checked = false;
+  bf16_best.reset();
   max_kv = max_seqlen;
 }
 
@@ -167,11 +166,8 @@ void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace&
   XLMR_CHECK(a.hidden / H == ws.head_dim, "attention: workspace reserved for another head size");
   Bf16Unit unit = Bf16Unit::none;
   if (a.products == AttentionProducts::bf16) {
-    if (isa == Isa::avx512 && !ws.bf16_checked) {
-      ws.bf16_best = best_bf16_unit(isa, ws.head_dim);
-      ws.bf16_checked = true;
-    }
-    const Bf16Unit best = isa == Isa::avx512 ? ws.bf16_best : Bf16Unit::none;
+    if (isa == Isa::avx512 && !ws.bf16_best) ws.bf16_best = best_bf16_unit(isa, ws.head_dim);
+    const Bf16Unit best = isa == Isa::avx512 ? *ws.bf16_best : Bf16Unit::none;
     unit = a.bf16_unit == Bf16Unit::none ? best : a.bf16_unit;
     XLMR_CHECK(unit != Bf16Unit::none && (unit == best || has_bf16_unit(unit, isa, ws.head_dim)),
                std::string("attention: bf16 products need ") +

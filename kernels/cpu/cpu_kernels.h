@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -156,9 +157,9 @@ class AttentionWorkspace {
   int threads = 0;
   int head_dim = 0;
   int max_kv = 0;
-  // best_bf16_unit's answer, asked once (for AMX it costs a system call).
-  Bf16Unit bf16_best = Bf16Unit::none;
-  bool bf16_checked = false;
+  // best_bf16_unit's answer for AVX-512, asked once (for AMX it costs a
+  // system call).
+  std::optional<Bf16Unit> bf16_best;
 };
 
 void varlen_attention(Isa isa, const VarlenAttentionArgs& a, AttentionWorkspace& ws, int threads);
