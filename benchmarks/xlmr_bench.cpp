@@ -599,9 +599,8 @@ int main(int argc, char** argv) {
   app.add_option("--attention", a.attention,
                  "attention's products on the fused path: f32, the 16-bit type, both, or auto (the engine's "
                  "default). CPU with --dtype bf16 or int8: f32 FMAs or bf16 products on AMX tiles or AVX512_BF16 "
-                 "(auto: bf16 where the CPU has either). CUDA: f32 is the plain kernel, the --dtype the tensor-core one "
-                 "(auto: tensor cores "
-                 "where the card and head size allow)")
+                 "(auto: with bf16 GEMMs bf16 where the CPU has either, with int8 f32). CUDA: f32 is the plain "
+                 "kernel, the --dtype the tensor-core one (auto: tensor cores where the card and head size allow)")
       ->type_name("A")
       ->default_str("auto");
   app.add_option("--threads,-t", a.threads, "CPU threads (default: the engine's, one per physical core within the cgroup CPU quota)")->type_name("N");
