@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1170,6 +1171,49 @@ TEST_CASE("xlmr-infer answers each line a program writes before it waits for the
     }
     CHECK(p.wait() == 0);
   }
+}
+
+TEST_CASE("xlmr-infer answers each line written to a named pipe given as INPUT before it waits for the next",
+          "[cli][demo][pipeline]") {
+  ::signal(SIGPIPE, SIG_IGN);
+  const std::string dir = test::scratch("cli-fifo");
+  const std::string fifo = dir + "/in.fifo", after = dir + "/after.txt";
+  std::remove(fifo.c_str());
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  test::write_file(after, "after one\nafter two\n");  // a regular file read once the pipe ends
+  Coprocess p(infer() + " --model " + demo() + " '" + fifo + "' '" + after + "'");
+  // Opening the pipe's write end fails (ENXIO) until xlmr-infer has opened it
+  // for reading; a deadline instead of a blocking open keeps a failed start
+  // from hanging the test.
+  int w = -1;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while ((w = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK)) < 0 && std::chrono::steady_clock::now() < deadline)
+    ::usleep(10 * 1000);
+  REQUIRE(w >= 0);
+  const auto put = [w](const std::string& text) {
+    REQUIRE(::write(w, text.data(), text.size()) == ssize_t(text.size()));
+  };
+  for (int i = 0; i < 3; ++i) {
+    put(std::string(kTexts[i]) + "\n");
+    const std::string line = p.read_line(60);
+    REQUIRE(!line.empty());
+    CHECK(nlohmann::json::parse(line)["index"] == i);
+  }
+  std::string many;
+  for (int i = 0; i < 300; ++i) many += "line number " + std::to_string(i) + "\n";
+  put(many);
+  for (int i = 0; i < 300; ++i) {
+    const std::string line = p.read_line(60);
+    REQUIRE(!line.empty());
+    CHECK(nlohmann::json::parse(line)["index"] == i + 3);
+  }
+  ::close(w);  // the pipe's end: the next input follows
+  for (int i = 0; i < 2; ++i) {
+    const std::string line = p.read_line(60);
+    REQUIRE(!line.empty());
+    CHECK(nlohmann::json::parse(line)["index"] == 303 + i);
+  }
+  CHECK(p.wait() == 0);
 }
 
 TEST_CASE("xlmr-infer stops on SIGINT or SIGTERM with every written record complete", "[cli][demo][pipeline][signals]") {

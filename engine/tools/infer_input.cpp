@@ -1,5 +1,6 @@
 #include "engine/tools/infer_input.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,12 +9,46 @@
 #include <charconv>
 #include <cstring>
 #include <iostream>
+#include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
 
 namespace xlmr::tools {
+
+namespace {
+
+// An input stream buffer over a file descriptor it owns, for named inputs that
+// are not regular files: it never reads past what one read() returns, so the
+// bytes it holds are all in in_avail() and the rest can be polled for.
+class FdBuf : public std::streambuf {
+ public:
+  explicit FdBuf(int fd) : fd_(fd) {}
+  ~FdBuf() override { ::close(fd_); }
+  FdBuf(const FdBuf&) = delete;
+  FdBuf& operator=(const FdBuf&) = delete;
+
+ protected:
+  int_type underflow() override {
+    if (gptr() < egptr()) return traits_type::to_int_type(*gptr());
+    ssize_t got;
+    do got = ::read(fd_, buf_, sizeof buf_);
+    while (got < 0 && errno == EINTR);
+    // A failed read throws, which the stream turns into its bad bit (a read
+    // error is reported, never taken for the end of the input).
+    if (got < 0) throw std::runtime_error(std::strerror(errno));
+    if (got == 0) return traits_type::eof();
+    setg(buf_, buf_, buf_ + got);
+    return traits_type::to_int_type(*gptr());
+  }
+
+ private:
+  int fd_;
+  char buf_[1 << 16];
+};
+
+}  // namespace
 
 LineReader::LineReader(std::vector<std::string> files, size_t max_line_bytes)
     : files_(std::move(files)), max_line_(max_line_bytes) {
@@ -47,6 +82,8 @@ bool LineReader::next(size_t n, std::vector<Line>* out) {
       if (in_->bad()) XLMR_THROW("error reading '" + name_ + "'");
       in_ = nullptr;
       file_.reset();
+      fd_buf_.reset();
+      fd_ = -1;
     }
   }
   if (total_ && bytes_ > total_) bytes_ = total_;  // a last line without its line break
@@ -54,10 +91,19 @@ bool LineReader::next(size_t n, std::vector<Line>* out) {
 }
 
 bool LineReader::ready() {
-  const bool on_stdin = in_ ? in_ == &std::cin : next_file_ < files_.size() && files_[next_file_] == "-";
-  if (!on_stdin) return true;  // a named file (regular, or read as its bytes come), or the end
-  if (std::cin.rdbuf()->in_avail() > 0) return true;
-  pollfd p{STDIN_FILENO, POLLIN, 0};
+  int fd = fd_;
+  if (!in_) {
+    if (next_file_ >= files_.size()) return true;  // the end
+    const std::string& f = files_[next_file_];
+    if (f != "-") {
+      struct stat st;
+      return ::stat(f.c_str(), &st) == 0 && S_ISREG(st.st_mode);  // a missing one: open_next says so
+    }
+    fd = STDIN_FILENO;
+  }
+  if (fd < 0) return true;  // a regular file
+  if (in_ && in_->rdbuf()->in_avail() > 0) return true;
+  pollfd p{fd, POLLIN, 0};
   return ::poll(&p, 1, 0) > 0;  // bytes, or the writer's end (POLLHUP)
 }
 
@@ -94,14 +140,25 @@ bool LineReader::open_next() {
   if (name_ == "-") {
     in_ = &std::cin;
     name_ = "<stdin>";
-  } else {
-    struct stat st;
-    XLMR_CHECK(::stat(name_.c_str(), &st) != 0 || !S_ISDIR(st.st_mode),
-               "cannot read input '" + name_ + "': it is a folder (give the files in it)");
+    fd_ = STDIN_FILENO;
+    return true;
+  }
+  struct stat st;
+  const bool exists = ::stat(name_.c_str(), &st) == 0;
+  XLMR_CHECK(!exists || !S_ISDIR(st.st_mode), "cannot read input '" + name_ + "': it is a folder (give the files in it)");
+  if (!exists || S_ISREG(st.st_mode)) {
     file_.reset(new std::ifstream(name_, std::ios::binary));
     XLMR_CHECK(*file_, "cannot open input '" + name_ + "': " + std::strerror(errno));
-    in_ = file_.get();
+  } else {  // a named pipe or a device: read as its bytes come, and polled by ready()
+    int fd;
+    do fd = ::open(name_.c_str(), O_RDONLY | O_CLOEXEC);  // a named pipe: waits for its writer
+    while (fd < 0 && errno == EINTR);
+    XLMR_CHECK(fd >= 0, "cannot open input '" + name_ + "': " + std::strerror(errno));
+    fd_buf_.reset(new FdBuf(fd));
+    file_.reset(new std::istream(fd_buf_.get()));
+    fd_ = fd;
   }
+  in_ = file_.get();
   return true;
 }
 

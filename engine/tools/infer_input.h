@@ -26,14 +26,16 @@ class LineReader {
   static constexpr size_t kDefaultMaxLineBytes = size_t(64) << 20;
   // Reads up to n lines into *out (cleared first); false at the end of all
   // inputs. Waits for the first line; after it, stops early where the input
-  // has nothing more ready (a pipe or a terminal whose writer waits for the
-  // answers to what it wrote).
+  // has nothing more ready (a pipe, named pipe or terminal whose writer waits
+  // for the answers to what it wrote).
   bool next(size_t n, std::vector<Line>* out);
   // Whether reading can go on without waiting: a regular file, bytes in the
-  // stream's buffer, or a standard input (pipe or terminal) with bytes or its
-  // end ready. Standard input is read through std::cin, which must not be
-  // synchronised with stdio (std::ios::sync_with_stdio(false)): stdio's own
-  // buffer would hide bytes from this check.
+  // stream's buffer, or an input that is not a regular file (standard input,
+  // a named pipe, a terminal) with bytes or its end ready. An input not yet
+  // opened that is not a regular file counts as not ready: opening a named
+  // pipe waits for its writer. Standard input is read through std::cin, which
+  // must not be synchronised with stdio (std::ios::sync_with_stdio(false)):
+  // stdio's own buffer would hide bytes from this check.
   bool ready();
   uint64_t bytes_read() const { return bytes_; }
   // Sum of the input sizes when every input is a regular file, else 0.
@@ -45,8 +47,12 @@ class LineReader {
   std::vector<std::string> files_;
   size_t max_line_ = 0;
   size_t next_file_ = 0;
-  std::unique_ptr<std::ifstream> file_;
+  // A named input: a regular file through std::ifstream, anything else
+  // (a named pipe, a device) through fd_buf_, so that ready() can poll fd_.
+  std::unique_ptr<std::streambuf> fd_buf_;
+  std::unique_ptr<std::istream> file_;
   std::istream* in_ = nullptr;
+  int fd_ = -1;  // what ready() polls: the input's descriptor when it is not a regular file
   std::string name_;
   size_t line_no_ = 0;
   uint64_t bytes_ = 0, total_ = 0;
