@@ -537,10 +537,8 @@ std::vector<Combo> plan_combos(const Args& a, std::vector<std::string>* notes) {
     }
     for (const std::string& d : dtypes)
       for (const std::string& l : layouts) {
-        const xlmr::Precision dt = d == "bf16"   ? xlmr::Precision::bf16
-                                   : d == "f16"  ? xlmr::Precision::f16
-                                   : d == "int8" ? xlmr::Precision::int8
-                                                 : xlmr::Precision::f32;
+        xlmr::Precision dt = xlmr::Precision::f32;
+        XLMR_CHECK(xlmr::parse_precision(d, &dt), "--dtype: unknown type '" + d + "'");  // checked above
         const bool choosable =
             cuda ? dt != xlmr::Precision::f32 : dt == xlmr::Precision::bf16 || dt == xlmr::Precision::int8;
         if (a.attention == "auto" || !choosable) {

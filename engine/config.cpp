@@ -39,6 +39,15 @@ bool parse_pooling(const std::string& s, Pooling* out) {
   return false;
 }
 
+bool parse_precision(const std::string& s, Precision* out) {
+  for (Precision p : {Precision::f32, Precision::bf16, Precision::f16, Precision::int8})
+    if (s == to_string(p)) {
+      *out = p;
+      return true;
+    }
+  return false;
+}
+
 namespace {
 
 const nlohmann::json& need(const nlohmann::json& obj, const char* key, const char* section) {

@@ -36,6 +36,8 @@ const char* to_string(Norm n);
 const char* to_string(Pooling p);
 bool parse_pooling(const std::string& s, Pooling* out);
 const char* to_string(Precision p);
+// The inverse of to_string(Precision): "f32", "bf16", "f16" or "int8"; false otherwise.
+bool parse_precision(const std::string& s, Precision* out);
 
 struct ModelConfig {
   Family family = Family::xlmr;

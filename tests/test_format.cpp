@@ -182,3 +182,21 @@ TEST_CASE("f16 and bf16 conversions round correctly", "[format][dtype]") {
     CHECK(std::fabs(xlmr::bf16_to_f32(xlmr::f32_to_bf16(v)) - v) <= std::fabs(v) * (1.0f / 256));
   }
 }
+
+TEST_CASE("precision and pooling names parse back to what to_string gives", "[format][config]") {
+  for (xlmr::Precision p : {xlmr::Precision::f32, xlmr::Precision::bf16, xlmr::Precision::f16, xlmr::Precision::int8}) {
+    xlmr::Precision got = p == xlmr::Precision::f32 ? xlmr::Precision::int8 : xlmr::Precision::f32;
+    CHECK(xlmr::parse_precision(xlmr::to_string(p), &got));
+    CHECK(got == p);
+  }
+  for (xlmr::Pooling p : {xlmr::Pooling::cls, xlmr::Pooling::mean, xlmr::Pooling::none, xlmr::Pooling::pooler}) {
+    xlmr::Pooling got = p == xlmr::Pooling::cls ? xlmr::Pooling::mean : xlmr::Pooling::cls;
+    CHECK(xlmr::parse_pooling(xlmr::to_string(p), &got));
+    CHECK(got == p);
+  }
+  xlmr::Precision untouched = xlmr::Precision::bf16;
+  for (const char* bad : {"", "fp32", "F32", "bf16 ", "int4", "auto"}) {
+    CHECK_FALSE(xlmr::parse_precision(bad, &untouched));
+    CHECK(untouched == xlmr::Precision::bf16);
+  }
+}

@@ -233,15 +233,17 @@ int main(int argc, char** argv) {
     if (path_name == "reference") eo.path = xlmr::Path::reference;
     else if (path_name == "fused") eo.path = xlmr::Path::fused;
     else XLMR_THROW("--path must be reference or fused, not '" + path_name + "'");
-    if (dtype_name == "f32") eo.precision = xlmr::Precision::f32;
-    else if (dtype_name == "bf16") eo.precision = xlmr::Precision::bf16;
-    else if (dtype_name == "f16") eo.precision = xlmr::Precision::f16;
-    else if (dtype_name == "int8") eo.precision = xlmr::Precision::int8;
-    else XLMR_CHECK(dtype_name.empty(), "--dtype must be f32, bf16, f16 or int8, not '" + dtype_name + "'");
-    if (attention_name == "f32") eo.attention = xlmr::Precision::f32;
-    else if (attention_name == "bf16") eo.attention = xlmr::Precision::bf16;
-    else if (attention_name == "f16") eo.attention = xlmr::Precision::f16;
-    else XLMR_CHECK(attention_name == "auto", "--attention must be auto, f32, bf16 or f16, not '" + attention_name + "'");
+    if (!dtype_name.empty()) {
+      xlmr::Precision dt = xlmr::Precision::f32;
+      XLMR_CHECK(xlmr::parse_precision(dtype_name, &dt), "--dtype must be f32, bf16, f16 or int8, not '" + dtype_name + "'");
+      eo.precision = dt;
+    }
+    if (attention_name != "auto") {
+      xlmr::Precision at = xlmr::Precision::int8;
+      XLMR_CHECK(xlmr::parse_precision(attention_name, &at) && at != xlmr::Precision::int8,
+                 "--attention must be auto, f32, bf16 or f16, not '" + attention_name + "'");
+      eo.attention = at;
+    }
     eo.padded = padded;
     XLMR_CHECK(!no_equalize || eo.precision == xlmr::Precision::int8, "--no-equalize applies to --dtype int8 only");
     eo.int8_equalize = !no_equalize;
